@@ -1,0 +1,125 @@
+package handler
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// invocationRequest is the host's envelope: {"Data": {...}, "Metadata": {...}}.
+type invocationRequest struct {
+	Data     map[string]json.RawMessage `json:"Data"`
+	Metadata map[string]json.RawMessage `json:"Metadata"`
+}
+
+// queueMessage is a Service Bus message as the handler needs it.
+type queueMessage struct {
+	Body          []byte
+	MessageID     string
+	CorrelationID string
+	DeliveryCount int
+	// Properties are the message's application properties, the only
+	// Metadata object body fields cannot overwrite by accident (the host
+	// copies top-level body fields into Metadata, see spec §3.3).
+	Properties map[string]any
+}
+
+// errEnvelope marks an envelope the host would never send: nothing in it
+// can be retried into success.
+var errEnvelope = errors.New("malformed invocation envelope")
+
+// decodeEnvelope reads the envelope. binding is the trigger's name in
+// function.json; when Data has exactly one entry it is used whatever its
+// name, so a renamed binding does not break the function.
+func decodeEnvelope(body []byte, binding string) (invocationRequest, json.RawMessage, error) {
+	var inv invocationRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&inv); err != nil {
+		return inv, nil, fmt.Errorf("%w: %v", errEnvelope, err)
+	}
+	raw, ok := inv.Data[binding]
+	if !ok && len(inv.Data) == 1 {
+		for _, v := range inv.Data {
+			raw, ok = v, true
+		}
+	}
+	if !ok {
+		return inv, nil, fmt.Errorf("%w: Data has no %q entry", errEnvelope, binding)
+	}
+	return inv, raw, nil
+}
+
+// decodeServiceBus reads a Service Bus trigger envelope. The body arrives
+// as a JSON string holding a JSON string (the host encodes the message
+// string once more); a single layer, or a bare object, is accepted too.
+// Base64 is never guessed.
+func decodeServiceBus(body []byte, binding string) (queueMessage, error) {
+	inv, raw, err := decodeEnvelope(body, binding)
+	if err != nil {
+		return queueMessage{}, err
+	}
+	msg := queueMessage{Body: unwrapBody(raw)}
+	md := inv.Metadata
+	msg.MessageID = metaString(md["MessageId"])
+	msg.CorrelationID = metaString(md["CorrelationId"])
+	if n, err := strconv.Atoi(metaString(md["DeliveryCount"])); err == nil && n > 0 {
+		msg.DeliveryCount = n
+	} else {
+		msg.DeliveryCount = 1
+	}
+	if props, ok := md["ApplicationProperties"]; ok {
+		_ = json.Unmarshal(props, &msg.Properties) // a non-object just means "none"
+	}
+	return msg, nil
+}
+
+// unwrapBody peels JSON string layers off a trigger value until it is no
+// longer a JSON string: "\"{...}\"" → "{...}" → {...}. At most two layers
+// are the host's; a third would be the sender's own encoding, kept as is.
+func unwrapBody(raw json.RawMessage) []byte {
+	b := bytes.TrimSpace(raw)
+	for range 2 {
+		if len(b) == 0 || b[0] != '"' {
+			break
+		}
+		var s string
+		if json.Unmarshal(b, &s) != nil {
+			break
+		}
+		b = []byte(s)
+	}
+	return b
+}
+
+// metaString reads a scalar metadata value: the host sends strings
+// double-encoded ("\"abc\"") and numbers as strings ("1").
+func metaString(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	v := string(unwrapBody(raw))
+	return strings.TrimSpace(v)
+}
+
+// invocationReply is the envelope the host expects back: always a JSON
+// object with Content-Type application/json (anything else fails the
+// invocation, and an empty or null body hangs it until the timeout).
+type invocationReply struct {
+	Outputs     map[string]any `json:"Outputs"`
+	Logs        []string       `json:"Logs"`
+	ReturnValue any            `json:"ReturnValue"`
+}
+
+// reply answers the host. status 2xx completes a queue message; anything
+// else makes Service Bus redeliver it.
+func reply(w http.ResponseWriter, status int, logs ...string) {
+	if logs == nil {
+		logs = []string{}
+	}
+	writeJSON(w, status, invocationReply{Outputs: map[string]any{}, Logs: logs})
+}

@@ -1,0 +1,159 @@
+package handler
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/contoso/databricks-token-broker/internal/api"
+	"github.com/contoso/databricks-token-broker/internal/tokens"
+)
+
+// readBody reads at most max bytes; a larger body is RequestTooLarge.
+func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error) {
+	if r.ContentLength > max {
+		return nil, tokens.Errorf(tokens.CodeRequestTooLarge, "the request body is %d bytes; the limit is %d", r.ContentLength, max)
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, tokens.Errorf(tokens.CodeRequestTooLarge, "the request body is over the limit of %d bytes", max)
+		}
+		return nil, &tokens.Error{Code: tokens.CodeInvalidRequest, Message: "the request body could not be read", Err: err}
+	}
+	return b, nil
+}
+
+// headerRequestID is the idempotency key Azure SDKs and many clients send.
+const headerRequestID = "x-ms-client-request-id"
+
+// requestID picks the request id: the body's, else the header's, else a
+// new one. given reports whether the caller chose it (so a repeat is
+// possible and must find the first attempt's token).
+func requestID(body string, r *http.Request) (id string, given bool, err error) {
+	if body != "" {
+		return body, true, nil
+	}
+	if h := r.Header.Get(headerRequestID); h != "" {
+		if verr := tokens.ValidRequestID(h); verr != nil {
+			return "", false, &tokens.Error{Code: tokens.CodeInvalidRequest, Target: headerRequestID,
+				Message: "the " + headerRequestID + " header " + verr.Error(),
+				Details: []tokens.Detail{{Code: "InvalidField", Target: headerRequestID, Message: headerRequestID + " " + verr.Error()}}}
+		}
+		return h, true, nil
+	}
+	return uuid.NewString(), false, nil
+}
+
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request, log *slog.Logger) {
+	start := time.Now()
+	body, err := readBody(w, r, MaxBody)
+	if err != nil {
+		logOutcome(log, start, "create refused", err)
+		writeError(w, err)
+		return
+	}
+	req, err := tokens.DecodeCreate(body, s.opts.Limits)
+	id, given, idErr := requestID(req.RequestID, r)
+	if err == nil {
+		err = idErr
+	}
+	req.RequestID, req.RequestIDGiven = id, given
+	log = log.With("request_id", id)
+	if err != nil {
+		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, err)
+		logOutcome(log, start, "create refused", err)
+		writeError(w, err)
+		return
+	}
+	log = log.With("workspace", req.Workspace.String())
+	ctx, cancel := s.budget(r.Context())
+	defer cancel()
+	res, err := s.svc.Create(ctx, req, tokens.CreateOptions{})
+	if err != nil {
+		s.publishFailure(r, log, id, req.Workspace.String(), id, err)
+		logOutcome(log, start, "create failed", err)
+		writeError(w, err)
+		return
+	}
+	s.publish(r, log, tokens.Outcome{Type: tokens.Created, RequestID: id, Workspace: req.Workspace.String(),
+		TokenID: res.Record.TokenID, CorrelationID: id, Record: &res.Record})
+	status := http.StatusOK
+	if res.Issued {
+		status = http.StatusCreated
+	}
+	logOutcome(log, start, "create done", nil, "token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked))
+	w.Header().Set("x-ms-request-id", id)
+	writeJSON(w, status, api.NewRecord(res.Record, true))
+}
+
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, log *slog.Logger) {
+	start := time.Now()
+	body, err := readBody(w, r, MaxBody)
+	if err != nil {
+		logOutcome(log, start, "revoke refused", err)
+		writeError(w, err)
+		return
+	}
+	req, err := tokens.DecodeRevoke(body)
+	id, _, idErr := requestID(req.RequestID, r)
+	if err == nil {
+		err = idErr
+	}
+	req.RequestID = id
+	log = log.With("request_id", id)
+	if err != nil {
+		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, err)
+		logOutcome(log, start, "revoke refused", err)
+		writeError(w, err)
+		return
+	}
+	ctx, cancel := s.budget(r.Context())
+	defer cancel()
+	res, err := s.svc.Revoke(ctx, req)
+	if err != nil {
+		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, err)
+		logOutcome(log, start, "revoke failed", err)
+		writeError(w, err)
+		return
+	}
+	s.publish(r, log, tokens.Outcome{Type: tokens.Revoked, RequestID: id, Workspace: res.Workspace.String(),
+		TokenID: res.TokenID, CorrelationID: id, Revoke: &res})
+	logOutcome(log, start, "revoke done", nil, "workspace", res.Workspace.String(), "token_id", res.TokenID, "status", string(res.Status))
+	writeJSON(w, http.StatusOK, api.RevokeResponse{TokenID: res.TokenID, Status: string(res.Status)})
+}
+
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, log *slog.Logger) {
+	start := time.Now()
+	q := r.URL.Query()
+	id, err := tokens.ParseListQuery(q.Get("workspaceResourceId"))
+	if err != nil {
+		logOutcome(log, start, "list refused", err)
+		writeError(w, err)
+		return
+	}
+	log = log.With("workspace", id.String())
+	ctx, cancel := s.budget(r.Context())
+	defer cancel()
+	list, err := s.svc.List(ctx, id)
+	if err != nil {
+		logOutcome(log, start, "list failed", err)
+		writeError(w, err)
+		return
+	}
+	logOutcome(log, start, "list done", nil, "count", len(list))
+	writeJSON(w, http.StatusOK, api.NewList(list))
+}
+
+// workspaceText is the workspace as well as it is known, for a Failed
+// result's source.
+func workspaceText(id tokens.WorkspaceID) string {
+	if id == (tokens.WorkspaceID{}) {
+		return ""
+	}
+	return id.String()
+}

@@ -1,0 +1,371 @@
+package handler
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/contoso/databricks-token-broker/internal/events"
+	"github.com/contoso/databricks-token-broker/internal/tokens"
+	"github.com/contoso/databricks-token-broker/internal/upstream"
+)
+
+// Application properties the service sets on a message it reschedules
+// (a workspace not ready yet): the attempt number, and the original
+// request id, since the copy has a MessageId of its own.
+const (
+	propAttempt   = "dtb-attempt"
+	propRequestID = "dtb-request-id"
+)
+
+// queueCommand is what a token-requests message asks for.
+type queueCommand struct {
+	action string
+	create tokens.CreateRequest
+	revoke tokens.RevokeRequest
+}
+
+// decodeCommand reads a token-requests body: {"action":"create",…} or
+// {"action":"revoke",…}.
+func decodeCommand(body []byte, lim tokens.Limits) (queueCommand, error) {
+	var head struct {
+		Action *string `json:"action"`
+	}
+	if err := json.Unmarshal(body, &head); err != nil {
+		return queueCommand{}, &tokens.Error{Code: tokens.CodeInvalidRequest, Message: "the message body is not a JSON object", Err: err,
+			Details: []tokens.Detail{{Code: "InvalidField", Target: "body", Message: "body is not a JSON object"}}}
+	}
+	var cmd queueCommand
+	var err error
+	switch {
+	case head.Action == nil:
+		err = &tokens.Error{Code: tokens.CodeInvalidRequest, Target: "action", Message: `action is required ("create" or "revoke")`,
+			Details: []tokens.Detail{{Code: "InvalidField", Target: "action", Message: `action is required ("create" or "revoke")`}}}
+	case *head.Action == "create":
+		cmd.create, err = tokens.DecodeCreate(body, lim, "action")
+	case *head.Action == "revoke":
+		cmd.revoke, err = tokens.DecodeRevoke(body, "action")
+	default:
+		msg := fmt.Sprintf("action %q is not one of create, revoke", clip(*head.Action, 40))
+		err = &tokens.Error{Code: tokens.CodeInvalidRequest, Target: "action", Message: msg,
+			Details: []tokens.Detail{{Code: "InvalidField", Target: "action", Message: msg}}}
+	}
+	if head.Action != nil {
+		cmd.action = *head.Action
+	}
+	return cmd, err
+}
+
+func clip(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n]) + "…"
+	}
+	return s
+}
+
+// settle answers the host for a queue invocation that failed, following
+// the contract: a failure that can never succeed publishes Failed and
+// completes; a transient one fails the invocation so Service Bus redelivers,
+// except on the last delivery, which publishes Failed first.
+func (s *Server) settle(w http.ResponseWriter, r *http.Request, log *slog.Logger, msg queueMessage, o tokens.Outcome, err error) {
+	e := tokens.AsError(err)
+	o.Type, o.Err = tokens.Failed, e
+	last := msg.DeliveryCount >= s.opts.MaxDeliveryCount
+	if !e.Code.Transient() || last {
+		if perr := s.publishOutcome(r, o); perr != nil && e.Code.Transient() {
+			// The failure could not be reported: let Service Bus keep the
+			// message (it dead-letters it, where an operator sees it).
+			log.Error("publish failed result", "error", perr.Error())
+		}
+		if !e.Code.Transient() {
+			reply(w, http.StatusOK, fmt.Sprintf("failed permanently: %s: %s", e.Code, e.Message))
+			return
+		}
+	}
+	reply(w, statusOf(e.Code), fmt.Sprintf("failed, Service Bus will redeliver (delivery %d of %d): %s: %s", msg.DeliveryCount, s.opts.MaxDeliveryCount, e.Code, e.Message))
+}
+
+func (s *Server) tokenRequests(w http.ResponseWriter, r *http.Request, log *slog.Logger) {
+	start := time.Now()
+	msg, err := s.readMessage(w, r)
+	if err != nil {
+		s.badEnvelope(w, r, log, start, err)
+		return
+	}
+	log = log.With("message_id", msg.MessageID, "delivery_count", msg.DeliveryCount)
+	reqID := messageRequestID(msg)
+	cmd, err := decodeCommand(msg.Body, s.opts.Limits)
+	o := tokens.Outcome{RequestID: reqID, CorrelationID: msg.MessageID}
+	if cmd.create.RequestID != "" {
+		reqID = cmd.create.RequestID
+	} else if cmd.revoke.RequestID != "" {
+		reqID = cmd.revoke.RequestID
+	}
+	o.RequestID = reqID
+	log = log.With("request_id", reqID, "action", cmd.action)
+	if err != nil {
+		o.Workspace = workspaceText(cmd.create.Workspace)
+		if o.Workspace == "" {
+			o.Workspace = workspaceText(cmd.revoke.Workspace)
+		}
+		logOutcome(log, start, "command refused", err)
+		s.settle(w, r, log, msg, o, err)
+		return
+	}
+	ctx, cancel := s.budget(r.Context())
+	defer cancel()
+	switch cmd.action {
+	case "create":
+		req := cmd.create
+		req.RequestID, req.RequestIDGiven = reqID, true
+		o.Workspace = req.Workspace.String()
+		log = log.With("workspace", o.Workspace)
+		if !s.canDeliver() {
+			err := &tokens.Error{Code: tokens.CodeDeliveryNotConfigured,
+				Message: "a queued create needs somewhere to deliver the token: set KEY_VAULT_URI, or RESULTS_INCLUDE_TOKEN_VALUE=true"}
+			logOutcome(log, start, "create refused", err)
+			s.settle(w, r, log, msg, o, err)
+			return
+		}
+		res, err := s.svc.Create(ctx, req, tokens.CreateOptions{ReissueUndelivered: msg.DeliveryCount > 1})
+		if err != nil {
+			s.notReadyOrSettle(w, r, log, start, msg, o, err, s.opts.TokenRequestsQueue)
+			return
+		}
+		o.Type, o.TokenID, o.Record = tokens.Created, res.Record.TokenID, &res.Record
+		if err := s.publishOutcome(r, o); err != nil {
+			// The value is lost with this invocation: fail it, and the
+			// redelivery revokes the token and issues another.
+			logOutcome(log, start, "create not delivered", upstream.Unavailable("Azure Service Bus", 0, err), "token_id", res.Record.TokenID)
+			reply(w, http.StatusServiceUnavailable, "created a token but could not publish the result; Service Bus will redeliver")
+			return
+		}
+		logOutcome(log, start, "create done", nil, "token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked))
+		reply(w, http.StatusOK, "token "+res.Record.TokenID+" ready for request "+reqID)
+	case "revoke":
+		req := cmd.revoke
+		req.RequestID = reqID
+		o.Workspace = workspaceText(req.Workspace)
+		res, err := s.svc.Revoke(ctx, req)
+		if err != nil {
+			logOutcome(log, start, "revoke failed", err)
+			s.settle(w, r, log, msg, o, err)
+			return
+		}
+		o.Type, o.Workspace, o.TokenID, o.Revoke = tokens.Revoked, res.Workspace.String(), res.TokenID, &res
+		if err := s.publishOutcome(r, o); err != nil {
+			logOutcome(log, start, "revoke not reported", upstream.Unavailable("Azure Service Bus", 0, err), "token_id", res.TokenID)
+			reply(w, http.StatusServiceUnavailable, "revoked, but could not publish the result; Service Bus will redeliver")
+			return
+		}
+		logOutcome(log, start, "revoke done", nil, "token_id", res.TokenID, "status", string(res.Status))
+		reply(w, http.StatusOK, "token "+res.TokenID+" "+string(res.Status))
+	}
+}
+
+// canDeliver reports whether a queued create has somewhere to put the value.
+func (s *Server) canDeliver() bool {
+	return s.opts.Limits.KeyVault || (s.opts.ResultsIncludeTokenValue && s.pub != nil)
+}
+
+func (s *Server) workspaceEvents(w http.ResponseWriter, r *http.Request, log *slog.Logger) {
+	start := time.Now()
+	msg, err := s.readMessage(w, r)
+	if err != nil {
+		s.badEnvelope(w, r, log, start, err)
+		return
+	}
+	log = log.With("message_id", msg.MessageID, "delivery_count", msg.DeliveryCount)
+	ev, err := events.Decode(msg.Body)
+	o := tokens.Outcome{RequestID: messageRequestID(msg), CorrelationID: msg.MessageID}
+	if err != nil {
+		err = &tokens.Error{Code: tokens.CodeInvalidRequest, Message: "the message is not an Event Grid or CloudEvents 1.0 event", Err: err}
+		logOutcome(log, start, "event refused", err)
+		s.settle(w, r, log, msg, o, err)
+		return
+	}
+	log = log.With("event_id", ev.ID, "event_type", ev.Type)
+	if !ev.IsWorkspaceWrite() {
+		logOutcome(log, start, "event ignored", nil, "operation", ev.OperationName)
+		reply(w, http.StatusOK, "ignored event "+ev.ID+" ("+ev.Type+")")
+		return
+	}
+	if _, given := msg.Properties[propRequestID]; !given {
+		o.RequestID = eventRequestID(ev.ID)
+	}
+	id, perr := tokens.ParseWorkspaceID(ev.Resource())
+	if perr != nil {
+		err := &tokens.Error{Code: tokens.CodeInvalidRequest, Target: "data.resourceUri", Message: "the event's resource is not a Databricks workspace id: " + perr.Error()}
+		logOutcome(log, start, "event refused", err)
+		s.settle(w, r, log, msg, o, err)
+		return
+	}
+	o.Workspace = id.String()
+	log = log.With("request_id", o.RequestID, "workspace", o.Workspace)
+	if !s.canDeliver() {
+		err := &tokens.Error{Code: tokens.CodeDeliveryNotConfigured,
+			Message: "workspace events need somewhere to deliver the token: set KEY_VAULT_URI, or RESULTS_INCLUDE_TOKEN_VALUE=true"}
+		logOutcome(log, start, "event refused", err)
+		s.settle(w, r, log, msg, o, err)
+		return
+	}
+	ctx, cancel := s.budget(r.Context())
+	defer cancel()
+	res, err := s.svc.EnsureLive(ctx, id, tokens.EnsureOptions{RequestID: o.RequestID, Lifetime: s.opts.Limits.DefaultLifetime,
+		RotateBefore: s.opts.RotateBefore, ReissueUndelivered: msg.DeliveryCount > 1})
+	if err != nil {
+		s.notReadyOrSettle(w, r, log, start, msg, o, err, s.opts.WorkspaceEventsQueue)
+		return
+	}
+	if !res.Issued {
+		logOutcome(log, start, "event: workspace already has a live token", nil)
+		reply(w, http.StatusOK, "workspace already has a live managed token")
+		return
+	}
+	o.Type, o.TokenID, o.Record = tokens.Created, res.Record.TokenID, &res.Record
+	if err := s.publishOutcome(r, o); err != nil {
+		logOutcome(log, start, "event token not delivered", upstream.Unavailable("Azure Service Bus", 0, err), "token_id", res.Record.TokenID)
+		reply(w, http.StatusServiceUnavailable, "issued a token but could not publish the result; Service Bus will redeliver")
+		return
+	}
+	logOutcome(log, start, "event: token issued", nil, "token_id", res.Record.TokenID, "revoked_undelivered", len(res.Revoked))
+	reply(w, http.StatusOK, "issued token "+res.Record.TokenID+" for workspace event "+ev.ID)
+}
+
+// notReadyOrSettle handles a failed queue operation. A workspace that is
+// still being provisioned is waited for by rescheduling the message with
+// a growing delay (and completing this delivery), rather than burning the
+// queue's deliveries in a minute; everything else settles as usual.
+func (s *Server) notReadyOrSettle(w http.ResponseWriter, r *http.Request, log *slog.Logger, start time.Time, msg queueMessage, o tokens.Outcome, err error, queue string) {
+	e := tokens.AsError(err)
+	if e.Code != tokens.CodeWorkspaceNotReady || s.pub == nil || queue == "" {
+		logOutcome(log, start, "operation failed", err)
+		s.settle(w, r, log, msg, o, err)
+		return
+	}
+	attempt := propInt(msg.Properties[propAttempt])
+	if attempt+1 >= s.opts.NotReadyAttempts {
+		final := &tokens.Error{Code: tokens.CodeWorkspaceNotReady, Message: e.Message + fmt.Sprintf("; gave up after %d attempts", attempt+1), Err: e.Err}
+		logOutcome(log, start, "workspace never became ready", final)
+		o.Type, o.Err = tokens.Failed, final
+		if perr := s.publishOutcome(r, o); perr != nil {
+			reply(w, http.StatusServiceUnavailable, "could not publish the failure; Service Bus will redeliver")
+			return
+		}
+		reply(w, http.StatusOK, "gave up waiting for the workspace")
+		return
+	}
+	delay := min(s.opts.NotReadyBackoff<<attempt, 15*time.Minute)
+	props := map[string]any{propAttempt: int64(attempt + 1), propRequestID: o.RequestID}
+	for k, v := range msg.Properties {
+		if _, ours := props[k]; !ours {
+			props[k] = v
+		}
+	}
+	next := fmt.Sprintf("%s/retry-%d", o.RequestID, attempt+1)
+	ctx, cancel := upstream.Detached(r.Context(), 15*time.Second)
+	defer cancel()
+	if serr := s.pub.Schedule(ctx, queue, msg.Body, next, props, s.opts.Now().Add(delay)); serr != nil {
+		logOutcome(log, start, "could not reschedule; Service Bus will redeliver", err, "schedule_error", serr.Error())
+		reply(w, http.StatusServiceUnavailable, "workspace not ready and the retry could not be scheduled")
+		return
+	}
+	logOutcome(log, start, "workspace not ready; rescheduled", nil, "attempt", attempt+1, "delay_s", int(delay.Seconds()))
+	reply(w, http.StatusOK, fmt.Sprintf("workspace not ready; retry %d scheduled in %s", attempt+1, delay))
+}
+
+func propInt(v any) int {
+	switch n := v.(type) {
+	case float64:
+		return int(n)
+	case json.Number:
+		i, _ := n.Int64()
+		return int(i)
+	case int64:
+		return int(n)
+	case int:
+		return n
+	}
+	return 0
+}
+
+// messageRequestID is a command's request id when its body has none: the
+// original id of a rescheduled copy, else the MessageId.
+func messageRequestID(msg queueMessage) string {
+	if v, ok := msg.Properties[propRequestID].(string); ok && tokens.ValidRequestID(v) == nil {
+		return v
+	}
+	if tokens.ValidRequestID(msg.MessageID) == nil {
+		return msg.MessageID
+	}
+	return hashID("msg-", msg.MessageID)
+}
+
+// eventRequestID derives a request id from an Event Grid event id (a GUID
+// in practice, but not guaranteed to fit the request-id alphabet).
+func eventRequestID(eventID string) string {
+	if tokens.ValidRequestID("evt-"+eventID) == nil {
+		return "evt-" + eventID
+	}
+	return hashID("evt-", eventID)
+}
+
+func hashID(prefix, s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return prefix + hex.EncodeToString(sum[:12])
+}
+
+func (s *Server) readMessage(w http.ResponseWriter, r *http.Request) (queueMessage, error) {
+	body, err := readBody(w, r, maxEnvelope)
+	if err != nil {
+		return queueMessage{}, err
+	}
+	msg, err := decodeServiceBus(body, "message")
+	if err != nil {
+		return queueMessage{}, &tokens.Error{Code: tokens.CodeInvalidRequest, Message: "the invocation envelope is not the Functions host's", Err: err}
+	}
+	if len(msg.Body) > MaxBody {
+		return msg, tokens.Errorf(tokens.CodeRequestTooLarge, "the message body is %d bytes; the limit is %d", len(msg.Body), MaxBody)
+	}
+	return msg, nil
+}
+
+// badEnvelope completes a message whose envelope or body cannot be read at
+// all: redelivery cannot change it.
+func (s *Server) badEnvelope(w http.ResponseWriter, r *http.Request, log *slog.Logger, start time.Time, err error) {
+	id := r.Header.Get("X-Azure-Functions-InvocationId")
+	logOutcome(log, start, "message refused", err)
+	o := tokens.Outcome{Type: tokens.Failed, RequestID: hashID("inv-", id), Err: tokens.AsError(err)}
+	if perr := s.publishOutcome(r, o); perr != nil {
+		log.Error("publish failed result", "error", perr.Error())
+	}
+	reply(w, http.StatusOK, "refused: "+tokens.AsError(err).Message)
+}
+
+// publishOutcome publishes on a context of its own: the outcome must get
+// out even when the invocation's budget is spent or its caller went away.
+func (s *Server) publishOutcome(r *http.Request, o tokens.Outcome) error {
+	if s.pub == nil {
+		return nil
+	}
+	ctx, cancel := upstream.Detached(r.Context(), 15*time.Second)
+	defer cancel()
+	return s.pub.Publish(ctx, o)
+}
+
+// publish is publishOutcome for HTTP functions, whose caller already has
+// the answer: a failure to publish is logged, not returned.
+func (s *Server) publish(r *http.Request, log *slog.Logger, o tokens.Outcome) {
+	if err := s.publishOutcome(r, o); err != nil {
+		log.Error("publish result", "type", string(o.Type), "error", err.Error())
+	}
+}
+
+func (s *Server) publishFailure(r *http.Request, log *slog.Logger, requestID, workspace, correlationID string, err error) {
+	e := tokens.AsError(err)
+	s.publish(r, log, tokens.Outcome{Type: tokens.Failed, RequestID: requestID, Workspace: workspace, CorrelationID: correlationID, Err: e})
+}

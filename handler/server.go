@@ -1,0 +1,158 @@
+// Package handler is the custom handler's HTTP surface: the only code that
+// knows net/http and the Functions host's invocation envelope. It decodes
+// what the host sends, calls the token service, publishes the outcome, and
+// answers in the contract's shape: an HTTP status for HTTP functions, and
+// for queue functions a 2xx (the message completes) or a 5xx (Service Bus
+// redelivers).
+package handler
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/contoso/databricks-token-broker/internal/api"
+	"github.com/contoso/databricks-token-broker/internal/tokens"
+	"github.com/contoso/databricks-token-broker/internal/upstream"
+)
+
+// Service is what the handler needs of the token service.
+type Service interface {
+	Create(ctx context.Context, req tokens.CreateRequest, opts tokens.CreateOptions) (tokens.CreateResult, error)
+	Revoke(ctx context.Context, req tokens.RevokeRequest) (tokens.RevokeResult, error)
+	List(ctx context.Context, id tokens.WorkspaceID) ([]tokens.TokenSummary, error)
+	EnsureLive(ctx context.Context, id tokens.WorkspaceID, opts tokens.EnsureOptions) (tokens.CreateResult, error)
+}
+
+// Publisher sends outcomes to the results queue, and schedules a queue
+// message for later (a workspace that is not ready yet).
+type Publisher interface {
+	Publish(ctx context.Context, o tokens.Outcome) error
+	Schedule(ctx context.Context, queue string, body []byte, messageID string, props map[string]any, at time.Time) error
+}
+
+// Options configure the handler.
+type Options struct {
+	Limits       tokens.Limits
+	RetryBudget  time.Duration
+	RotateBefore time.Duration
+	// MaxDeliveryCount is the queues' max delivery count: the delivery that
+	// reaches it is the last, and publishes its failure before Service Bus
+	// dead-letters the message.
+	MaxDeliveryCount int
+	// ResultsIncludeTokenValue: results may carry inline token values.
+	ResultsIncludeTokenValue bool
+	// Queue names, for scheduling a retry of a message on its own queue.
+	TokenRequestsQueue   string
+	WorkspaceEventsQueue string
+	// NotReadyAttempts and NotReadyBackoff bound the wait for a workspace
+	// that is still being provisioned: each attempt reschedules the message
+	// NotReadyBackoff × 2^attempt later (at most 15 minutes).
+	NotReadyAttempts int
+	NotReadyBackoff  time.Duration
+	Now              func() time.Time
+}
+
+// Server serves the functions.
+type Server struct {
+	log  *slog.Logger
+	svc  Service
+	pub  Publisher // nil: results are not published
+	opts Options
+}
+
+// New returns the handler for every function folder.
+func New(log *slog.Logger, svc Service, pub Publisher, opts Options) http.Handler {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxDeliveryCount == 0 {
+		opts.MaxDeliveryCount = 10
+	}
+	if opts.NotReadyAttempts == 0 {
+		opts.NotReadyAttempts = 10
+	}
+	if opts.NotReadyBackoff == 0 {
+		opts.NotReadyBackoff = 30 * time.Second
+	}
+	s := &Server{log: log, svc: svc, pub: pub, opts: opts}
+	return s.routes()
+}
+
+// MaxBody is the largest request or envelope the handler reads.
+const MaxBody = 64 << 10
+
+// maxEnvelope bounds a queue envelope: a 64 KiB message body, encoded
+// twice (quotes escaped), plus the host's metadata.
+const maxEnvelope = 4*MaxBody + 64<<10
+
+type invocationFunc func(w http.ResponseWriter, r *http.Request, log *slog.Logger)
+
+// invocation wraps every function: a logger that carries the host's
+// invocation id, and a recover that turns a panic into a 500 in the
+// contract's shape (a panic's value is logged, never a request body).
+func (s *Server) invocation(function string, h invocationFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Azure-Functions-InvocationId")
+		if id == "" {
+			id = uuid.NewString()
+		}
+		log := s.log.With("function", function, "invocation_id", id)
+		defer func() {
+			if v := recover(); v != nil {
+				log.Error("panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				writeError(w, &tokens.Error{Code: tokens.CodeInternal, Message: "internal error"})
+			}
+		}()
+		h(w, r, log)
+	})
+}
+
+func (s *Server) budget(ctx context.Context) (context.Context, context.CancelFunc) {
+	return upstream.WithBudget(ctx, s.opts.RetryBudget)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"InternalError","message":"internal error"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	e := tokens.AsError(err)
+	status := statusOf(e.Code)
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", retryAfterSeconds(e.RetryAfter))
+	}
+	writeJSON(w, status, api.NewError(e))
+}
+
+// logOutcome writes the one line per invocation: what happened, and for a
+// failure the cause (which never holds a secret).
+func logOutcome(log *slog.Logger, start time.Time, msg string, err error, attrs ...any) {
+	attrs = append(attrs, "duration_ms", time.Since(start).Milliseconds())
+	if err == nil {
+		log.Info(msg, attrs...)
+		return
+	}
+	e := tokens.AsError(err)
+	attrs = append(attrs, "code", string(e.Code), "error", e.Message)
+	if e.Err != nil {
+		attrs = append(attrs, "cause", e.Err.Error())
+	}
+	if e.Code == tokens.CodeInternal {
+		log.Error(msg, attrs...)
+	} else {
+		log.Warn(msg, attrs...)
+	}
+}

@@ -1,0 +1,132 @@
+// Package api is the contract's JSON (section 2): the bodies of HTTP
+// responses and the data of result messages. Both transports render
+// through it, so an HTTP response and the result message of the same
+// outcome cannot drift apart.
+package api
+
+import (
+	"time"
+
+	"github.com/contoso/databricks-token-broker/internal/tokens"
+)
+
+// Record is the create-token response and the data of Created/Rotated results.
+type Record struct {
+	RequestID           string  `json:"requestId"`
+	WorkspaceResourceID string  `json:"workspaceResourceId"`
+	WorkspaceURL        string  `json:"workspaceUrl"`
+	TokenID             string  `json:"tokenId"`
+	Comment             string  `json:"comment"`
+	CreatedAt           string  `json:"createdAt"`
+	ExpiresAt           *string `json:"expiresAt"`
+	TokenValue          string  `json:"tokenValue,omitempty"`
+	SecretURI           string  `json:"secretUri,omitempty"`
+	RequestedBy         string  `json:"requestedBy,omitempty"`
+}
+
+// NewRecord renders r. The token value is included only when withValue is
+// true: the HTTP response of inline delivery, or a result message with
+// RESULTS_INCLUDE_TOKEN_VALUE=true.
+func NewRecord(r tokens.Record, withValue bool) Record {
+	out := Record{
+		RequestID:           r.RequestID,
+		WorkspaceResourceID: r.Workspace.String(),
+		WorkspaceURL:        r.WorkspaceURL,
+		TokenID:             r.TokenID,
+		Comment:             r.Comment,
+		CreatedAt:           Time(r.CreatedAt),
+		ExpiresAt:           OptionalTime(r.ExpiresAt),
+		SecretURI:           r.SecretURI,
+	}
+	if withValue && !r.Value.IsZero() {
+		out.TokenValue = r.Value.Reveal()
+	}
+	return out
+}
+
+// Time renders an instant as RFC 3339 in UTC.
+func Time(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// OptionalTime renders an expiry; nil (JSON null) for "never expires".
+func OptionalTime(t time.Time) *string {
+	if t.IsZero() {
+		return nil
+	}
+	s := Time(t)
+	return &s
+}
+
+// RevokeResponse is the revoke-token response.
+type RevokeResponse struct {
+	TokenID string `json:"tokenId"`
+	Status  string `json:"status"`
+}
+
+// Revoke is the data of Revoked results: the response plus where it came from.
+type Revoke struct {
+	TokenID             string `json:"tokenId"`
+	Status              string `json:"status"`
+	RequestID           string `json:"requestId,omitempty"`
+	WorkspaceResourceID string `json:"workspaceResourceId,omitempty"`
+	SecretURI           string `json:"secretUri,omitempty"`
+	RequestedBy         string `json:"requestedBy,omitempty"`
+}
+
+// NewRevoke renders r.
+func NewRevoke(r tokens.RevokeResult) Revoke {
+	out := Revoke{TokenID: r.TokenID, Status: string(r.Status), RequestID: r.RequestID}
+	if r.Workspace != (tokens.WorkspaceID{}) {
+		out.WorkspaceResourceID = r.Workspace.String()
+	}
+	return out
+}
+
+// TokenSummary is one entry of the list-tokens response.
+type TokenSummary struct {
+	TokenID   string  `json:"tokenId"`
+	Comment   string  `json:"comment"`
+	CreatedAt string  `json:"createdAt"`
+	ExpiresAt *string `json:"expiresAt"`
+}
+
+// List is the list-tokens response.
+type List struct {
+	Tokens []TokenSummary `json:"tokens"`
+}
+
+// NewList renders ts.
+func NewList(ts []tokens.TokenSummary) List {
+	out := List{Tokens: make([]TokenSummary, len(ts))}
+	for i, t := range ts {
+		out.Tokens[i] = TokenSummary{TokenID: t.TokenID, Comment: t.Comment, CreatedAt: Time(t.CreatedAt), ExpiresAt: OptionalTime(t.ExpiresAt)}
+	}
+	return out
+}
+
+// ErrorBody is the Microsoft REST guidelines error shape.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail is the inner error object.
+type ErrorDetail struct {
+	Code    string          `json:"code"`
+	Message string          `json:"message"`
+	Target  string          `json:"target,omitempty"`
+	Details []tokens.Detail `json:"details,omitempty"`
+}
+
+// NewError renders e. Only the caller-safe parts (code, message, target,
+// details) are used; the cause stays in the logs.
+func NewError(e *tokens.Error) ErrorBody {
+	return ErrorBody{Error: ErrorDetail{Code: string(e.Code), Message: e.Message, Target: e.Target, Details: e.Details}}
+}
+
+// Failure is the data of a Failed result.
+type Failure struct {
+	RequestID           string      `json:"requestId,omitempty"`
+	WorkspaceResourceID string      `json:"workspaceResourceId,omitempty"`
+	TokenID             string      `json:"tokenId,omitempty"`
+	RequestedBy         string      `json:"requestedBy,omitempty"`
+	Error               ErrorDetail `json:"error"`
+}

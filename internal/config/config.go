@@ -1,0 +1,349 @@
+// Package config reads and validates the service's settings (contract
+// section 4). Every setting is an UPPER_SNAKE environment variable read
+// through envconfig; Load reports every problem at once, one line each,
+// naming the setting, so a bad deployment fails at start with all it needs
+// to know.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+
+	"github.com/contoso/databricks-token-broker/internal/allowlist"
+)
+
+// env is the raw environment, as envconfig reads it. Values stay strings
+// here so that parsing can report every bad value, not just the first.
+// The `default` tags are the contract's defaults; an empty value means the
+// default too (App Service keeps empty app settings).
+type env struct {
+	Port                       string `envconfig:"FUNCTIONS_CUSTOMHANDLER_PORT" default:"8080"`
+	ListenAddress              string `envconfig:"LISTEN_ADDRESS" default:"127.0.0.1"`
+	Cloud                      string `envconfig:"AZURE_CLOUD" default:"AzurePublic"`
+	ARMEndpoint                string `envconfig:"AZURE_RESOURCE_MANAGER_ENDPOINT"`
+	AllowedHosts               string `envconfig:"DATABRICKS_ALLOWED_HOSTS"`
+	AllowedSubscriptions       string `envconfig:"DATABRICKS_ALLOWED_SUBSCRIPTIONS"`
+	DefaultLifetime            string `envconfig:"TOKEN_DEFAULT_LIFETIME" default:"720h"`
+	MaxLifetime                string `envconfig:"TOKEN_MAX_LIFETIME" default:"2160h"`
+	RotateBefore               string `envconfig:"TOKEN_ROTATE_BEFORE" default:"168h"`
+	KeyVaultURI                string `envconfig:"KEY_VAULT_URI"`
+	ServiceBusNamespace        string `envconfig:"SERVICEBUS_NAMESPACE"`
+	ServiceBusConnectionString string `envconfig:"SERVICEBUS_CONNECTION_STRING"`
+	ResultsQueue               string `envconfig:"RESULTS_QUEUE" default:"token-results"`
+	ResultsIncludeTokenValue   string `envconfig:"RESULTS_INCLUDE_TOKEN_VALUE" default:"false"`
+	TokenRequestsQueue         string `envconfig:"TOKEN_REQUESTS_QUEUE" default:"token-requests"`
+	WorkspaceEventsQueue       string `envconfig:"WORKSPACE_EVENTS_QUEUE" default:"workspace-events"`
+	MaxDeliveryCount           string `envconfig:"QUEUE_MAX_DELIVERY_COUNT" default:"10"`
+	RetryBudget                string `envconfig:"UPSTREAM_RETRY_BUDGET" default:"30s"`
+	AllowInsecureLoopback      string `envconfig:"ALLOW_INSECURE_LOOPBACK" default:"false"`
+	LogLevel                   string `envconfig:"LOG_LEVEL" default:"info"`
+}
+
+// Config is the validated configuration.
+type Config struct {
+	Port          string
+	ListenAddress string
+	Cloud         Cloud
+	// ARMEndpoint is the Resource Manager endpoint (the cloud's, or
+	// AZURE_RESOURCE_MANAGER_ENDPOINT), without a trailing slash.
+	ARMEndpoint          string
+	AllowedHosts         allowlist.Hosts
+	AllowedSubscriptions allowlist.Subscriptions
+	DefaultLifetime      time.Duration
+	MaxLifetime          time.Duration
+	RotateBefore         time.Duration
+	KeyVaultURI          string
+	// ServiceBusNamespace is a fully qualified namespace host; empty when
+	// results go through a connection string or are not published.
+	ServiceBusNamespace string
+	// ServiceBusConnectionString is a secret: never log it.
+	ServiceBusConnectionString string
+	ResultsQueue               string
+	ResultsIncludeTokenValue   bool
+	// TokenRequestsQueue and WorkspaceEventsQueue are the trigger queues
+	// (as in function.json); a message for a workspace that is not ready
+	// yet is rescheduled onto its own queue.
+	TokenRequestsQueue   string
+	WorkspaceEventsQueue string
+	// MaxDeliveryCount is the trigger queues' max delivery count: the
+	// delivery that reaches it publishes its failure before dead-lettering.
+	MaxDeliveryCount      int
+	RetryBudget           time.Duration
+	AllowInsecureLoopback bool
+	LogLevel              slog.Level
+}
+
+// Address is the host:port to listen on.
+func (c Config) Address() string { return net.JoinHostPort(c.ListenAddress, c.Port) }
+
+// PublishesResults reports whether a results destination is configured.
+func (c Config) PublishesResults() bool {
+	return c.ServiceBusNamespace != "" || c.ServiceBusConnectionString != ""
+}
+
+// Names lists every environment variable the service reads itself (the
+// azidentity variables are read by azidentity).
+func Names() []string {
+	t := reflect.TypeFor[env]()
+	names := make([]string, t.NumField())
+	for i := range names {
+		names[i] = t.Field(i).Tag.Get("envconfig")
+	}
+	return names
+}
+
+// maxPATLifetime is Databricks' own cap on new tokens (730 days).
+const maxPATLifetime = 730 * 24 * time.Hour
+
+// Load reads the environment and validates it. The error lists every
+// problem, one per line, each starting with the setting's name.
+func Load() (Config, error) {
+	var e env
+	if err := envconfig.Process("", &e); err != nil {
+		return Config{}, err
+	}
+	applyDefaults(&e)
+	return parse(e)
+}
+
+func applyDefaults(e *env) {
+	v := reflect.ValueOf(e).Elem()
+	t := v.Type()
+	for i := range t.NumField() {
+		f := v.Field(i)
+		if strings.TrimSpace(f.String()) == "" {
+			f.SetString(t.Field(i).Tag.Get("default"))
+		}
+	}
+}
+
+type problems []error
+
+func (p *problems) add(setting, format string, args ...any) {
+	*p = append(*p, fmt.Errorf("%s: %s", setting, fmt.Sprintf(format, args...)))
+}
+
+func parse(e env) (Config, error) {
+	var p problems
+	c := Config{ListenAddress: strings.TrimSpace(e.ListenAddress), ResultsQueue: strings.TrimSpace(e.ResultsQueue)}
+
+	c.AllowInsecureLoopback = parseBool(&p, "ALLOW_INSECURE_LOOPBACK", e.AllowInsecureLoopback)
+	c.ResultsIncludeTokenValue = parseBool(&p, "RESULTS_INCLUDE_TOKEN_VALUE", e.ResultsIncludeTokenValue)
+
+	if n, err := strconv.Atoi(strings.TrimSpace(e.Port)); err != nil || n < 1 || n > 65535 {
+		p.add("FUNCTIONS_CUSTOMHANDLER_PORT", "%q is not a TCP port (1-65535)", e.Port)
+	} else {
+		c.Port = strconv.Itoa(n)
+	}
+	if net.ParseIP(c.ListenAddress) == nil && c.ListenAddress != "localhost" {
+		p.add("LISTEN_ADDRESS", "%q is not an IP address (use 127.0.0.1, ::1, or 0.0.0.0 to listen on all interfaces)", e.ListenAddress)
+	}
+
+	cl, ok := lookupCloud(strings.TrimSpace(e.Cloud))
+	if !ok {
+		p.add("AZURE_CLOUD", "%q is not one of AzurePublic, AzureUSGovernment, AzureChina", e.Cloud)
+		cl, _ = lookupCloud("AzurePublic")
+	}
+	c.Cloud = cl
+	c.ARMEndpoint = cl.ARMEndpoint()
+	if e.ARMEndpoint != "" {
+		if u, err := endpoint(e.ARMEndpoint, c.AllowInsecureLoopback); err != nil {
+			p.add("AZURE_RESOURCE_MANAGER_ENDPOINT", "%v", err)
+		} else {
+			c.ARMEndpoint = u
+		}
+	}
+
+	hosts := e.AllowedHosts
+	if strings.TrimSpace(hosts) == "" {
+		hosts = "*." + cl.DatabricksSuffix
+	}
+	if h, err := allowlist.ParseHosts(hosts); err != nil {
+		p.add("DATABRICKS_ALLOWED_HOSTS", "%v", err)
+	} else if h.Empty() {
+		p.add("DATABRICKS_ALLOWED_HOSTS", "lists no host pattern")
+	} else {
+		c.AllowedHosts = h
+	}
+	if s, err := allowlist.ParseSubscriptions(e.AllowedSubscriptions); err != nil {
+		p.add("DATABRICKS_ALLOWED_SUBSCRIPTIONS", "%v", err)
+	} else {
+		c.AllowedSubscriptions = s
+	}
+
+	c.DefaultLifetime = parseDuration(&p, "TOKEN_DEFAULT_LIFETIME", e.DefaultLifetime, time.Second)
+	c.MaxLifetime = parseDuration(&p, "TOKEN_MAX_LIFETIME", e.MaxLifetime, time.Second)
+	c.RotateBefore = parseDuration(&p, "TOKEN_ROTATE_BEFORE", e.RotateBefore, time.Second)
+	c.RetryBudget = parseDuration(&p, "UPSTREAM_RETRY_BUDGET", e.RetryBudget, time.Second)
+	if c.MaxLifetime > maxPATLifetime {
+		p.add("TOKEN_MAX_LIFETIME", "%s is over Databricks' cap of 730 days (17520h)", e.MaxLifetime)
+	}
+	if c.DefaultLifetime > 0 && c.MaxLifetime > 0 && c.DefaultLifetime > c.MaxLifetime {
+		p.add("TOKEN_DEFAULT_LIFETIME", "%s is longer than TOKEN_MAX_LIFETIME (%s)", e.DefaultLifetime, e.MaxLifetime)
+	}
+	if c.RotateBefore > 0 && c.MaxLifetime > 0 && c.RotateBefore >= c.MaxLifetime {
+		p.add("TOKEN_ROTATE_BEFORE", "%s must be shorter than TOKEN_MAX_LIFETIME (%s)", e.RotateBefore, e.MaxLifetime)
+	}
+	if c.RetryBudget > 10*time.Minute {
+		p.add("UPSTREAM_RETRY_BUDGET", "%s is longer than the longest Consumption function timeout (10m)", e.RetryBudget)
+	}
+
+	if e.KeyVaultURI != "" {
+		if u, err := endpoint(e.KeyVaultURI, c.AllowInsecureLoopback); err != nil {
+			p.add("KEY_VAULT_URI", "%v", err)
+		} else {
+			c.KeyVaultURI = u
+		}
+	}
+
+	c.ServiceBusNamespace, c.ServiceBusConnectionString = parseServiceBus(&p, e, cl, c.AllowInsecureLoopback)
+	for _, q := range []struct{ name, value string }{{"RESULTS_QUEUE", e.ResultsQueue}, {"TOKEN_REQUESTS_QUEUE", e.TokenRequestsQueue}, {"WORKSPACE_EVENTS_QUEUE", e.WorkspaceEventsQueue}} {
+		if !validQueueName(strings.TrimSpace(q.value)) {
+			p.add(q.name, "%q is not a Service Bus queue name (1-260 letters, digits, '.', '-', '_', '/')", q.value)
+		}
+	}
+	c.TokenRequestsQueue, c.WorkspaceEventsQueue = strings.TrimSpace(e.TokenRequestsQueue), strings.TrimSpace(e.WorkspaceEventsQueue)
+	if n, err := strconv.Atoi(strings.TrimSpace(e.MaxDeliveryCount)); err != nil || n < 1 || n > 2000 {
+		p.add("QUEUE_MAX_DELIVERY_COUNT", "%q is not a delivery count (1-2000)", e.MaxDeliveryCount)
+	} else {
+		c.MaxDeliveryCount = n
+	}
+	if c.ResultsIncludeTokenValue && !c.PublishesResults() {
+		p.add("RESULTS_INCLUDE_TOKEN_VALUE", "is true but no results queue is configured (set SERVICEBUS_NAMESPACE or SERVICEBUS_CONNECTION_STRING)")
+	}
+
+	switch strings.ToLower(strings.TrimSpace(e.LogLevel)) {
+	case "debug":
+		c.LogLevel = slog.LevelDebug
+	case "info":
+		c.LogLevel = slog.LevelInfo
+	case "warn", "warning":
+		c.LogLevel = slog.LevelWarn
+	case "error":
+		c.LogLevel = slog.LevelError
+	default:
+		p.add("LOG_LEVEL", "%q is not one of debug, info, warn, error", e.LogLevel)
+	}
+	return c, errors.Join(p...)
+}
+
+func parseBool(p *problems, name, v string) bool {
+	b, err := strconv.ParseBool(strings.TrimSpace(v))
+	if err != nil {
+		p.add(name, "%q is not true or false", v)
+	}
+	return b
+}
+
+func parseDuration(p *problems, name, v string, min time.Duration) time.Duration {
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	switch {
+	case err != nil:
+		p.add(name, "%q is not a duration (like 720h or 30s)", v)
+	case d < min:
+		p.add(name, "%s is shorter than %s", v, min)
+	case d%time.Second != 0:
+		p.add(name, "%s is not a whole number of seconds", v)
+	default:
+		return d
+	}
+	return 0
+}
+
+// endpoint checks an https endpoint. Plain http is allowed only for a
+// loopback address and only with ALLOW_INSECURE_LOOPBACK (local stand-ins).
+func endpoint(raw string, allowInsecureLoopback bool) (string, error) {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("%q is not an absolute URL like https://host", raw)
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !IsLoopback(u.Hostname()) {
+			return "", fmt.Errorf("%q uses http://, which is allowed only for loopback addresses", raw)
+		}
+		if !allowInsecureLoopback {
+			return "", fmt.Errorf("%q uses http://; set ALLOW_INSECURE_LOOPBACK=true to allow it for a local stand-in", raw)
+		}
+	default:
+		return "", fmt.Errorf("%q must use https://", raw)
+	}
+	return strings.TrimSuffix(u.String(), "/"), nil
+}
+
+// IsLoopback reports whether host is a loopback address or "localhost".
+func IsLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func parseServiceBus(p *problems, e env, cl Cloud, allowInsecureLoopback bool) (ns, conn string) {
+	ns, conn = strings.TrimSpace(e.ServiceBusNamespace), strings.TrimSpace(e.ServiceBusConnectionString)
+	if ns != "" && conn != "" {
+		p.add("SERVICEBUS_NAMESPACE", "set together with SERVICEBUS_CONNECTION_STRING; set only one")
+		return "", ""
+	}
+	if ns != "" {
+		ns = strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(ns, "sb://"), "https://"), "/")
+		if !strings.Contains(ns, ".") {
+			ns += "." + cl.ServiceBusSuffix
+		}
+		for _, l := range strings.Split(ns, ".") {
+			if l == "" || strings.ContainsAny(l, "/:@ ") {
+				p.add("SERVICEBUS_NAMESPACE", "%q is not a namespace name or host (like mybus.%s)", e.ServiceBusNamespace, cl.ServiceBusSuffix)
+				return "", ""
+			}
+		}
+	}
+	if conn != "" {
+		// Never echo the connection string: it holds a shared access key.
+		fields := map[string]string{}
+		for _, part := range strings.Split(conn, ";") {
+			if k, v, ok := strings.Cut(part, "="); ok {
+				fields[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(v)
+			}
+		}
+		u, err := url.Parse(fields["endpoint"])
+		if err != nil || u.Scheme != "sb" || u.Hostname() == "" {
+			p.add("SERVICEBUS_CONNECTION_STRING", "has no Endpoint=sb://<namespace> part")
+			return "", ""
+		}
+		if emu, _ := strconv.ParseBool(fields["usedevelopmentemulator"]); emu {
+			// The emulator mode speaks plain AMQP: the same rule as http://.
+			if !IsLoopback(u.Hostname()) {
+				p.add("SERVICEBUS_CONNECTION_STRING", "UseDevelopmentEmulator=true (plain AMQP) is allowed only for a loopback endpoint")
+				return "", ""
+			}
+			if !allowInsecureLoopback {
+				p.add("SERVICEBUS_CONNECTION_STRING", "UseDevelopmentEmulator=true (plain AMQP) needs ALLOW_INSECURE_LOOPBACK=true")
+				return "", ""
+			}
+		}
+	}
+	return ns, conn
+}
+
+func validQueueName(q string) bool {
+	if q == "" || len(q) > 260 {
+		return false
+	}
+	for _, r := range q {
+		if !(r == '.' || r == '-' || r == '_' || r == '/' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')) {
+			return false
+		}
+	}
+	return true
+}

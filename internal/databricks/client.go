@@ -1,0 +1,275 @@
+// Package databricks implements tokens.TokenAPI with the Azure Databricks
+// Token API (/api/2.0/token/*), on an azcore pipeline: bearer token for the
+// Databricks audience, the management-token and workspace-resource-id
+// headers, retries that honour Retry-After within the invocation's budget,
+// and azcore's logging with its header redaction.
+//
+// token/create is not idempotent. It is retried only after a 429 (the
+// request was refused, not carried out); any other failure after the request
+// left is reported as tokens.ErrAmbiguous so that the service reconciles by
+// listing, instead of risking a second token.
+package databricks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+
+	"github.com/contoso/databricks-token-broker/internal/tokens"
+	"github.com/contoso/databricks-token-broker/internal/upstream"
+)
+
+// Header names Azure Databricks reads for Entra service principals and
+// managed identities that are not (yet) workspace members.
+const (
+	HeaderManagementToken     = "X-Databricks-Azure-SP-Management-Token"
+	HeaderWorkspaceResourceID = "X-Databricks-Azure-Workspace-Resource-Id"
+)
+
+// Options configure a Client.
+type Options struct {
+	// DatabricksScope and ManagementScope are the Entra scopes of the bearer
+	// token and of the management header (see config.Cloud).
+	DatabricksScope string
+	ManagementScope string
+	ClientOptions   policy.ClientOptions
+}
+
+// Client calls the Token API of any workspace; the workspace is an argument
+// of each call. It is safe for concurrent use.
+type Client struct {
+	pl runtime.Pipeline
+}
+
+var _ tokens.TokenAPI = (*Client)(nil)
+
+const moduleName, moduleVersion = "databricks-token-broker/databricks", "v1"
+
+// New returns a Client. It makes no network call.
+func New(cred azcore.TokenCredential, opts Options) *Client {
+	co := opts.ClientOptions
+	co.Retry = upstream.RetryOptions(upstream.Retriable, true)
+	co.Logging.AllowedHeaders = append(co.Logging.AllowedHeaders, "X-Databricks-Org-Id", "X-Request-Id")
+	pl := runtime.NewPipeline(moduleName, moduleVersion, runtime.PipelineOptions{
+		PerRetry: []policy.Policy{
+			runtime.NewBearerTokenPolicy(cred, []string{opts.DatabricksScope}, nil),
+			&managementTokenPolicy{cred: cred, scope: opts.ManagementScope},
+		},
+	}, &co)
+	return &Client{pl: pl}
+}
+
+// managementTokenPolicy adds the ARM-audience token Databricks needs to
+// add a service principal to a workspace on first contact. The credential
+// is the shared identity.Cache, so this costs no extra Entra round trip.
+type managementTokenPolicy struct {
+	cred  azcore.TokenCredential
+	scope string
+}
+
+func (p *managementTokenPolicy) Do(req *policy.Request) (*http.Response, error) {
+	if req.Raw().URL.Scheme != "https" {
+		return nil, errors.New("databricks: refusing to send a management token over plain http")
+	}
+	tok, err := p.cred.GetToken(req.Raw().Context(), policy.TokenRequestOptions{Scopes: []string{p.scope}})
+	if err != nil {
+		return nil, err
+	}
+	req.Raw().Header.Set(HeaderManagementToken, tok.Token)
+	return req.Next()
+}
+
+// --- wire types (Token API 2.0) ---
+
+type createBody struct {
+	Comment         string `json:"comment"`
+	LifetimeSeconds int64  `json:"lifetime_seconds"`
+}
+
+type tokenInfo struct {
+	TokenID      string `json:"token_id"`
+	CreationTime int64  `json:"creation_time"`
+	ExpiryTime   int64  `json:"expiry_time"`
+	Comment      string `json:"comment"`
+}
+
+type createResponse struct {
+	TokenValue string    `json:"token_value"`
+	TokenInfo  tokenInfo `json:"token_info"`
+}
+
+type listResponse struct {
+	TokenInfos []tokenInfo `json:"token_infos"`
+}
+
+func (t tokenInfo) token() tokens.Token {
+	out := tokens.Token{ID: t.TokenID, Comment: t.Comment, CreatedAt: time.UnixMilli(t.CreationTime).UTC()}
+	if t.ExpiryTime > 0 { // -1: never expires
+		out.ExpiresAt = time.UnixMilli(t.ExpiryTime).UTC()
+	}
+	return out
+}
+
+func (c *Client) newRequest(ctx context.Context, ws tokens.Workspace, method, path string) (*policy.Request, error) {
+	req, err := runtime.NewRequest(ctx, method, ws.URL+path)
+	if err != nil {
+		return nil, fmt.Errorf("databricks: %w", err)
+	}
+	req.Raw().Header.Set("Accept", "application/json")
+	req.Raw().Header.Set(HeaderWorkspaceResourceID, ws.ID.String())
+	return req, nil
+}
+
+// CreateToken creates a token with an explicit lifetime (never 0 or
+// omitted: Databricks would read that as two years, or forever).
+func (c *Client) CreateToken(ctx context.Context, ws tokens.Workspace, comment string, lifetime time.Duration) (tokens.Issued, error) {
+	secs := int64(lifetime / time.Second)
+	if secs < 1 {
+		return tokens.Issued{}, tokens.Errorf(tokens.CodeInvalidRequest, "lifetime must be at least one second")
+	}
+	// Only a 429 proves the create was not carried out; nothing else is retried.
+	ctx = runtime.WithRetryOptions(ctx, upstream.RetryOptions([]int{http.StatusTooManyRequests}, false))
+	req, err := c.newRequest(ctx, ws, http.MethodPost, "/api/2.0/token/create")
+	if err != nil {
+		return tokens.Issued{}, err
+	}
+	if err := runtime.MarshalAsJSON(req, createBody{Comment: comment, LifetimeSeconds: secs}); err != nil {
+		return tokens.Issued{}, fmt.Errorf("databricks: %w", err)
+	}
+	resp, err := c.pl.Do(req)
+	if err != nil {
+		// The request may have reached the workspace: ambiguous.
+		return tokens.Issued{}, ambiguous(err)
+	}
+	if resp.StatusCode >= 500 {
+		return tokens.Issued{}, ambiguous(responseError(resp, "create token"))
+	}
+	if resp.StatusCode != http.StatusOK {
+		return tokens.Issued{}, responseError(resp, "create token")
+	}
+	var out createResponse
+	if err := runtime.UnmarshalAsJSON(resp, &out); err != nil || out.TokenValue == "" || out.TokenInfo.TokenID == "" {
+		// A 200 we cannot read still created a token: ambiguous.
+		return tokens.Issued{}, ambiguous(errors.New("databricks: unreadable token/create response"))
+	}
+	return tokens.Issued{Token: out.TokenInfo.token(), Value: tokens.NewSecret(out.TokenValue)}, nil
+}
+
+func ambiguous(err error) error {
+	ue := upstream.Unavailable("Azure Databricks", 0, err)
+	if e := upstream.Common("Azure Databricks", err); e != nil && e.Code != tokens.CodeUpstreamUnavailable {
+		return e // e.g. no Entra token: the request never left
+	}
+	var te *tokens.Error
+	if errors.As(err, &te) && te.RetryAfter > 0 {
+		ue.RetryAfter = te.RetryAfter
+	}
+	ue.Err = errors.Join(tokens.ErrAmbiguous, err)
+	return ue
+}
+
+// ListTokens lists the calling identity's valid tokens.
+func (c *Client) ListTokens(ctx context.Context, ws tokens.Workspace) ([]tokens.Token, error) {
+	req, err := c.newRequest(ctx, ws, http.MethodGet, "/api/2.0/token/list")
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.pl.Do(req)
+	if err != nil {
+		return nil, transportError(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, responseError(resp, "list tokens")
+	}
+	var out listResponse
+	if err := runtime.UnmarshalAsJSON(resp, &out); err != nil {
+		return nil, &tokens.Error{Code: tokens.CodeUpstreamError, Message: "Azure Databricks returned an unreadable token list", Err: err}
+	}
+	list := make([]tokens.Token, 0, len(out.TokenInfos))
+	for _, t := range out.TokenInfos {
+		list = append(list, t.token())
+	}
+	return list, nil
+}
+
+// DeleteToken revokes a token; false when Databricks does not know it.
+func (c *Client) DeleteToken(ctx context.Context, ws tokens.Workspace, tokenID string) (bool, error) {
+	req, err := c.newRequest(ctx, ws, http.MethodPost, "/api/2.0/token/delete")
+	if err != nil {
+		return false, err
+	}
+	if err := runtime.MarshalAsJSON(req, map[string]string{"token_id": tokenID}); err != nil {
+		return false, fmt.Errorf("databricks: %w", err)
+	}
+	resp, err := c.pl.Do(req)
+	if err != nil {
+		return false, transportError(err)
+	}
+	if resp.StatusCode == http.StatusOK {
+		runtime.Drain(resp)
+		return true, nil
+	}
+	apiErr := parseError(resp)
+	if apiErr.notFound() {
+		return false, nil
+	}
+	return false, apiErr.translate("revoke token")
+}
+
+// WorkspaceConf reads workspace settings (workspace-conf); unset keys are
+// absent from the map.
+func (c *Client) WorkspaceConf(ctx context.Context, ws tokens.Workspace, keys ...string) (map[string]string, error) {
+	req, err := c.newRequest(ctx, ws, http.MethodGet, "/api/2.0/workspace-conf")
+	if err != nil {
+		return nil, err
+	}
+	q := req.Raw().URL.Query()
+	q.Set("keys", joinComma(keys))
+	req.Raw().URL.RawQuery = q.Encode()
+	resp, err := c.pl.Do(req)
+	if err != nil {
+		return nil, transportError(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, responseError(resp, "read workspace settings")
+	}
+	var raw map[string]*string
+	if err := runtime.UnmarshalAsJSON(resp, &raw); err != nil {
+		return nil, &tokens.Error{Code: tokens.CodeUpstreamError, Message: "Azure Databricks returned unreadable workspace settings", Err: err}
+	}
+	out := make(map[string]string, len(raw))
+	for k, v := range raw {
+		if v != nil {
+			out[k] = *v
+		}
+	}
+	return out, nil
+}
+
+func joinComma(keys []string) string {
+	s := ""
+	for i, k := range keys {
+		if i > 0 {
+			s += ","
+		}
+		s += k
+	}
+	return s
+}
+
+func transportError(err error) error {
+	if e := upstream.Common("Azure Databricks", err); e != nil {
+		return e
+	}
+	return upstream.Unavailable("Azure Databricks", 0, err)
+}
+
+func responseError(resp *http.Response, op string) error {
+	return parseError(resp).translate(op)
+}

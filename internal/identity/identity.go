@@ -1,0 +1,99 @@
+// Package identity provides the service's one Microsoft Entra credential:
+// azidentity's DefaultAzureCredential (managed identity in Azure, a service
+// principal by secret, certificate or federated token, the Azure CLI
+// locally; AZURE_TOKEN_CREDENTIALS narrows the chain), wrapped in a cache
+// that all clients share.
+//
+// The cache matters twice over: Databricks rejects Entra tokens with 30
+// seconds or less to live, so tokens are renewed well before that; and the
+// Databricks management header needs the same ARM-audience token as the
+// workspace lookup, so one token per audience serves every call.
+package identity
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+)
+
+// New returns the default credential for the given cloud, wrapped in a Cache.
+// It does not contact Entra: tokens are fetched on first use, so start-up
+// never waits on the network.
+func New(c cloud.Configuration) (*Cache, error) {
+	cred, err := azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{
+		ClientOptions: azcore.ClientOptions{Cloud: c},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	return NewCache(cred, time.Now), nil
+}
+
+// RefreshBefore is how long before expiry a cached token is renewed.
+// Databricks refuses tokens with 30 s or less left; five minutes also
+// covers clock skew and the longest upstream call.
+const RefreshBefore = 5 * time.Minute
+
+// Cache is an azcore.TokenCredential that keeps one token per scope set and
+// renews it RefreshBefore its expiry (or at the issuer's refresh_in hint).
+// Concurrent callers for the same scopes share one Entra request.
+type Cache struct {
+	cred azcore.TokenCredential
+	now  func() time.Time
+
+	mu      sync.Mutex
+	entries map[string]*entry
+}
+
+type entry struct {
+	mu  sync.Mutex // held while fetching
+	tok azcore.AccessToken
+}
+
+// NewCache wraps cred.
+func NewCache(cred azcore.TokenCredential, now func() time.Time) *Cache {
+	return &Cache{cred: cred, now: now, entries: map[string]*entry{}}
+}
+
+// GetToken implements azcore.TokenCredential.
+func (c *Cache) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	key := strings.Join(opts.Scopes, " ") + "|" + opts.TenantID + "|" + opts.Claims
+	c.mu.Lock()
+	e := c.entries[key]
+	if e == nil {
+		e = &entry{}
+		c.entries[key] = e
+	}
+	c.mu.Unlock()
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if c.fresh(e.tok) && opts.Claims == "" {
+		return e.tok, nil
+	}
+	tok, err := c.cred.GetToken(ctx, opts)
+	if err != nil {
+		// azidentity errors describe the failed flow without token values.
+		return azcore.AccessToken{}, err
+	}
+	e.tok = tok
+	return tok, nil
+}
+
+func (c *Cache) fresh(t azcore.AccessToken) bool {
+	if t.Token == "" {
+		return false
+	}
+	now := c.now()
+	if !t.RefreshOn.IsZero() && !now.Before(t.RefreshOn) {
+		return false
+	}
+	return now.Add(RefreshBefore).Before(t.ExpiresOn)
+}

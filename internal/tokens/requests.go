@@ -1,0 +1,300 @@
+package tokens
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Limits are the service-wide bounds that requests are validated against.
+type Limits struct {
+	DefaultLifetime time.Duration
+	MaxLifetime     time.Duration
+	// KeyVault reports whether Key Vault delivery is configured; secretName
+	// is refused without it.
+	KeyVault bool
+}
+
+// CreateRequest asks for a new token (POST /api/create-token, or a queue
+// command with action "create").
+type CreateRequest struct {
+	Workspace  WorkspaceID
+	Comment    string
+	Lifetime   time.Duration
+	SecretName string
+	RequestID  string
+	// RequestIDGiven is true when the caller chose the request id (body,
+	// header or message id), so the same id may arrive again and must find
+	// the token the first attempt issued.
+	RequestIDGiven bool
+}
+
+// RevokeRequest asks for a token to be revoked, by id or by the Key Vault
+// secret that holds it.
+type RevokeRequest struct {
+	Workspace WorkspaceID
+	TokenID   string
+	SecretURI string
+	RequestID string
+}
+
+var (
+	requestIDRE  = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+	secretNameRE = regexp.MustCompile(`^[0-9A-Za-z-]{1,127}$`)
+	tokenIDRE    = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
+)
+
+// MaxCommentLength is the longest caller comment, in Unicode characters.
+const MaxCommentLength = 200
+
+// problems collects every problem with one request so that the caller gets
+// them all in one answer.
+type problems []Detail
+
+func (p *problems) add(target, format string, args ...any) {
+	*p = append(*p, Detail{Code: "InvalidField", Target: target, Message: target + " " + fmt.Sprintf(format, args...)})
+}
+
+func (p problems) err() error {
+	if len(p) == 0 {
+		return nil
+	}
+	msg := p[0].Message
+	if len(p) > 1 {
+		msg = fmt.Sprintf("the request has %d problems; see details", len(p))
+	}
+	return &Error{Code: CodeInvalidRequest, Message: msg, Details: p}
+}
+
+// object decodes a JSON object into raw fields, reporting syntax errors,
+// non-objects and fields outside known. Keys are matched exactly (camelCase).
+func object(body []byte, known []string, p *problems) map[string]json.RawMessage {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		p.add("body", "is empty; a JSON object is required")
+		return nil
+	}
+	if !utf8.Valid(body) {
+		p.add("body", "is not valid UTF-8")
+		return nil
+	}
+	var fields map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&fields); err != nil || fields == nil {
+		p.add("body", "is not a JSON object (%s)", jsonProblem(err))
+		return nil
+	}
+	if dec.More() {
+		p.add("body", "has data after the JSON object")
+		return nil
+	}
+	for _, k := range sortedKeys(fields) {
+		if !slices.Contains(known, k) {
+			p.add(k, "is not a known field")
+		}
+	}
+	return fields
+}
+
+func jsonProblem(err error) string {
+	switch e := err.(type) {
+	case nil:
+		return "null"
+	case *json.SyntaxError:
+		return fmt.Sprintf("syntax error at byte %d", e.Offset)
+	case *json.UnmarshalTypeError:
+		return "found " + e.Value
+	}
+	return "malformed JSON"
+}
+
+func sortedKeys(m map[string]json.RawMessage) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// str reads an optional string field; null counts as absent.
+func str(fields map[string]json.RawMessage, name string, p *problems) (string, bool) {
+	raw, ok := fields[name]
+	if !ok || string(raw) == "null" {
+		return "", false
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		p.add(name, "must be a string")
+		return "", false
+	}
+	return s, true
+}
+
+func absent(fields map[string]json.RawMessage, name string) bool {
+	raw, ok := fields[name]
+	return !ok || string(raw) == "null"
+}
+
+// ValidComment checks a caller comment: at most 200 characters, none of
+// Unicode category Cc (which includes TAB, LF and DEL).
+func ValidComment(c string) error {
+	if n := utf8.RuneCountInString(c); n > MaxCommentLength {
+		return fmt.Errorf("is %d characters long; the maximum is %d", n, MaxCommentLength)
+	}
+	for i, r := range c {
+		if unicode.Is(unicode.Cc, r) {
+			return fmt.Errorf("holds a control character (U+%04X) at byte %d", r, i)
+		}
+	}
+	return nil
+}
+
+// ValidRequestID checks a caller-chosen request id.
+func ValidRequestID(id string) error {
+	if !requestIDRE.MatchString(id) {
+		return fmt.Errorf("must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+	}
+	return nil
+}
+
+// ValidSecretName checks a Key Vault secret name.
+func ValidSecretName(name string) error {
+	if !secretNameRE.MatchString(name) {
+		return fmt.Errorf("must be 1-127 characters of A-Z a-z 0-9 and -")
+	}
+	return nil
+}
+
+// DecodeCreate parses and validates a create request body. extra lists
+// additional top-level fields the transport allows (the queue's "action").
+// The request id, when the body has none, is left empty for the transport
+// to fill from its own source.
+func DecodeCreate(body []byte, lim Limits, extra ...string) (CreateRequest, error) {
+	var p problems
+	known := append([]string{"workspaceResourceId", "comment", "lifetimeSeconds", "secretName", "requestId"}, extra...)
+	fields := object(body, known, &p)
+	if fields == nil {
+		return CreateRequest{}, p.err()
+	}
+	var req CreateRequest
+	if s, ok := str(fields, "workspaceResourceId", &p); ok {
+		id, err := ParseWorkspaceID(s)
+		if err != nil {
+			p.add("workspaceResourceId", "%v", err)
+		}
+		req.Workspace = id
+	} else if absent(fields, "workspaceResourceId") {
+		p.add("workspaceResourceId", "is required")
+	}
+	if s, ok := str(fields, "comment", &p); ok {
+		if err := ValidComment(s); err != nil {
+			p.add("comment", "%v", err)
+		}
+		req.Comment = s
+	}
+	req.Lifetime = lim.DefaultLifetime
+	if raw, ok := fields["lifetimeSeconds"]; ok && string(raw) != "null" {
+		if secs, err := wholeNumber(raw); err != nil {
+			p.add("lifetimeSeconds", "%v", err)
+		} else if max := int64(lim.MaxLifetime / time.Second); secs < 1 || secs > max {
+			p.add("lifetimeSeconds", "must be between 1 and %d (TOKEN_MAX_LIFETIME %s); got %d", max, lim.MaxLifetime, secs)
+		} else {
+			req.Lifetime = time.Duration(secs) * time.Second
+		}
+	}
+	if s, ok := str(fields, "secretName", &p); ok {
+		switch {
+		case !lim.KeyVault:
+			p.add("secretName", "is only allowed with Key Vault delivery (KEY_VAULT_URI is not set)")
+		case ValidSecretName(s) != nil:
+			p.add("secretName", "%v", ValidSecretName(s))
+		}
+		req.SecretName = s
+	}
+	if s, ok := str(fields, "requestId", &p); ok {
+		if err := ValidRequestID(s); err != nil {
+			p.add("requestId", "%v", err)
+		}
+		req.RequestID, req.RequestIDGiven = s, true
+	}
+	return req, p.err()
+}
+
+// wholeNumber parses a JSON number that must be an integer.
+func wholeNumber(raw json.RawMessage) (int64, error) {
+	var n json.Number
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return 0, fmt.Errorf("must be a whole number of seconds")
+	}
+	v, err := strconv.ParseInt(n.String(), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("must be a whole number of seconds; got %s", n.String())
+	}
+	return v, nil
+}
+
+// DecodeRevoke parses and validates a revoke request body: either
+// workspaceResourceId and tokenId, or secretUri alone.
+func DecodeRevoke(body []byte, extra ...string) (RevokeRequest, error) {
+	var p problems
+	known := append([]string{"workspaceResourceId", "tokenId", "secretUri", "requestId"}, extra...)
+	fields := object(body, known, &p)
+	if fields == nil {
+		return RevokeRequest{}, p.err()
+	}
+	var req RevokeRequest
+	ws, hasWS := str(fields, "workspaceResourceId", &p)
+	tok, hasTok := str(fields, "tokenId", &p)
+	uri, hasURI := str(fields, "secretUri", &p)
+	switch {
+	case hasURI && (hasWS || hasTok):
+		p.add("secretUri", "cannot be combined with workspaceResourceId or tokenId")
+	case hasURI:
+		if uri == "" {
+			p.add("secretUri", "must not be empty")
+		}
+		req.SecretURI = uri
+	default:
+		if !hasWS && absent(fields, "workspaceResourceId") {
+			p.add("workspaceResourceId", "is required (or give secretUri alone)")
+		} else if hasWS {
+			if id, err := ParseWorkspaceID(ws); err != nil {
+				p.add("workspaceResourceId", "%v", err)
+			} else {
+				req.Workspace = id
+			}
+		}
+		if !hasTok && absent(fields, "tokenId") {
+			p.add("tokenId", "is required (or give secretUri alone)")
+		} else if hasTok && !tokenIDRE.MatchString(tok) {
+			p.add("tokenId", "must be 1-128 characters of A-Z a-z 0-9 . _ -")
+		} else {
+			req.TokenID = tok
+		}
+	}
+	if s, ok := str(fields, "requestId", &p); ok {
+		if err := ValidRequestID(s); err != nil {
+			p.add("requestId", "%v", err)
+		}
+		req.RequestID = s
+	}
+	return req, p.err()
+}
+
+// ParseListQuery validates the workspaceResourceId of a list request.
+func ParseListQuery(workspaceResourceID string) (WorkspaceID, error) {
+	id, err := ParseWorkspaceID(workspaceResourceID)
+	if err != nil {
+		var p problems
+		p.add("workspaceResourceId", "%v", err)
+		return WorkspaceID{}, p.err()
+	}
+	return id, nil
+}

@@ -1,0 +1,106 @@
+// Package upstream holds what every outbound Azure call shares: the retry
+// budget of one invocation, azcore retry options that honour Retry-After
+// within that budget, and the reading of Retry-After itself.
+//
+// The budget (UPSTREAM_RETRY_BUDGET) is a deadline on the invocation's
+// context. azcore's retry policy already stops sleeping when the context
+// ends; ShouldRetry here also refuses a retry whose Retry-After would land
+// past the deadline, so the caller gets the upstream's own Retry-After at
+// once instead of a timeout later.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+)
+
+type budgetKey struct{}
+
+// WithBudget bounds the upstream work of one invocation.
+func WithBudget(ctx context.Context, budget time.Duration) (context.Context, context.CancelFunc) {
+	deadline := time.Now().Add(budget)
+	ctx = context.WithValue(ctx, budgetKey{}, deadline)
+	return context.WithDeadline(ctx, deadline)
+}
+
+// Deadline returns the budget's deadline, if the context has one.
+func Deadline(ctx context.Context) (time.Time, bool) {
+	d, ok := ctx.Value(budgetKey{}).(time.Time)
+	return d, ok
+}
+
+// Detached returns a context for clean-up work that must run even though
+// the invocation's budget is spent (revoking a token whose value was lost):
+// it keeps the values but not the cancellation, with its own short timeout.
+func Detached(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), timeout)
+}
+
+// Retriable are the statuses worth another try for an idempotent call.
+var Retriable = []int{http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusInternalServerError,
+	http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout}
+
+// RetryOptions returns azcore retry options for calls whose retries must
+// fit the invocation's budget. statuses are the retriable statuses;
+// retryErrors says whether transport errors (no response) may be retried,
+// which is false for non-idempotent calls such as token/create.
+func RetryOptions(statuses []int, retryErrors bool) policy.RetryOptions {
+	return policy.RetryOptions{
+		MaxRetries:    8,
+		TryTimeout:    20 * time.Second,
+		RetryDelay:    400 * time.Millisecond,
+		MaxRetryDelay: 10 * time.Minute, // Retry-After is bounded by the budget instead
+		ShouldRetry: func(resp *http.Response, err error) bool {
+			if err != nil {
+				return retryErrors && !errors.Is(err, context.Canceled)
+			}
+			retriable := false
+			for _, s := range statuses {
+				retriable = retriable || resp.StatusCode == s
+			}
+			if !retriable {
+				return false
+			}
+			deadline, ok := Deadline(resp.Request.Context())
+			if !ok {
+				return true
+			}
+			wait := RetryAfter(resp)
+			return time.Until(deadline) > wait
+		},
+	}
+}
+
+// RetryAfter reads Retry-After (seconds or an HTTP date) and the Azure
+// millisecond variants; zero when absent or unreadable.
+func RetryAfter(resp *http.Response) time.Duration {
+	if resp == nil {
+		return 0
+	}
+	for _, h := range []string{"retry-after-ms", "x-ms-retry-after-ms"} {
+		if v := resp.Header.Get(h); v != "" {
+			if ms, err := strconv.ParseInt(v, 10, 64); err == nil && ms > 0 {
+				return time.Duration(ms) * time.Millisecond
+			}
+		}
+	}
+	v := resp.Header.Get("Retry-After")
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseFloat(v, 64); err == nil && secs > 0 && secs < math.MaxInt32 {
+		return time.Duration(secs * float64(time.Second))
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := time.Until(t); d > 0 {
+			return d
+		}
+	}
+	return 0
+}

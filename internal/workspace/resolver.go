@@ -1,0 +1,226 @@
+// Package workspace resolves a Databricks workspace resource id to the URL
+// the service may call, through Azure Resource Manager (armdatabricks), and
+// enforces the subscription and host allow-lists. It implements
+// tokens.Resolver.
+//
+// The workspace URL always comes from ARM, never from the caller: the
+// management header carries an ARM token, which must go only to a host that
+// ARM returned for that very workspace and the allow-list accepts.
+package workspace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/databricks/armdatabricks"
+
+	"github.com/contoso/databricks-token-broker/internal/allowlist"
+	"github.com/contoso/databricks-token-broker/internal/tokens"
+	"github.com/contoso/databricks-token-broker/internal/upstream"
+)
+
+// Options configure a Resolver.
+type Options struct {
+	// ARMEndpoint and ManagementAudience select the Resource Manager and the
+	// token audience for it (see config.Cloud).
+	ARMEndpoint        string
+	ManagementAudience string
+	Hosts              allowlist.Hosts
+	Subscriptions      allowlist.Subscriptions
+	// TTL is how long a resolved URL is reused. Workspace URLs never change
+	// for the life of a workspace, so hours are safe.
+	TTL time.Duration
+	// NotReadyRetryAfter is what callers are told to wait for a workspace
+	// that is still being provisioned.
+	NotReadyRetryAfter time.Duration
+	// ClientOptions (transport, logging) for the ARM pipeline.
+	ClientOptions policy.ClientOptions
+	Now           func() time.Time
+}
+
+// Resolver implements tokens.Resolver. It is safe for concurrent use.
+type Resolver struct {
+	cred azcore.TokenCredential
+	opts Options
+
+	mu      sync.Mutex
+	clients map[string]*armdatabricks.WorkspacesClient // by subscription
+	cache   map[string]cached                          // by WorkspaceID.Key
+	flights map[string]*flight
+}
+
+type cached struct {
+	ws  tokens.Workspace
+	exp time.Time
+}
+
+type flight struct {
+	done chan struct{}
+	ws   tokens.Workspace
+	err  error
+}
+
+var _ tokens.Resolver = (*Resolver)(nil)
+
+// New returns a Resolver. It makes no network call.
+func New(cred azcore.TokenCredential, opts Options) *Resolver {
+	if opts.TTL == 0 {
+		opts.TTL = 6 * time.Hour
+	}
+	if opts.NotReadyRetryAfter == 0 {
+		opts.NotReadyRetryAfter = 60 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	opts.ClientOptions.Cloud = cloud.Configuration{
+		ActiveDirectoryAuthorityHost: opts.ClientOptions.Cloud.ActiveDirectoryAuthorityHost,
+		Services: map[cloud.ServiceName]cloud.ServiceConfiguration{
+			cloud.ResourceManager: {Endpoint: opts.ARMEndpoint, Audience: opts.ManagementAudience},
+		},
+	}
+	opts.ClientOptions.Retry = upstream.RetryOptions(upstream.Retriable, true)
+	return &Resolver{cred: cred, opts: opts, clients: map[string]*armdatabricks.WorkspacesClient{},
+		cache: map[string]cached{}, flights: map[string]*flight{}}
+}
+
+// Resolve returns the workspace's URL, from the cache or ARM. Concurrent
+// calls for one workspace share one ARM request.
+func (r *Resolver) Resolve(ctx context.Context, id tokens.WorkspaceID) (tokens.Workspace, error) {
+	if !r.opts.Subscriptions.Allows(id.Subscription) {
+		return tokens.Workspace{}, &tokens.Error{Code: tokens.CodeWorkspaceNotAllowed, Target: "workspaceResourceId",
+			Message: fmt.Sprintf("subscription %s is not in DATABRICKS_ALLOWED_SUBSCRIPTIONS", id.Subscription)}
+	}
+	key := id.Key()
+	r.mu.Lock()
+	if c, ok := r.cache[key]; ok && r.opts.Now().Before(c.exp) {
+		r.mu.Unlock()
+		return c.ws, nil
+	}
+	f, joined := r.flights[key]
+	if !joined {
+		f = &flight{done: make(chan struct{})}
+		r.flights[key] = f
+	}
+	r.mu.Unlock()
+
+	if !joined {
+		f.ws, f.err = r.lookup(ctx, id)
+		r.mu.Lock()
+		delete(r.flights, key)
+		if f.err == nil {
+			r.cache[key] = cached{ws: f.ws, exp: r.opts.Now().Add(r.opts.TTL)}
+		}
+		r.mu.Unlock()
+		close(f.done)
+		return f.ws, f.err
+	}
+	select {
+	case <-f.done:
+		return f.ws, f.err
+	case <-ctx.Done():
+		return tokens.Workspace{}, upstream.Unavailable("Azure Resource Manager", 0, ctx.Err())
+	}
+}
+
+func (r *Resolver) client(subscription string) (*armdatabricks.WorkspacesClient, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c, ok := r.clients[subscription]; ok {
+		return c, nil
+	}
+	c, err := armdatabricks.NewWorkspacesClient(subscription, r.cred, &arm.ClientOptions{ClientOptions: r.opts.ClientOptions})
+	if err != nil {
+		return nil, err
+	}
+	r.clients[subscription] = c
+	return c, nil
+}
+
+func (r *Resolver) lookup(ctx context.Context, id tokens.WorkspaceID) (tokens.Workspace, error) {
+	c, err := r.client(id.Subscription)
+	if err != nil {
+		return tokens.Workspace{}, fmt.Errorf("workspace: arm client: %w", err)
+	}
+	resp, err := c.Get(ctx, id.ResourceGroup, id.Name, nil)
+	if err != nil {
+		return tokens.Workspace{}, r.translate(id, err)
+	}
+	canonical := id
+	if resp.ID != nil {
+		if parsed, perr := tokens.ParseWorkspaceID(*resp.ID); perr == nil && parsed.Equal(id) {
+			canonical = parsed
+		}
+	}
+	props := resp.Properties
+	if props == nil || props.ProvisioningState == nil || *props.ProvisioningState != armdatabricks.ProvisioningStateSucceeded ||
+		props.WorkspaceURL == nil || *props.WorkspaceURL == "" {
+		state := "unknown"
+		if props != nil && props.ProvisioningState != nil {
+			state = string(*props.ProvisioningState)
+		}
+		return tokens.Workspace{}, &tokens.Error{Code: tokens.CodeWorkspaceNotReady, RetryAfter: r.opts.NotReadyRetryAfter,
+			Target: "workspaceResourceId", Message: fmt.Sprintf("workspace %s is not ready yet (provisioning state %s)", id.Name, state)}
+	}
+	host, err := hostOf(*props.WorkspaceURL)
+	if err != nil {
+		return tokens.Workspace{}, &tokens.Error{Code: tokens.CodeUpstreamError, Err: err,
+			Message: fmt.Sprintf("Azure Resource Manager returned an unusable workspaceUrl for %s", id.Name)}
+	}
+	if !r.opts.Hosts.Allows(host) {
+		return tokens.Workspace{}, &tokens.Error{Code: tokens.CodeWorkspaceNotAllowed, Target: "workspaceResourceId",
+			Message: fmt.Sprintf("workspace host %s is not in DATABRICKS_ALLOWED_HOSTS", host)}
+	}
+	return tokens.Workspace{ID: canonical, URL: "https://" + host}, nil
+}
+
+// hostOf reads ARM's workspaceUrl, which has no scheme ("adb-1.2.azuredatabricks.net"),
+// though a scheme is tolerated. Anything but a bare host[:port] is refused.
+func hostOf(workspaceURL string) (string, error) {
+	s := strings.TrimSuffix(workspaceURL, "/")
+	if rest, ok := strings.CutPrefix(strings.ToLower(s), "https://"); ok {
+		s = s[len(s)-len(rest):]
+	}
+	if s == "" || strings.ContainsAny(s, "/?#@ \\") {
+		return "", fmt.Errorf("workspaceUrl %q is not a host name", workspaceURL)
+	}
+	host := s
+	if h, _, err := net.SplitHostPort(s); err == nil {
+		host = h
+	}
+	if host == "" {
+		return "", fmt.Errorf("workspaceUrl %q has no host", workspaceURL)
+	}
+	return strings.ToLower(s), nil
+}
+
+func (r *Resolver) translate(id tokens.WorkspaceID, err error) error {
+	var respErr *azcore.ResponseError
+	if errors.As(err, &respErr) {
+		switch {
+		case respErr.StatusCode == http.StatusNotFound:
+			return &tokens.Error{Code: tokens.CodeWorkspaceNotFound, Target: "workspaceResourceId", Err: err,
+				Message: fmt.Sprintf("Azure Resource Manager has no Databricks workspace %s (%s)", id, respErr.ErrorCode)}
+		case respErr.StatusCode == http.StatusForbidden:
+			return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err,
+				Message: fmt.Sprintf("Azure Resource Manager refused to read workspace %s (%s): give the function's identity Reader (Microsoft.Databricks/workspaces/read) or Contributor on it", id.Name, respErr.ErrorCode)}
+		case respErr.StatusCode == http.StatusUnauthorized:
+			return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err,
+				Message: fmt.Sprintf("Azure Resource Manager did not accept the function's token (%s)", respErr.ErrorCode)}
+		}
+	}
+	if e := upstream.Common("Azure Resource Manager", err); e != nil {
+		return e
+	}
+	return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err, Message: "Azure Resource Manager refused the workspace lookup"}
+}

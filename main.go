@@ -1,0 +1,122 @@
+// Command handler is an Azure Functions custom handler that issues, lists,
+// revokes and rotates Azure Databricks personal access tokens with the
+// function's own Microsoft Entra identity. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/contoso/databricks-token-broker/handler"
+	"github.com/contoso/databricks-token-broker/internal/config"
+	"github.com/contoso/databricks-token-broker/internal/databricks"
+	"github.com/contoso/databricks-token-broker/internal/identity"
+	"github.com/contoso/databricks-token-broker/internal/results"
+	"github.com/contoso/databricks-token-broker/internal/tokens"
+	"github.com/contoso/databricks-token-broker/internal/workspace"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg, err := config.Load()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "handler: invalid settings:\n%v\n", err)
+		os.Exit(2)
+	}
+	if err := run(ctx, cfg, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "handler: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// run wires the service and serves until ctx ends. Nothing here touches the
+// network before the listener is up: the host only waits so long for the
+// readiness probe, and every Azure client connects lazily.
+func run(ctx context.Context, cfg config.Config, stdout io.Writer) error {
+	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+
+	cred, err := identity.New(cfg.Cloud.SDK)
+	if err != nil {
+		return err
+	}
+	resolver := workspace.New(cred, workspace.Options{
+		ARMEndpoint: cfg.ARMEndpoint, ManagementAudience: cfg.Cloud.ManagementAudience,
+		Hosts: cfg.AllowedHosts, Subscriptions: cfg.AllowedSubscriptions,
+	})
+	dbx := databricks.New(cred, databricks.Options{DatabricksScope: cfg.Cloud.DatabricksScope(), ManagementScope: cfg.Cloud.ManagementScope()})
+	svc := tokens.NewService(resolver, dbx, time.Now)
+
+	var pub handler.Publisher
+	if cfg.PublishesResults() {
+		p, err := results.New(results.Options{Namespace: cfg.ServiceBusNamespace, Credential: cred, ConnectionString: cfg.ServiceBusConnectionString,
+			Queue: cfg.ResultsQueue, IncludeTokenValue: cfg.ResultsIncludeTokenValue})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := p.Close(ctx); err != nil {
+				log.Warn("closing the results publisher", "error", err.Error())
+			}
+		}()
+		pub = p
+	} else {
+		log.Warn("results are not published: set SERVICEBUS_NAMESPACE or SERVICEBUS_CONNECTION_STRING")
+	}
+
+	h := handler.New(log, svc, pub, handler.Options{
+		Limits:       tokens.Limits{DefaultLifetime: cfg.DefaultLifetime, MaxLifetime: cfg.MaxLifetime, KeyVault: cfg.KeyVaultURI != ""},
+		RetryBudget:  cfg.RetryBudget,
+		RotateBefore: cfg.RotateBefore, MaxDeliveryCount: cfg.MaxDeliveryCount,
+		ResultsIncludeTokenValue: cfg.ResultsIncludeTokenValue,
+		TokenRequestsQueue:       cfg.TokenRequestsQueue, WorkspaceEventsQueue: cfg.WorkspaceEventsQueue,
+	})
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      2*cfg.RetryBudget + time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.Address())
+	if err != nil {
+		return err
+	}
+	log.Info("listening", "address", ln.Addr().String(), "cloud", cfg.Cloud.Name, "allowed_hosts", cfg.AllowedHosts.String(),
+		"delivery", delivery(cfg), "results_queue", cfg.ResultsQueue)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
+}
+
+func delivery(cfg config.Config) string {
+	if cfg.KeyVaultURI != "" {
+		return "keyvault"
+	}
+	return "inline"
+}
