@@ -22,17 +22,21 @@ type Cloud struct {
 	// X-Databricks-Azure-SP-Management-Token header, so each identity needs
 	// just two Entra tokens: this one and the Databricks one.
 	ManagementAudience string
-	DatabricksSuffix   string
-	ServiceBusSuffix   string
-	KeyVaultSuffix     string
+	// ResourceManager is the cloud's ARM endpoint. (azcore's cloud
+	// configurations only gain it when the arm package is linked in, so
+	// the table keeps its own.)
+	ResourceManager  string
+	DatabricksSuffix string
+	ServiceBusSuffix string
+	KeyVaultSuffix   string
 }
 
 var clouds = []Cloud{
-	{Name: "AzurePublic", SDK: cloud.AzurePublic, ManagementAudience: "https://management.core.windows.net/",
+	{Name: "AzurePublic", SDK: cloud.AzurePublic, ManagementAudience: "https://management.core.windows.net/", ResourceManager: "https://management.azure.com",
 		DatabricksSuffix: "azuredatabricks.net", ServiceBusSuffix: "servicebus.windows.net", KeyVaultSuffix: "vault.azure.net"},
-	{Name: "AzureUSGovernment", SDK: cloud.AzureGovernment, ManagementAudience: "https://management.core.usgovcloudapi.net/",
+	{Name: "AzureUSGovernment", SDK: cloud.AzureGovernment, ManagementAudience: "https://management.core.usgovcloudapi.net/", ResourceManager: "https://management.usgovcloudapi.net",
 		DatabricksSuffix: "databricks.azure.us", ServiceBusSuffix: "servicebus.usgovcloudapi.net", KeyVaultSuffix: "vault.usgovcloudapi.net"},
-	{Name: "AzureChina", SDK: cloud.AzureChina, ManagementAudience: "https://management.core.chinacloudapi.cn/",
+	{Name: "AzureChina", SDK: cloud.AzureChina, ManagementAudience: "https://management.core.chinacloudapi.cn/", ResourceManager: "https://management.chinacloudapi.cn",
 		DatabricksSuffix: "databricks.azure.cn", ServiceBusSuffix: "servicebus.chinacloudapi.cn", KeyVaultSuffix: "vault.azure.cn"},
 }
 
@@ -52,8 +56,3 @@ func (c Cloud) ManagementScope() string { return c.ManagementAudience + "/.defau
 
 // DatabricksScope is the Entra scope for Azure Databricks.
 func (c Cloud) DatabricksScope() string { return DatabricksResource + "/.default" }
-
-// ARMEndpoint is the Resource Manager endpoint without a trailing slash.
-func (c Cloud) ARMEndpoint() string {
-	return strings.TrimSuffix(c.SDK.Services[cloud.ResourceManager].Endpoint, "/")
-}

@@ -154,7 +154,7 @@ func parse(e env) (Config, error) {
 		cl, _ = lookupCloud("AzurePublic")
 	}
 	c.Cloud = cl
-	c.ARMEndpoint = cl.ARMEndpoint()
+	c.ARMEndpoint = cl.ResourceManager
 	if e.ARMEndpoint != "" {
 		if u, err := endpoint(e.ARMEndpoint, c.AllowInsecureLoopback); err != nil {
 			p.add("AZURE_RESOURCE_MANAGER_ENDPOINT", "%v", err)

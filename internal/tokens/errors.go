@@ -92,5 +92,10 @@ func AsError(err error) *Error {
 	return &Error{Code: CodeInternal, Message: "internal error", Err: err}
 }
 
-// CodeOf returns the contract code of err.
-func CodeOf(err error) Code { return AsError(err).Code }
+// CodeOf returns the contract code of err; empty for nil.
+func CodeOf(err error) Code {
+	if err == nil {
+		return ""
+	}
+	return AsError(err).Code
+}

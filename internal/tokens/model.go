@@ -79,6 +79,9 @@ func SplitComment(comment string) (m Marker, caller string, ok bool) {
 	if !found || (kind != MarkerRequest && kind != MarkerEvent) || ValidRequestID(id) != nil {
 		return Marker{}, comment, false
 	}
+	if after != "" && after[0] != ' ' {
+		return Marker{}, comment, false // not a comment this service wrote
+	}
 	after, _ = strings.CutPrefix(after, " ")
 	return Marker{Kind: kind, RequestID: id}, after, true
 }

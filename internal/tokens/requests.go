@@ -230,7 +230,8 @@ func DecodeCreate(body []byte, lim Limits, extra ...string) (CreateRequest, erro
 // wholeNumber parses a JSON number that must be an integer.
 func wholeNumber(raw json.RawMessage) (int64, error) {
 	var n json.Number
-	if err := json.Unmarshal(raw, &n); err != nil {
+	// json.Number would also take a quoted "60": insist on a JSON number.
+	if len(raw) == 0 || raw[0] == '"' || json.Unmarshal(raw, &n) != nil {
 		return 0, fmt.Errorf("must be a whole number of seconds")
 	}
 	v, err := strconv.ParseInt(n.String(), 10, 64)

@@ -1,0 +1,82 @@
+package handler
+
+import (
+	"os"
+	"testing"
+)
+
+func TestDecodeServiceBusSpecEnvelopes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		file, body, messageID string
+		delivery              int
+		props                 map[string]any
+	}{
+		{"testdata/servicebus_spec_3_5.json", `{"orderId":7}`, "2c1f6a0e9b1d4a8f8f0e3c5d7a9b1c2d", 1, map[string]any{"tenant": "a"}},
+		// The 2020 capture names its binding myQueueItem: a single Data entry is used whatever its name.
+		{"testdata/servicebus_capture_2020.json", `{"hello":"world"}`, "088fb2b9aede42e7a154dbc7f803a566", 3, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			t.Parallel()
+			raw, err := os.ReadFile(tt.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg, err := decodeServiceBus(raw, "message")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(msg.Body) != tt.body || msg.MessageID != tt.messageID || msg.DeliveryCount != tt.delivery {
+				t.Errorf("got body %s, id %q, delivery %d", msg.Body, msg.MessageID, msg.DeliveryCount)
+			}
+			if tt.props != nil && msg.Properties["tenant"] != "a" {
+				t.Errorf("properties = %v", msg.Properties)
+			}
+		})
+	}
+}
+
+func TestUnwrapBody(t *testing.T) {
+	t.Parallel()
+	tests := map[string]string{
+		`"\"{\\\"a\\\":1}\""`:    `{"a":1}`,       // the host's double encoding
+		`"{\"a\":1}"`:            `{"a":1}`,       // one layer (simplified samples)
+		`{"a":1}`:                `{"a":1}`,       // an object
+		`"\"hi\""`:               `hi`,            // plain text, double-encoded
+		`"\"\\\"hi\\\"\""`:       `"hi"`,          // the sender's own JSON string survives
+		`"\"not closed`:          `"\"not closed`, // broken: left as is
+		`  "\"{\\\"a\\\":1}\"" `: `{"a":1}`,
+	}
+	for in, want := range tests {
+		if got := string(unwrapBody([]byte(in))); got != want {
+			t.Errorf("unwrapBody(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestDecodeEnvelopeRefusesGarbage(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{``, `null`, `[]`, `{"Data":{}}`, `{"Data":{"a":"1","b":"2"}}`, `{"Data":5}`, `not json`} {
+		if _, err := decodeServiceBus([]byte(in), "message"); err == nil {
+			t.Errorf("decodeServiceBus(%q) accepted", in)
+		}
+	}
+}
+
+func FuzzDecodeServiceBus(f *testing.F) {
+	for _, file := range []string{"testdata/servicebus_spec_3_5.json", "testdata/servicebus_capture_2020.json"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"Data":{"message":"\"\\\"x\\\"\""},"Metadata":{"DeliveryCount":"\"abc\"","ApplicationProperties":[1]}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		msg, err := decodeServiceBus(b, "message")
+		if err == nil && msg.DeliveryCount < 1 {
+			t.Fatalf("delivery count %d", msg.DeliveryCount)
+		}
+	})
+}

@@ -1,0 +1,238 @@
+package tokens
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeAPI is an in-memory Token API for one identity.
+type fakeAPI struct {
+	mu      sync.Mutex
+	now     func() time.Time
+	next    int
+	live    map[string]Token
+	calls   map[string]int
+	dropped int // the next N creates succeed, then report an ambiguous failure
+}
+
+func newFakeAPI(now func() time.Time) *fakeAPI {
+	return &fakeAPI{now: now, live: map[string]Token{}, calls: map[string]int{}}
+}
+
+func (f *fakeAPI) CreateToken(_ context.Context, _ Workspace, comment string, lifetime time.Duration) (Issued, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["create"]++
+	f.next++
+	t := Token{ID: fmt.Sprintf("tok%03d", f.next), Comment: comment, CreatedAt: f.now().Add(time.Duration(f.next) * time.Millisecond), ExpiresAt: f.now().Add(lifetime)}
+	f.live[t.ID] = t
+	if f.dropped > 0 {
+		f.dropped--
+		return Issued{}, &Error{Code: CodeUpstreamUnavailable, Err: ErrAmbiguous}
+	}
+	return Issued{Token: t, Value: NewSecret("dapi-" + t.ID)}, nil
+}
+
+func (f *fakeAPI) ListTokens(context.Context, Workspace) ([]Token, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["list"]++
+	var out []Token
+	for _, t := range f.live {
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+func (f *fakeAPI) DeleteToken(_ context.Context, _ Workspace, id string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["delete"]++
+	_, ok := f.live[id]
+	delete(f.live, id)
+	return ok, nil
+}
+
+func (f *fakeAPI) count(op string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[op]
+}
+
+func (f *fakeAPI) liveCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.live)
+}
+
+type fakeResolver struct{}
+
+func (fakeResolver) Resolve(_ context.Context, id WorkspaceID) (Workspace, error) {
+	return Workspace{ID: id, URL: "https://adb-1.1.azuredatabricks.net"}, nil
+}
+
+var testWS = WorkspaceID{"00000000-0000-0000-0000-000000000000", "rg", "ws1"}
+
+func fixedNow() time.Time { return time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC) }
+
+func TestCreateIssuesWithMarkerAndKeepsCallerComment(t *testing.T) {
+	t.Parallel()
+	api := newFakeAPI(fixedNow)
+	svc := NewService(fakeResolver{}, api, fixedNow)
+	res, err := svc.Create(t.Context(), CreateRequest{Workspace: testWS, Comment: "nightly", Lifetime: time.Hour, RequestID: "r1"}, CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Issued || res.Record.Comment != "nightly" || res.Record.Value.Reveal() != "dapi-tok001" {
+		t.Errorf("record = %+v", res.Record)
+	}
+	if got := api.live["tok001"].Comment; got != "[dtb:req:r1] nightly" {
+		t.Errorf("Databricks comment = %q", got)
+	}
+	if n := api.count("list"); n != 0 {
+		t.Errorf("a generated request id cannot repeat, yet the service listed %d times", n)
+	}
+}
+
+func TestSameRequestIDReturnsTheSameToken(t *testing.T) {
+	t.Parallel()
+	api := newFakeAPI(fixedNow)
+	req := CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1", RequestIDGiven: true}
+	first, err := NewService(fakeResolver{}, api, fixedNow).Create(t.Context(), req, CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A new instance (another worker, or after a restart) finds it by listing.
+	again, err := NewService(fakeResolver{}, api, fixedNow).Create(t.Context(), req, CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Issued || again.Record.TokenID != first.Record.TokenID || !again.Record.Value.IsZero() {
+		t.Errorf("replay = %+v, want the first token's record without a value", again)
+	}
+	if api.liveCount() != 1 || api.count("create") != 1 {
+		t.Errorf("live = %d, creates = %d; want 1 and 1", api.liveCount(), api.count("create"))
+	}
+}
+
+func TestConcurrentSameRequestIDMakesOneToken(t *testing.T) {
+	t.Parallel()
+	api := newFakeAPI(fixedNow)
+	svc := NewService(fakeResolver{}, api, fixedNow)
+	req := CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "same", RequestIDGiven: true}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	issued, ids := 0, map[string]bool{}
+	for range 16 {
+		wg.Go(func() {
+			res, err := svc.Create(context.Background(), req, CreateOptions{})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			ids[res.Record.TokenID] = true
+			if res.Issued {
+				issued++
+			}
+		})
+	}
+	wg.Wait()
+	if issued != 1 || len(ids) != 1 || api.liveCount() != 1 {
+		t.Errorf("issued = %d, distinct ids = %d, live = %d; want 1, 1, 1", issued, len(ids), api.liveCount())
+	}
+}
+
+func TestAmbiguousCreateLeavesNoOrphan(t *testing.T) {
+	t.Parallel()
+	api := newFakeAPI(fixedNow)
+	api.dropped = 1
+	svc := NewService(fakeResolver{}, api, fixedNow)
+	res, err := svc.Create(t.Context(), CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1"}, CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if api.liveCount() != 1 || res.Record.TokenID != "tok002" {
+		t.Errorf("live = %d, token = %s; want only the second create alive", api.liveCount(), res.Record.TokenID)
+	}
+	if _, ok := api.live["tok001"]; ok {
+		t.Error("the token whose value was lost is still live")
+	}
+}
+
+func TestAmbiguousTwiceGivesUpCleanly(t *testing.T) {
+	t.Parallel()
+	api := newFakeAPI(fixedNow)
+	api.dropped = 2
+	svc := NewService(fakeResolver{}, api, fixedNow)
+	_, err := svc.Create(t.Context(), CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1"}, CreateOptions{})
+	if CodeOf(err) != CodeUpstreamUnavailable {
+		t.Fatalf("err = %v, want UpstreamUnavailable", err)
+	}
+	if api.liveCount() != 0 {
+		t.Errorf("%d orphan tokens left", api.liveCount())
+	}
+}
+
+func TestRedeliveryReissuesUndeliveredToken(t *testing.T) {
+	t.Parallel()
+	api := newFakeAPI(fixedNow)
+	req := CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "m1", RequestIDGiven: true}
+	first, _ := NewService(fakeResolver{}, api, fixedNow).Create(t.Context(), req, CreateOptions{})
+	// The first attempt died before delivering; its redelivery runs on a fresh process.
+	res, err := NewService(fakeResolver{}, api, fixedNow).Create(t.Context(), req, CreateOptions{ReissueUndelivered: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Issued || res.Record.TokenID == first.Record.TokenID || res.Record.Value.IsZero() {
+		t.Errorf("redelivery = %+v, want a new token with its value", res)
+	}
+	if len(res.Revoked) != 1 || res.Revoked[0] != first.Record.TokenID || api.liveCount() != 1 {
+		t.Errorf("revoked = %v, live = %d; want the first token revoked and one live", res.Revoked, api.liveCount())
+	}
+}
+
+func TestEnsureLive(t *testing.T) {
+	t.Parallel()
+	now := fixedNow()
+	clock := func() time.Time { return now }
+	api := newFakeAPI(clock)
+	svc := NewService(fakeResolver{}, api, clock)
+	opts := EnsureOptions{RequestID: "evt-1", Lifetime: 30 * 24 * time.Hour, RotateBefore: 7 * 24 * time.Hour}
+	res, err := svc.EnsureLive(t.Context(), testWS, opts)
+	if err != nil || !res.Issued {
+		t.Fatalf("first event: %+v %v, want a token", res, err)
+	}
+	opts.RequestID = "evt-2"
+	if res, err := svc.EnsureLive(t.Context(), testWS, opts); err != nil || res.Issued {
+		t.Fatalf("second event: %+v %v, want nothing (a live token is held)", res, err)
+	}
+	// Manual tokens do not count: only the service's event tokens do.
+	now = now.Add(24*24*time.Hour + time.Minute) // inside the rotation window
+	opts.RequestID = "evt-3"
+	res, err = svc.EnsureLive(t.Context(), testWS, opts)
+	if err != nil || !res.Issued {
+		t.Fatalf("event inside the rotation window: %+v %v, want a new token", res, err)
+	}
+	if api.count("create") != 2 {
+		t.Errorf("creates = %d, want 2", api.count("create"))
+	}
+}
+
+func TestAsErrorTranslatesUnknowns(t *testing.T) {
+	t.Parallel()
+	if got := AsError(context.DeadlineExceeded); got.Code != CodeUpstreamUnavailable || got.RetryAfter <= 0 {
+		t.Errorf("deadline = %+v", got)
+	}
+	if got := AsError(errors.New("boom")); got.Code != CodeInternal || got.Message != "internal error" {
+		t.Errorf("unknown = %+v", got)
+	}
+	if !CodeUpstreamUnavailable.Transient() || CodeInvalidRequest.Transient() || CodeTokenQuotaExceeded.Transient() {
+		t.Error("Transient classification is wrong")
+	}
+}
