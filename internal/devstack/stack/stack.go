@@ -1,0 +1,187 @@
+// Package stack starts the local stand-ins together — a test CA, the Entra
+// managed-identity endpoint, ARM, Databricks workspaces, Key Vault and the
+// Service Bus broker — and says which settings point the handler at them.
+// The demo, the end-to-end tests and the benchmarks all start it the same
+// way, so the handler binary they run is configured exactly as in Azure
+// except for endpoints and the test CA (handed over with SSL_CERT_FILE).
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/contoso/databricks-token-broker/internal/devstack/arm"
+	"github.com/contoso/databricks-token-broker/internal/devstack/ca"
+	"github.com/contoso/databricks-token-broker/internal/devstack/databricks"
+	"github.com/contoso/databricks-token-broker/internal/devstack/entra"
+	"github.com/contoso/databricks-token-broker/internal/devstack/servicebus"
+)
+
+// Subscription is the stand-in subscription every workspace lives in.
+const Subscription = "6f1c8e2a-3b4d-4c5e-9f60-7a8b9c0d1e2f"
+
+// Options choose what to start.
+type Options struct {
+	// Dir receives the CA certificate file. Required.
+	Dir string
+	// Workspaces is how many Databricks workspaces to start (default 1).
+	Workspaces int
+	// ServiceBus starts the AMQP broker (needs node and the broker's
+	// node_modules).
+	ServiceBus bool
+	// Queues configure the broker; default: the three queues of the
+	// contract, max delivery count 10, duplicate detection on results.
+	Queues []servicebus.QueueConfig
+	// BrokerLog receives the broker's own log.
+	BrokerLog interface{ Write([]byte) (int, error) }
+}
+
+// Stack is a running set of stand-ins.
+type Stack struct {
+	CA         *ca.CA
+	CAFile     string
+	MSI        *entra.MSI
+	ARM        *arm.Server
+	Workspaces []*databricks.Workspace
+	Broker     *servicebus.Broker
+}
+
+// WorkspaceResourceID names workspace i (0-based).
+func WorkspaceResourceID(i int) string {
+	return fmt.Sprintf("/subscriptions/%s/resourceGroups/rg-demo/providers/Microsoft.Databricks/workspaces/dbw-%02d", Subscription, i+1)
+}
+
+// DefaultQueues are the contract's queues as the Bicep creates them.
+func DefaultQueues() []servicebus.QueueConfig {
+	return []servicebus.QueueConfig{
+		{Name: "token-requests", MaxDeliveryCount: 10, LockDuration: time.Minute},
+		{Name: "workspace-events", MaxDeliveryCount: 10, LockDuration: time.Minute},
+		{Name: "token-results", MaxDeliveryCount: 10, LockDuration: time.Minute, DuplicateDetectionWindow: 10 * time.Minute},
+	}
+}
+
+// Start starts the stand-ins. On error, whatever started is closed.
+func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
+	if opts.Dir == "" {
+		return nil, errors.New("stack: Dir is required")
+	}
+	if opts.Workspaces == 0 {
+		opts.Workspaces = 1
+	}
+	s := &Stack{}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if s.CA, err = ca.New(); err != nil {
+		return nil, err
+	}
+	s.CAFile = filepath.Join(opts.Dir, "devstack-ca.pem")
+	if err = s.CA.WriteFile(s.CAFile); err != nil {
+		return nil, err
+	}
+	if s.MSI, err = entra.StartMSI(entra.MSIOptions{}); err != nil {
+		return nil, fmt.Errorf("stack: entra: %w", err)
+	}
+	if s.ARM, err = arm.Start(s.CA, arm.Options{}); err != nil {
+		return nil, fmt.Errorf("stack: arm: %w", err)
+	}
+	for i := range opts.Workspaces {
+		if _, err = s.AddWorkspace(WorkspaceResourceID(i)); err != nil {
+			return nil, err
+		}
+	}
+	if opts.ServiceBus {
+		q := opts.Queues
+		if q == nil {
+			q = DefaultQueues()
+		}
+		sbo := servicebus.Options{Queues: q}
+		if opts.BrokerLog != nil {
+			sbo.Stderr = opts.BrokerLog
+		}
+		if s.Broker, err = servicebus.Start(ctx, sbo); err != nil {
+			return nil, fmt.Errorf("stack: service bus: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// AddWorkspace starts one more workspace and registers it with ARM.
+func (s *Stack) AddWorkspace(resourceID string) (*databricks.Workspace, error) {
+	ws, err := databricks.StartWorkspace(s.CA, databricks.Options{ResourceID: resourceID})
+	if err != nil {
+		return nil, fmt.Errorf("stack: databricks: %w", err)
+	}
+	s.Workspaces = append(s.Workspaces, ws)
+	if err := s.ARM.AddWorkspace(resourceID, ws.Host(), "Succeeded"); err != nil {
+		return nil, fmt.Errorf("stack: arm: %w", err)
+	}
+	return ws, nil
+}
+
+// AllowedHosts is DATABRICKS_ALLOWED_HOSTS for the stand-in workspaces.
+func (s *Stack) AllowedHosts() string {
+	hosts := make([]string, len(s.Workspaces))
+	for i, w := range s.Workspaces {
+		hosts[i] = w.Host()
+	}
+	return strings.Join(hosts, ",")
+}
+
+// Env is the handler's environment for this stack: the identity endpoint,
+// ARM, the allow-list, the results queue, and the CA. Plain AMQP to the
+// broker is loopback-only and needs ALLOW_INSECURE_LOOPBACK, like http://.
+func (s *Stack) Env() []string {
+	env := []string{
+		"SSL_CERT_FILE=" + s.CAFile,
+		"IDENTITY_ENDPOINT=" + s.MSI.Endpoint(),
+		"IDENTITY_HEADER=" + s.MSI.Header(),
+		"AZURE_TOKEN_CREDENTIALS=ManagedIdentityCredential",
+		"AZURE_RESOURCE_MANAGER_ENDPOINT=" + s.ARM.Endpoint(),
+		"DATABRICKS_ALLOWED_HOSTS=" + s.AllowedHosts(),
+		"DATABRICKS_ALLOWED_SUBSCRIPTIONS=" + Subscription,
+	}
+	if s.Broker != nil {
+		env = append(env, "SERVICEBUS_CONNECTION_STRING="+s.Broker.ConnectionString(), "ALLOW_INSECURE_LOOPBACK=true")
+	}
+	return env
+}
+
+// Secrets lists every credential the stand-ins handed out — Entra access
+// tokens and Databricks token values — so a test can prove none of them
+// reached a log line.
+func (s *Stack) Secrets() []string {
+	out := append([]string(nil), s.MSI.Issued()...)
+	for _, w := range s.Workspaces {
+		for _, t := range w.Tokens() {
+			out = append(out, t.Value)
+		}
+	}
+	return out
+}
+
+// Close stops everything.
+func (s *Stack) Close() {
+	if s.Broker != nil {
+		_ = s.Broker.Close()
+	}
+	for _, w := range s.Workspaces {
+		_ = w.Close()
+	}
+	if s.ARM != nil {
+		_ = s.ARM.Close()
+	}
+	if s.MSI != nil {
+		_ = s.MSI.Close()
+	}
+	if s.CAFile != "" {
+		_ = os.Remove(s.CAFile)
+	}
+}
