@@ -81,6 +81,7 @@ func run(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 		RotateBefore: cfg.RotateBefore, MaxDeliveryCount: cfg.MaxDeliveryCount,
 		ResultsIncludeTokenValue: cfg.ResultsIncludeTokenValue,
 		TokenRequestsQueue:       cfg.TokenRequestsQueue, WorkspaceEventsQueue: cfg.WorkspaceEventsQueue,
+		NotReadyBackoff: cfg.NotReadyBackoff,
 	})
 	srv := &http.Server{
 		Handler:           h,

@@ -93,7 +93,7 @@ func (s *Server) tokenRequests(w http.ResponseWriter, r *http.Request, log *slog
 	start := time.Now()
 	msg, err := s.readMessage(w, r)
 	if err != nil {
-		s.badEnvelope(w, r, log, start, err)
+		s.badEnvelope(w, r, log, start, msg, err)
 		return
 	}
 	log = log.With("message_id", msg.MessageID, "delivery_count", msg.DeliveryCount)
@@ -176,7 +176,7 @@ func (s *Server) workspaceEvents(w http.ResponseWriter, r *http.Request, log *sl
 	start := time.Now()
 	msg, err := s.readMessage(w, r)
 	if err != nil {
-		s.badEnvelope(w, r, log, start, err)
+		s.badEnvelope(w, r, log, start, msg, err)
 		return
 	}
 	log = log.With("message_id", msg.MessageID, "delivery_count", msg.DeliveryCount)
@@ -336,10 +336,12 @@ func (s *Server) readMessage(w http.ResponseWriter, r *http.Request) (queueMessa
 
 // badEnvelope completes a message whose envelope or body cannot be read at
 // all: redelivery cannot change it.
-func (s *Server) badEnvelope(w http.ResponseWriter, r *http.Request, log *slog.Logger, start time.Time, err error) {
-	id := r.Header.Get("X-Azure-Functions-InvocationId")
-	logOutcome(log, start, "message refused", err)
-	o := tokens.Outcome{Type: tokens.Failed, RequestID: hashID("inv-", id), Err: tokens.AsError(err)}
+func (s *Server) badEnvelope(w http.ResponseWriter, r *http.Request, log *slog.Logger, start time.Time, msg queueMessage, err error) {
+	logOutcome(log, start, "message refused", err, "message_id", msg.MessageID)
+	o := tokens.Outcome{Type: tokens.Failed, RequestID: messageRequestID(msg), CorrelationID: msg.MessageID, Err: tokens.AsError(err)}
+	if msg.MessageID == "" {
+		o.RequestID = hashID("inv-", r.Header.Get("X-Azure-Functions-InvocationId"))
+	}
 	if perr := s.publishOutcome(r, o); perr != nil {
 		log.Error("publish failed result", "error", perr.Error())
 	}

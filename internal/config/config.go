@@ -43,6 +43,7 @@ type env struct {
 	TokenRequestsQueue         string `envconfig:"TOKEN_REQUESTS_QUEUE" default:"token-requests"`
 	WorkspaceEventsQueue       string `envconfig:"WORKSPACE_EVENTS_QUEUE" default:"workspace-events"`
 	MaxDeliveryCount           string `envconfig:"QUEUE_MAX_DELIVERY_COUNT" default:"10"`
+	NotReadyBackoff            string `envconfig:"WORKSPACE_NOT_READY_BACKOFF" default:"30s"`
 	RetryBudget                string `envconfig:"UPSTREAM_RETRY_BUDGET" default:"30s"`
 	AllowInsecureLoopback      string `envconfig:"ALLOW_INSECURE_LOOPBACK" default:"false"`
 	LogLevel                   string `envconfig:"LOG_LEVEL" default:"info"`
@@ -76,7 +77,11 @@ type Config struct {
 	WorkspaceEventsQueue string
 	// MaxDeliveryCount is the trigger queues' max delivery count: the
 	// delivery that reaches it publishes its failure before dead-lettering.
-	MaxDeliveryCount      int
+	MaxDeliveryCount int
+	// NotReadyBackoff is the first wait before a queued operation on a
+	// workspace that is still provisioning is tried again (doubling each
+	// time, at most 15 minutes, ten attempts).
+	NotReadyBackoff       time.Duration
 	RetryBudget           time.Duration
 	AllowInsecureLoopback bool
 	LogLevel              slog.Level
@@ -184,6 +189,7 @@ func parse(e env) (Config, error) {
 	c.MaxLifetime = parseDuration(&p, "TOKEN_MAX_LIFETIME", e.MaxLifetime, time.Second)
 	c.RotateBefore = parseDuration(&p, "TOKEN_ROTATE_BEFORE", e.RotateBefore, time.Second)
 	c.RetryBudget = parseDuration(&p, "UPSTREAM_RETRY_BUDGET", e.RetryBudget, time.Second)
+	c.NotReadyBackoff = parseDuration(&p, "WORKSPACE_NOT_READY_BACKOFF", e.NotReadyBackoff, time.Second)
 	if c.MaxLifetime > maxPATLifetime {
 		p.add("TOKEN_MAX_LIFETIME", "%s is over Databricks' cap of 730 days (17520h)", e.MaxLifetime)
 	}

@@ -1,0 +1,199 @@
+// Package e2e runs the real handler binary, started by the Functions-host
+// simulator, against the local stand-ins over real HTTP/TLS and AMQP:
+// the code under test is the code that ships.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/contoso/databricks-token-broker/internal/devstack/hostsim"
+	"github.com/contoso/databricks-token-broker/internal/devstack/servicebus"
+	"github.com/contoso/databricks-token-broker/internal/devstack/stack"
+)
+
+var handlerBinary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "e2e-handler-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	handlerBinary = filepath.Join(dir, "handler")
+	build := exec.Command("go", "build", "-o", handlerBinary, ".")
+	build.Dir = repoRoot()
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the handler:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// syncBuffer collects the handler's output for the secret scan.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// env is one running system: stand-ins, host simulator and handler.
+type env struct {
+	t      *testing.T
+	stack  *stack.Stack
+	host   *hostsim.Host
+	output *syncBuffer
+}
+
+type envOptions struct {
+	workspaces int
+	serviceBus bool
+	settings   []string // extra app settings, KEY=value
+	queues     []servicebus.QueueConfig
+	before     func(*stack.Stack)
+	timeout    time.Duration
+}
+
+func start(t *testing.T, o envOptions) *env {
+	t.Helper()
+	ctx := t.Context()
+	st, err := stack.Start(ctx, stack.Options{Dir: t.TempDir(), Workspaces: o.workspaces, ServiceBus: o.serviceBus, Queues: o.queues, BrokerLog: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if o.before != nil {
+		o.before(st)
+	}
+	out := &syncBuffer{}
+	settings := append(st.Env(), "LOG_LEVEL=debug", "ROTATE_SCHEDULE=0 */5 * * * *")
+	settings = append(settings, o.settings...)
+	sbConn := ""
+	if st.Broker != nil {
+		sbConn = st.Broker.ConnectionString()
+	}
+	h, err := hostsim.Start(ctx, hostsim.Options{
+		AppRoot: repoRoot(), Executable: handlerBinary, Env: settings, ServiceBusConnectionString: sbConn,
+		Stdout: out, Stderr: out, FunctionTimeout: o.timeout,
+		Logf: func(format string, args ...any) { t.Logf("host: "+format, args...) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, stack: st, host: h, output: out}
+	t.Cleanup(func() {
+		_ = h.Close()
+		e.assertNoSecretsInLogs()
+	})
+	return e
+}
+
+// assertNoSecretsInLogs fails the test if any Entra access token or
+// Databricks token value the stand-ins handed out appears in the handler's
+// output.
+func (e *env) assertNoSecretsInLogs() {
+	e.t.Helper()
+	logs := e.output.String()
+	lines := strings.Count(logs, "\n")
+	for _, s := range e.stack.Secrets() {
+		if s != "" && strings.Contains(logs, s) {
+			e.t.Errorf("a secret (%s…) appears in the handler's output", s[:8])
+		}
+	}
+	if strings.Contains(logs, "dapi") {
+		e.t.Errorf("something shaped like a Databricks token value appears in the handler's output")
+	}
+	e.t.Logf("secret scan: 0 of %d log lines hold a secret (%d secrets checked)", lines, len(e.stack.Secrets()))
+}
+
+type response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+func (r response) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.Body, &m); err != nil {
+		t.Fatalf("response is not a JSON object: %v: %s", err, r.Body)
+	}
+	return m
+}
+
+func (r response) errorCode(t *testing.T) string {
+	t.Helper()
+	e, _ := r.json(t)["error"].(map[string]any)
+	code, _ := e["code"].(string)
+	return code
+}
+
+func (e *env) do(method, path string, body any, header ...string) response {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		rd = bytes.NewReader(j)
+	}
+	ctx, cancel := context.WithTimeout(e.t.Context(), 60*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, e.host.URL()+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+func (e *env) create(body map[string]any, header ...string) response {
+	e.t.Helper()
+	return e.do(http.MethodPost, "/api/create-token", body, header...)
+}
+
+func ws(i int) string { return stack.WorkspaceResourceID(i) }
