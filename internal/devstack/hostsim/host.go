@@ -64,7 +64,9 @@ type Options struct {
 	// extensions.serviceBus.maxConcurrentCalls, else 16.
 	MaxConcurrentCalls int
 	// FunctionKey, when set, is required (?code= or x-functions-key) by HTTP
-	// functions with authLevel function or admin; 401 otherwise.
+	// functions with authLevel function or admin (there is no separate
+	// master key); 401 otherwise. Without it no key is checked, as in Core
+	// Tools.
 	FunctionKey string
 	// Authenticate is an optional Easy Auth stand-in, called for every
 	// front-door request before routing. It returns headers to add to the
@@ -106,6 +108,8 @@ type Invocation struct {
 
 	// Err is why the invocation failed; nil on success. A forwarded HTTP
 	// request fails only when no response came back (non-2xx is success).
+	// For Service Bus it also reports a failed Complete/Abandon (e.g. a lost
+	// lock), with Settlement saying which was attempted.
 	Err error
 }
 

@@ -1,0 +1,370 @@
+// Command devstack runs the handler on the local stand-ins.
+//
+//	devstack demo -handler bin/handler   issue, list and revoke a token over HTTP, then
+//	                                     through the queues, printing every step
+//	devstack up   -handler bin/handler   start everything and wait (Ctrl-C to stop),
+//	                                     printing the URLs to call with curl
+//
+// Everything listens on 127.0.0.1; the stand-ins are the same ones the
+// end-to-end tests use (internal/devstack).
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
+
+	"github.com/contoso/databricks-token-broker/internal/devstack/hostsim"
+	"github.com/contoso/databricks-token-broker/internal/devstack/stack"
+)
+
+func main() {
+	if len(os.Args) < 2 || (os.Args[1] != "demo" && os.Args[1] != "up") {
+		fmt.Fprintln(os.Stderr, "usage: devstack demo|up [-handler path] [-app-root dir]")
+		os.Exit(2)
+	}
+	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	handler := fs.String("handler", "bin/handler", "the handler binary")
+	appRoot := fs.String("app-root", ".", "folder with host.json and the function folders")
+	logs := fs.String("logs", "", "write the handler's JSON log here (default: a temporary file)")
+	_ = fs.Parse(os.Args[2:])
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1], *handler, *appRoot, *logs); err != nil {
+		fmt.Fprintln(os.Stderr, "devstack:", err)
+		os.Exit(1)
+	}
+}
+
+type demo struct {
+	shownFull bool
+	st        *stack.Stack
+	host      *hostsim.Host
+	step      int
+	logDir    string
+}
+
+func run(ctx context.Context, mode, handler, appRoot, logPath string) error {
+	handler, _ = filepath.Abs(handler)
+	if _, err := os.Stat(handler); err != nil {
+		return fmt.Errorf("no handler binary at %s (run: make build)", handler)
+	}
+	dir, err := os.MkdirTemp("", "devstack-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if logPath == "" {
+		logPath = filepath.Join(dir, "handler.log")
+	}
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+
+	st, err := stack.Start(ctx, stack.Options{Dir: dir, Workspaces: 3, ServiceBus: true, BrokerLog: io.Discard})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	// The third workspace is "being created": ARM reports it Accepted until the demo says otherwise.
+	if err := st.ARM.SetProvisioningState(stack.WorkspaceResourceID(2), "Accepted"); err != nil {
+		return err
+	}
+	settings := append(st.Env(), "RESULTS_INCLUDE_TOKEN_VALUE=true", "ROTATE_SCHEDULE=0 0 */6 * * *", "WORKSPACE_NOT_READY_BACKOFF=2s")
+	host, err := hostsim.Start(ctx, hostsim.Options{AppRoot: appRoot, Executable: handler, Env: settings,
+		ServiceBusConnectionString: st.Broker.ConnectionString(), Stdout: logFile, Stderr: logFile})
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	d := &demo{st: st, host: host, logDir: dir}
+	if mode == "up" {
+		return d.up(ctx)
+	}
+	if err := d.run(ctx); err != nil {
+		return err
+	}
+	host.Close()
+	return d.scanLogs(logPath)
+}
+
+func (d *demo) up(ctx context.Context) error {
+	fmt.Printf("Functions host simulator: %s\n", d.host.URL())
+	for i := range d.st.Workspaces {
+		fmt.Printf("workspace %d:              %s\n", i+1, stack.WorkspaceResourceID(i))
+	}
+	fmt.Printf("Service Bus (AMQP):       %s\n", redactKey(d.st.Broker.ConnectionString()))
+	fmt.Printf("Service Bus admin:        %s/queues\n\n", d.st.Broker.AdminURL())
+	fmt.Printf("Try:\n  curl -s -X POST %s/api/create-token -d '{\"workspaceResourceId\":\"%s\",\"lifetimeSeconds\":3600}'\n",
+		d.host.URL(), stack.WorkspaceResourceID(0))
+	fmt.Printf("  curl -s '%s/api/list-tokens?workspaceResourceId=%s'\n\nCtrl-C stops everything.\n", d.host.URL(), stack.WorkspaceResourceID(0))
+	<-ctx.Done()
+	return nil
+}
+
+func (d *demo) say(format string, args ...any) {
+	d.step++
+	fmt.Printf("\n== %d. %s\n", d.step, fmt.Sprintf(format, args...))
+}
+
+func (d *demo) run(ctx context.Context) error {
+	ws := stack.WorkspaceResourceID(0)
+	fmt.Printf("Stand-ins on loopback: Entra managed identity %s, ARM %s, %d Databricks workspaces, Service Bus broker.\n",
+		d.st.MSI.Endpoint(), d.st.ARM.Endpoint(), len(d.st.Workspaces))
+	fmt.Printf("Functions host simulator at %s runs the real handler binary.\n", d.host.URL())
+
+	d.say("Issue a token over HTTP (POST /api/create-token)")
+	rec, err := d.call(ctx, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": ws, "comment": "demo: nightly ETL", "lifetimeSeconds": 3600, "requestId": "demo-1"}, 201)
+	if err != nil {
+		return err
+	}
+	tokenID, _ := rec["tokenId"].(string)
+
+	d.say("Retry the same call (same requestId): same token, 200, no second token")
+	if _, err := d.call(ctx, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": ws, "comment": "demo: nightly ETL", "lifetimeSeconds": 3600, "requestId": "demo-1"}, 200); err != nil {
+		return err
+	}
+
+	d.say("List this identity's tokens (GET /api/list-tokens)")
+	if _, err := d.call(ctx, http.MethodGet, "/api/list-tokens?workspaceResourceId="+ws, nil, 200); err != nil {
+		return err
+	}
+
+	d.say("A bad request gets the contract's error, before any upstream call")
+	if _, err := d.call(ctx, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": "/subscriptions/x", "lifetimeSeconds": 0}, 400); err != nil {
+		return err
+	}
+
+	d.say("Revoke it (POST /api/revoke-token), then again: revoking is idempotent")
+	if _, err := d.call(ctx, http.MethodPost, "/api/revoke-token", map[string]any{"workspaceResourceId": ws, "tokenId": tokenID}, 200); err != nil {
+		return err
+	}
+	if _, err := d.call(ctx, http.MethodPost, "/api/revoke-token", map[string]any{"workspaceResourceId": ws, "tokenId": tokenID}, 200); err != nil {
+		return err
+	}
+
+	sb, err := azservicebus.NewClientFromConnectionString(d.st.Broker.ConnectionString(), nil)
+	if err != nil {
+		return err
+	}
+	defer sb.Close(context.Background())
+	rcv, err := sb.NewReceiverForQueue("token-results", nil)
+	if err != nil {
+		return err
+	}
+	defer rcv.Close(context.Background())
+	d.say("The HTTP calls published their outcomes to token-results (the replay's copy has the same id: duplicate detection drops it)")
+	if err := d.drainResults(ctx, rcv, 4, 10*time.Second); err != nil {
+		return err
+	}
+
+	d.say("Automation drops a create command on the token-requests queue")
+	cmd := `{"action":"create","workspaceResourceId":"` + stack.WorkspaceResourceID(1) + `","comment":"demo: queued","lifetimeSeconds":7200}`
+	if err := d.send(ctx, sb, "token-requests", cmd, "demo-command-1"); err != nil {
+		return err
+	}
+	if err := d.drainResults(ctx, rcv, 1, 20*time.Second); err != nil {
+		return err
+	}
+
+	d.say("Event Grid reports a new workspace (ResourceWriteSuccess on workspace-events)")
+	fresh := stack.WorkspaceResourceID(2)
+	event := fmt.Sprintf(`{"topic":"/subscriptions/%[1]s","subject":"%[2]s","eventType":"Microsoft.Resources.ResourceWriteSuccess","eventTime":"%[3]s","id":"demo-event-1","data":{"resourceUri":"%[2]s","operationName":"Microsoft.Databricks/workspaces/write","status":"Succeeded","subscriptionId":"%[1]s"},"dataVersion":"2","metadataVersion":"1"}`,
+		stack.Subscription, fresh, time.Now().UTC().Format(time.RFC3339))
+	if err := d.send(ctx, sb, "workspace-events", event, "demo-event-msg-1"); err != nil {
+		return err
+	}
+	fmt.Println("   The workspace is still provisioning: the event is rescheduled with backoff instead of burning deliveries…")
+	time.Sleep(1500 * time.Millisecond)
+	d.st.ARM.SetProvisioningState(fresh, "Succeeded")
+	fmt.Println("   …ARM now reports it Succeeded.")
+	if err := d.drainResults(ctx, rcv, 1, 30*time.Second); err != nil {
+		return err
+	}
+	d.say("A second event for the same workspace finds the live token: nothing is issued")
+	if err := d.send(ctx, sb, "workspace-events", strings.Replace(event, "demo-event-1", "demo-event-2", 1), "demo-event-msg-2"); err != nil {
+		return err
+	}
+	if err := d.host.WaitIdle(ctx); err != nil {
+		return err
+	}
+	if err := d.drainResults(ctx, rcv, 0, 2*time.Second); err != nil {
+		return err
+	}
+
+	calls := 0
+	for _, n := range d.st.MSI.Calls() {
+		calls += n
+	}
+	fmt.Printf("\nUpstream calls: Entra %d, ARM %d, Databricks %d.\n", calls, len(d.st.ARM.Requests()), d.databricksCalls())
+	return nil
+}
+
+func (d *demo) databricksCalls() int {
+	n := 0
+	for _, w := range d.st.Workspaces {
+		n += len(w.Requests())
+	}
+	return n
+}
+
+func (d *demo) call(ctx context.Context, method, path string, body any, want int) (map[string]any, error) {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+		fmt.Printf("   %s %s %s\n", method, path, b)
+	} else {
+		fmt.Printf("   %s %s\n", method, path)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, d.host.URL()+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	fmt.Printf("   → %d %s\n", resp.StatusCode, indent(mask(b)))
+	if resp.StatusCode != want {
+		return nil, fmt.Errorf("%s %s answered %d, want %d", method, path, resp.StatusCode, want)
+	}
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	return m, nil
+}
+
+func (d *demo) send(ctx context.Context, sb *azservicebus.Client, queue, body, id string) error {
+	s, err := sb.NewSender(queue, nil)
+	if err != nil {
+		return err
+	}
+	defer s.Close(context.Background())
+	fmt.Printf("   → %s: %s\n", queue, body)
+	return s.SendMessage(ctx, &azservicebus.Message{Body: []byte(body), MessageID: &id, ContentType: ptr("application/json")}, nil)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func (d *demo) drainResults(ctx context.Context, rcv *azservicebus.Receiver, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	got := 0
+	for got < n && time.Now().Before(deadline) {
+		rctx, cancel := context.WithDeadline(ctx, deadline)
+		msgs, err := rcv.ReceiveMessages(rctx, n-got, nil)
+		cancel()
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		for _, m := range msgs {
+			got++
+			if d.shownFull {
+				fmt.Printf("   ← token-results: %s\n", summary(m))
+			} else {
+				d.shownFull = true
+				fmt.Printf("   ← token-results (MessageId %s, CorrelationId %s, Subject %s):\n     %s\n", m.MessageID, deref(m.CorrelationID), deref(m.Subject), indent(mask(m.Body)))
+			}
+			if err := rcv.CompleteMessage(ctx, m, nil); err != nil {
+				return err
+			}
+		}
+	}
+	if got < n {
+		return fmt.Errorf("received %d results, expected %d", got, n)
+	}
+	if n == 0 {
+		rctx, cancel := context.WithTimeout(ctx, time.Until(deadline))
+		msgs, _ := rcv.ReceiveMessages(rctx, 1, nil)
+		cancel()
+		if len(msgs) > 0 {
+			return fmt.Errorf("an unexpected result: %s", summary(msgs[0]))
+		}
+		fmt.Println("   (no result: nothing was issued)")
+	}
+	return nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// summary is one line per result after the first, shown whole.
+func summary(m *azservicebus.ReceivedMessage) string {
+	var ev struct {
+		Type string         `json:"type"`
+		Data map[string]any `json:"data"`
+	}
+	_ = json.Unmarshal(m.Body, &ev)
+	out := ev.Type
+	for _, k := range []string{"requestId", "tokenId", "status", "comment", "expiresAt", "tokenValue"} {
+		if v, ok := ev.Data[k]; ok {
+			out += fmt.Sprintf(" %s=%v", k, v)
+		}
+	}
+	if e, ok := ev.Data["error"].(map[string]any); ok {
+		out += fmt.Sprintf(" error=%v: %v", e["code"], e["message"])
+	}
+	return string(mask([]byte(out)))
+}
+
+var tokenValueRE = regexp.MustCompile(`dapi[0-9a-f]{4}[0-9a-f]+`)
+
+// mask shortens token values in what the demo prints: they are fake, but a
+// demo that prints secrets teaches the wrong habit.
+func mask(b []byte) []byte {
+	return tokenValueRE.ReplaceAllFunc(b, func(v []byte) []byte { return append(append([]byte{}, v[:8]...), "…(redacted)"...) })
+}
+
+func indent(b []byte) string {
+	var out bytes.Buffer
+	if json.Indent(&out, b, "     ", "  ") != nil {
+		return string(b)
+	}
+	return out.String()
+}
+
+func redactKey(conn string) string {
+	return regexp.MustCompile(`SharedAccessKey=[^;]+`).ReplaceAllString(conn, "SharedAccessKey=…")
+}
+
+// scanLogs proves the run leaked nothing: every Entra access token and
+// every Databricks token value the stand-ins handed out is searched for in
+// the handler's log.
+func (d *demo) scanLogs(path string) error {
+	logs, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	lines := bytes.Count(logs, []byte("\n"))
+	secrets := d.st.Secrets()
+	for _, s := range secrets {
+		if s != "" && bytes.Contains(logs, []byte(s)) {
+			return fmt.Errorf("a secret appears in the handler's log %s", path)
+		}
+	}
+	fmt.Printf("Secret scan of the handler's log: 0 of %d lines hold any of the %d secrets issued.\n", lines, len(secrets))
+	return nil
+}

@@ -1,0 +1,6 @@
+module m './mod.bicep' = {
+  name: 'm'
+  params: {
+    name: 'x'
+  }
+}

@@ -1,0 +1,4 @@
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities' = {
+  name: 'id-x'
+  location: resourceGroup().location
+}

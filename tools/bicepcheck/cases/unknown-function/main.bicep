@@ -1,0 +1,4 @@
+@description('Name.')
+param name string = 'A'
+
+output n string = toLowerr(name)

@@ -1,0 +1,8 @@
+module m './mod.bicep' = {
+  name: 'm'
+  params: {
+    name: 'x'
+    location: 'westeurope'
+    locaton: 'typo'
+  }
+}

@@ -1,0 +1,4 @@
+module identity './modules/identty.bicep' = {
+  name: 'identity'
+  params: {}
+}
