@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 	"github.com/contoso/databricks-token-broker/internal/config"
 	"github.com/contoso/databricks-token-broker/internal/databricks"
 	"github.com/contoso/databricks-token-broker/internal/identity"
+	"github.com/contoso/databricks-token-broker/internal/keyvault"
 	"github.com/contoso/databricks-token-broker/internal/results"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 	"github.com/contoso/databricks-token-broker/internal/workspace"
@@ -53,8 +55,17 @@ func run(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 		ARMEndpoint: cfg.ARMEndpoint, ManagementAudience: cfg.Cloud.ManagementAudience,
 		Hosts: cfg.AllowedHosts, Subscriptions: cfg.AllowedSubscriptions,
 	})
+	var vault tokens.Vault // nil: inline delivery
+	if cfg.KeyVaultURI != "" {
+		u, _ := url.Parse(cfg.KeyVaultURI)
+		v, err := keyvault.New(cfg.KeyVaultURI, cred, keyvault.Options{Loopback: config.IsLoopback(u.Hostname())})
+		if err != nil {
+			return err
+		}
+		vault = v
+	}
 	dbx := databricks.New(cred, databricks.Options{DatabricksScope: cfg.Cloud.DatabricksScope(), ManagementScope: cfg.Cloud.ManagementScope()})
-	svc := tokens.NewService(resolver, dbx, time.Now)
+	svc := tokens.NewService(tokens.Deps{Resolver: resolver, API: dbx, Vault: vault, Now: time.Now})
 
 	var pub handler.Publisher
 	if cfg.PublishesResults() {

@@ -28,6 +28,7 @@ type Service interface {
 	Revoke(ctx context.Context, req tokens.RevokeRequest) (tokens.RevokeResult, error)
 	List(ctx context.Context, id tokens.WorkspaceID) ([]tokens.TokenSummary, error)
 	EnsureLive(ctx context.Context, id tokens.WorkspaceID, opts tokens.EnsureOptions) (tokens.CreateResult, error)
+	Rotate(ctx context.Context, opts tokens.RotateOptions) ([]tokens.Outcome, error)
 }
 
 // Publisher sends outcomes to the results queue, and schedules a queue

@@ -74,7 +74,7 @@ type Revoke struct {
 
 // NewRevoke renders r.
 func NewRevoke(r tokens.RevokeResult) Revoke {
-	out := Revoke{TokenID: r.TokenID, Status: string(r.Status), RequestID: r.RequestID}
+	out := Revoke{TokenID: r.TokenID, Status: string(r.Status), RequestID: r.RequestID, SecretURI: r.SecretURI}
 	if r.Workspace != (tokens.WorkspaceID{}) {
 		out.WorkspaceResourceID = r.Workspace.String()
 	}

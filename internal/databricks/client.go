@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -272,4 +273,19 @@ func transportError(err error) error {
 
 func responseError(resp *http.Response, op string) error {
 	return parseError(resp).translate(op)
+}
+
+// Policy reads the workspace's token settings: enableTokensConfig and
+// maxTokenLifetimeDays (strings in workspace-conf; absent or "0" means no
+// limit).
+func (c *Client) Policy(ctx context.Context, ws tokens.Workspace) (tokens.WorkspacePolicy, error) {
+	conf, err := c.WorkspaceConf(ctx, ws, "enableTokensConfig", "maxTokenLifetimeDays")
+	if err != nil {
+		return tokens.WorkspacePolicy{}, err
+	}
+	p := tokens.WorkspacePolicy{TokensEnabled: conf["enableTokensConfig"] != "false"}
+	if d, err := strconv.Atoi(conf["maxTokenLifetimeDays"]); err == nil && d > 0 {
+		p.MaxLifetime = time.Duration(d) * 24 * time.Hour
+	}
+	return p, nil
 }

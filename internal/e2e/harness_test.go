@@ -83,6 +83,7 @@ type env struct {
 type envOptions struct {
 	workspaces int
 	serviceBus bool
+	keyVault   bool
 	settings   []string // extra app settings, KEY=value
 	queues     []servicebus.QueueConfig
 	before     func(*stack.Stack)
@@ -92,7 +93,7 @@ type envOptions struct {
 func start(t *testing.T, o envOptions) *env {
 	t.Helper()
 	ctx := t.Context()
-	st, err := stack.Start(ctx, stack.Options{Dir: t.TempDir(), Workspaces: o.workspaces, ServiceBus: o.serviceBus, Queues: o.queues, BrokerLog: io.Discard})
+	st, err := stack.Start(ctx, stack.Options{Dir: t.TempDir(), Workspaces: o.workspaces, ServiceBus: o.serviceBus, KeyVault: o.keyVault, Queues: o.queues, BrokerLog: io.Discard})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -123,6 +123,7 @@ type RevokeResult struct {
 	Workspace WorkspaceID
 	TokenID   string
 	Status    RevokeStatus
+	SecretURI string // when revoked by its Key Vault secret
 }
 
 // OutcomeType is the CloudEvents type of a result message.

@@ -2,6 +2,8 @@ package tokens
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -28,6 +30,13 @@ type Resolver interface {
 // fails this way must be reconciled by listing, never retried blindly.
 var ErrAmbiguous = errors.New("the request may have been carried out")
 
+// WorkspacePolicy is what a workspace's settings say about tokens.
+type WorkspacePolicy struct {
+	TokensEnabled bool
+	// MaxLifetime is maxTokenLifetimeDays; zero means no limit.
+	MaxLifetime time.Duration
+}
+
 // TokenAPI is the workspace's Token API, acting on the service identity's
 // own tokens. Errors are *Error (UpstreamError, UpstreamUnavailable,
 // TokenQuotaExceeded, InvalidRequest) and may wrap ErrAmbiguous.
@@ -37,21 +46,39 @@ type TokenAPI interface {
 	// DeleteToken reports false when the token does not exist (unknown,
 	// expired or already revoked).
 	DeleteToken(ctx context.Context, ws Workspace, tokenID string) (bool, error)
+	Policy(ctx context.Context, ws Workspace) (WorkspacePolicy, error)
 }
 
-// Service issues, lists and revokes tokens. It is safe for concurrent use.
+// Deps are the Service's collaborators.
+type Deps struct {
+	Resolver Resolver
+	API      TokenAPI
+	// Vault is Key Vault delivery; nil means inline delivery.
+	Vault Vault
+	Now   func() time.Time
+}
+
+// Service issues, lists, revokes and rotates tokens. It is safe for
+// concurrent use.
 type Service struct {
 	resolver Resolver
 	api      TokenAPI
+	vault    Vault
 	now      func() time.Time
 
-	locks  keyedMutex
-	recent *recentRecords
+	locks    keyedMutex
+	recent   *recentRecords
+	policies *policyCache
+	rotating sync.Mutex
 }
 
-// NewService returns a Service. now is the clock (time.Now in production).
-func NewService(resolver Resolver, api TokenAPI, now func() time.Time) *Service {
-	return &Service{resolver: resolver, api: api, now: now, recent: newRecentRecords(10000, 24*time.Hour)}
+// NewService returns a Service.
+func NewService(d Deps) *Service {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	return &Service{resolver: d.Resolver, api: d.API, vault: d.Vault, now: d.Now,
+		recent: newRecentRecords(10000, 24*time.Hour), policies: newPolicyCache(time.Hour)}
 }
 
 // CreateOptions say how a create arrived.
@@ -63,7 +90,8 @@ type CreateOptions struct {
 	// revoke it and issue anew instead of answering with its record. A
 	// redelivered queue message sets this; HTTP replays and repeated
 	// commands do not (the contract answers a repeated request id with the
-	// same token's record). Only meaningful with RequestIDGiven.
+	// same token's record). With Key Vault delivery the vault itself says
+	// whether a value was delivered, and this is ignored.
 	ReissueUndelivered bool
 }
 
@@ -74,14 +102,18 @@ type CreateResult struct {
 	// it found the token an earlier call with the same request id created.
 	Issued bool
 	// Revoked lists tokens this call revoked while repairing earlier
-	// attempts (values that were never delivered).
+	// attempts (values that were never delivered) or making room.
 	Revoked []string
 }
 
-// Create issues a token for req, at most one live token per request id.
+// Create issues a token for req, at most one live token per request id,
+// and delivers it: into Key Vault, or inline in the returned record.
 func (s *Service) Create(ctx context.Context, req CreateRequest, opts CreateOptions) (CreateResult, error) {
 	ws, err := s.resolver.Resolve(ctx, req.Workspace)
 	if err != nil {
+		return CreateResult{}, err
+	}
+	if err := s.checkLifetime(ctx, ws, req.Lifetime); err != nil {
 		return CreateResult{}, err
 	}
 	if opts.MarkerKind == "" {
@@ -100,53 +132,135 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, opts CreateOpti
 		if err != nil {
 			return CreateResult{}, err
 		}
-		if len(earlier) > 0 && !opts.ReissueUndelivered {
-			// Keep the oldest; any others are the losers of an earlier race.
-			res.Revoked, err = s.revokeAll(ctx, ws, earlier[1:])
+		if len(earlier) > 0 {
+			// Keep the oldest; any others lost an earlier race.
+			uri, delivered, err := s.delivered(ctx, req, earlier[0], opts)
 			if err != nil {
 				return CreateResult{}, err
 			}
-			rec := s.record(req, ws, earlier[0].Token, earlier[0].caller)
-			s.recent.put(key, rec, s.now())
-			res.Record = rec
-			return res, nil
+			if delivered {
+				if res.Revoked, err = s.revokeAll(ctx, ws, earlier[1:]); err != nil {
+					return CreateResult{}, err
+				}
+				rec := s.record(req.RequestID, ws, earlier[0].Token, earlier[0].caller)
+				rec.SecretURI = uri
+				s.recent.put(key, rec, s.now())
+				res.Record = rec
+				return res, nil
+			}
 		}
 		if res.Revoked, err = s.revokeAll(ctx, ws, earlier); err != nil {
 			return CreateResult{}, err
 		}
 	}
 
-	marker := Marker{Kind: opts.MarkerKind, RequestID: req.RequestID}
-	issued, err := s.createOnce(ctx, ws, marker, req)
+	issued, gc, err := s.createOnce(ctx, ws, Marker{Kind: opts.MarkerKind, RequestID: req.RequestID}, req.Comment, req.Lifetime)
+	res.Revoked = append(res.Revoked, gc...)
 	if err != nil {
 		return CreateResult{}, err
 	}
-	rec := s.record(req, ws, issued.Token, req.Comment)
+	rec := s.record(req.RequestID, ws, issued.Token, req.Comment)
+	if s.vault != nil {
+		if rec.SecretURI, err = s.deliver(ctx, ws, SecretName(req), issued, req.RequestID, req.Comment, req.Lifetime); err != nil {
+			return CreateResult{}, err
+		}
+	} else {
+		rec.Value = issued.Value
+	}
 	s.recent.put(key, rec, s.now())
-	rec.Value = issued.Value
 	res.Record, res.Issued = rec, true
 	return res, nil
 }
 
+// delivered says whether an earlier attempt's token reached its consumer:
+// with Key Vault, when a version of the secret holds it; inline, unless the
+// caller says this is a redelivery of an attempt that died.
+func (s *Service) delivered(ctx context.Context, req CreateRequest, t found, opts CreateOptions) (string, bool, error) {
+	if s.vault == nil {
+		return "", !opts.ReissueUndelivered, nil
+	}
+	st, ok, err := s.vault.Find(ctx, SecretName(req), t.ID)
+	return st.URI, ok, err
+}
+
+// deliver writes the value to Key Vault. When that fails the value is lost
+// for good, so the token is revoked before the error is returned: no orphan.
+func (s *Service) deliver(ctx context.Context, ws Workspace, name string, issued Issued, requestID, comment string, lifetime time.Duration) (string, error) {
+	uri, err := s.vault.Put(ctx, name, issued.Value, StoredToken{TokenID: issued.ID, Workspace: ws.ID, Lifetime: lifetime,
+		ExpiresAt: issued.ExpiresAt, IssuedAt: issued.CreatedAt, RequestID: requestID, Comment: comment})
+	if err == nil {
+		return uri, nil
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	if _, rerr := s.api.DeleteToken(cctx, ws, issued.ID); rerr != nil {
+		return "", fmt.Errorf("%w (and revoking the undelivered token %s failed: %v)", err, issued.ID, rerr)
+	}
+	return "", err
+}
+
+// checkLifetime refuses, before any create, a lifetime the workspace would
+// refuse. Only lifetimes over a day are checked: maxTokenLifetimeDays is a
+// whole number of days, so shorter tokens always fit, and most creates cost
+// no extra call. The workspace's settings are cached for an hour; if they
+// cannot be read (workspace-conf needs admin rights the identity may not
+// have), Databricks' own answer to the create is the check.
+func (s *Service) checkLifetime(ctx context.Context, ws Workspace, lifetime time.Duration) error {
+	if lifetime <= 24*time.Hour {
+		return nil
+	}
+	p, ok := s.policies.get(ws.ID.Key(), s.now())
+	if !ok {
+		var err error
+		if p, err = s.api.Policy(ctx, ws); err != nil {
+			return nil
+		}
+		s.policies.put(ws.ID.Key(), p, s.now())
+	}
+	if !p.TokensEnabled {
+		return &Error{Code: CodeUpstreamError, Message: fmt.Sprintf("personal access tokens are disabled in workspace %s (enableTokensConfig)", ws.ID.Name)}
+	}
+	if p.MaxLifetime > 0 && lifetime > p.MaxLifetime {
+		days := int(p.MaxLifetime / (24 * time.Hour))
+		msg := fmt.Sprintf("lifetimeSeconds %d is longer than workspace %s allows (maxTokenLifetimeDays %d, %d seconds)", int64(lifetime/time.Second), ws.ID.Name, days, int64(p.MaxLifetime/time.Second))
+		return &Error{Code: CodeInvalidRequest, Target: "lifetimeSeconds", Message: msg, Details: []Detail{{Code: "InvalidField", Target: "lifetimeSeconds", Message: msg}}}
+	}
+	return nil
+}
+
 // createOnce creates the token. After an ambiguous failure it lists the
 // workspace's tokens: whatever the lost attempt created is revoked (its
-// value never reached us), and the create is tried once more.
-func (s *Service) createOnce(ctx context.Context, ws Workspace, m Marker, req CreateRequest) (Issued, error) {
-	comment := m.Comment(req.Comment)
+// value never reached us), and the create is tried once more. When the
+// identity holds the maximum number of tokens, the service's own
+// superseded tokens are revoked to make room, and the create tried once more.
+func (s *Service) createOnce(ctx context.Context, ws Workspace, m Marker, comment string, lifetime time.Duration) (Issued, []string, error) {
+	full := m.Comment(comment)
+	var collected []string
 	for attempt := 0; ; attempt++ {
-		issued, err := s.api.CreateToken(ctx, ws, comment, req.Lifetime)
-		if err == nil || !errors.Is(err, ErrAmbiguous) {
-			return issued, err
+		issued, err := s.api.CreateToken(ctx, ws, full, lifetime)
+		switch {
+		case err == nil:
+			return issued, collected, nil
+		case CodeOf(err) == CodeTokenQuotaExceeded && collected == nil:
+			freed, gerr := s.collect(ctx, ws)
+			if gerr != nil || len(freed) == 0 {
+				return Issued{}, nil, err
+			}
+			collected = freed
+			continue
+		case !errors.Is(err, ErrAmbiguous):
+			return Issued{}, collected, err
 		}
 		lost, lerr := s.findByRequest(ctx, ws, m.RequestID)
 		if lerr != nil {
-			return Issued{}, lerr
+			return Issued{}, collected, lerr
 		}
 		if _, rerr := s.revokeAll(ctx, ws, lost); rerr != nil {
-			return Issued{}, rerr
+			return Issued{}, collected, rerr
 		}
-		if attempt == 1 {
-			return Issued{}, &Error{Code: CodeUpstreamUnavailable, Message: "the workspace dropped the connection twice while creating the token; nothing was left behind", RetryAfter: 5 * time.Second, Err: err}
+		if attempt >= 1 {
+			return Issued{}, collected, &Error{Code: CodeUpstreamUnavailable, RetryAfter: 5 * time.Second, Err: err,
+				Message: "the workspace dropped the connection twice while creating the token; nothing was left behind"}
 		}
 	}
 }
@@ -168,13 +282,17 @@ func (s *Service) findByRequest(ctx context.Context, ws Workspace, requestID str
 			out = append(out, found{Token: t, caller: caller})
 		}
 	}
-	slices.SortFunc(out, func(a, b found) int {
+	sortOldestFirst(out)
+	return out, nil
+}
+
+func sortOldestFirst(ts []found) {
+	slices.SortFunc(ts, func(a, b found) int {
 		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
 			return c
 		}
 		return compareStrings(a.ID, b.ID)
 	})
-	return out, nil
 }
 
 func compareStrings(a, b string) int {
@@ -198,9 +316,52 @@ func (s *Service) revokeAll(ctx context.Context, ws Workspace, toks []found) ([]
 	return ids, nil
 }
 
-func (s *Service) record(req CreateRequest, ws Workspace, t Token, caller string) Record {
+// collect revokes the service's own superseded tokens in a workspace, to
+// make room under the 600-token quota: tokens of Key Vault versions that a
+// rotation replaced, and event tokens older than the newest one. It never
+// touches tokens the service did not issue, nor the current ones.
+func (s *Service) collect(ctx context.Context, ws Workspace) ([]string, error) {
+	all, err := s.api.ListTokens(ctx, ws)
+	if err != nil {
+		return nil, err
+	}
+	superseded := map[string]bool{}
+	if s.vault != nil {
+		secrets, err := s.vault.Managed(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, sec := range secrets {
+			for i, v := range sec.Versions {
+				if i > 0 && v.Workspace.Equal(ws.ID) {
+					superseded[v.TokenID] = true
+				}
+			}
+		}
+	}
+	var events []found
+	var victims []found
+	now := s.now()
+	for _, t := range all {
+		m, caller, ok := SplitComment(t.Comment)
+		switch {
+		case !ok:
+		case superseded[t.ID] || (!t.ExpiresAt.IsZero() && !t.ExpiresAt.After(now)):
+			victims = append(victims, found{Token: t, caller: caller})
+		case m.Kind == MarkerEvent:
+			events = append(events, found{Token: t, caller: caller})
+		}
+	}
+	if len(events) > 1 {
+		sortOldestFirst(events)
+		victims = append(victims, events[:len(events)-1]...)
+	}
+	return s.revokeAll(ctx, ws, victims)
+}
+
+func (s *Service) record(requestID string, ws Workspace, t Token, caller string) Record {
 	return Record{
-		RequestID:    req.RequestID,
+		RequestID:    requestID,
 		Workspace:    ws.ID,
 		WorkspaceURL: ws.URL,
 		TokenID:      t.ID,
@@ -210,12 +371,21 @@ func (s *Service) record(req CreateRequest, ws Workspace, t Token, caller string
 	}
 }
 
-// Revoke revokes a token by id. Unknown, expired and already revoked tokens
-// are StatusNotFound.
+// Revoke revokes a token by id, or the token a managed Key Vault secret
+// version holds (and disables that version). Unknown, expired and already
+// revoked tokens are StatusNotFound.
 func (s *Service) Revoke(ctx context.Context, req RevokeRequest) (RevokeResult, error) {
+	var st StoredToken
 	if req.SecretURI != "" {
-		return RevokeResult{}, &Error{Code: CodeInvalidRequest, Message: "secretUri requires Key Vault delivery (KEY_VAULT_URI is not set)", Target: "secretUri",
-			Details: []Detail{{Code: "InvalidField", Target: "secretUri", Message: "secretUri requires Key Vault delivery (KEY_VAULT_URI is not set)"}}}
+		if s.vault == nil {
+			msg := "secretUri requires Key Vault delivery (KEY_VAULT_URI is not set)"
+			return RevokeResult{}, &Error{Code: CodeInvalidRequest, Message: msg, Target: "secretUri", Details: []Detail{{Code: "InvalidField", Target: "secretUri", Message: msg}}}
+		}
+		var err error
+		if st, err = s.vault.Get(ctx, req.SecretURI); err != nil {
+			return RevokeResult{}, err
+		}
+		req.Workspace, req.TokenID = st.Workspace, st.TokenID
 	}
 	ws, err := s.resolver.Resolve(ctx, req.Workspace)
 	if err != nil {
@@ -225,9 +395,14 @@ func (s *Service) Revoke(ctx context.Context, req RevokeRequest) (RevokeResult, 
 	if err != nil {
 		return RevokeResult{}, err
 	}
-	res := RevokeResult{RequestID: req.RequestID, Workspace: ws.ID, TokenID: req.TokenID, Status: StatusNotFound}
+	res := RevokeResult{RequestID: req.RequestID, Workspace: ws.ID, TokenID: req.TokenID, Status: StatusNotFound, SecretURI: st.URI}
 	if ok {
 		res.Status = StatusRevoked
+	}
+	if st.URI != "" && st.Enabled {
+		if err := s.vault.Disable(ctx, st); err != nil {
+			return RevokeResult{}, err
+		}
 	}
 	return res, nil
 }
@@ -256,90 +431,6 @@ func (s *Service) List(ctx context.Context, id WorkspaceID) ([]TokenSummary, err
 	return out, nil
 }
 
-// keyedMutex serialises work per key (workspace + request id), so that two
-// concurrent calls with one request id get one token.
-type keyedMutex struct {
-	mu sync.Mutex
-	m  map[string]*keyedEntry
-}
-
-type keyedEntry struct {
-	mu   sync.Mutex
-	refs int
-}
-
-func (k *keyedMutex) lock(key string) (unlock func()) {
-	k.mu.Lock()
-	if k.m == nil {
-		k.m = make(map[string]*keyedEntry)
-	}
-	e := k.m[key]
-	if e == nil {
-		e = &keyedEntry{}
-		k.m[key] = e
-	}
-	e.refs++
-	k.mu.Unlock()
-	e.mu.Lock()
-	return func() {
-		e.mu.Unlock()
-		k.mu.Lock()
-		if e.refs--; e.refs == 0 {
-			delete(k.m, key)
-		}
-		k.mu.Unlock()
-	}
-}
-
-// recentRecords remembers the records of recent creates (never the values),
-// so a retried call on this instance is answered without a list call.
-type recentRecords struct {
-	mu    sync.Mutex
-	max   int
-	ttl   time.Duration
-	m     map[string]recentEntry
-	order []string
-}
-
-type recentEntry struct {
-	rec Record
-	at  time.Time
-}
-
-func newRecentRecords(max int, ttl time.Duration) *recentRecords {
-	return &recentRecords{max: max, ttl: ttl, m: make(map[string]recentEntry)}
-}
-
-func (r *recentRecords) get(key string, now time.Time) (Record, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e, ok := r.m[key]
-	if !ok || now.Sub(e.at) > r.ttl || (!e.rec.ExpiresAt.IsZero() && !e.rec.ExpiresAt.After(now)) {
-		return Record{}, false
-	}
-	return e.rec, true
-}
-
-func (r *recentRecords) put(key string, rec Record, now time.Time) {
-	rec.Value = Secret{}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, ok := r.m[key]; !ok {
-		r.order = append(r.order, key)
-	}
-	r.m[key] = recentEntry{rec: rec, at: now}
-	for len(r.order) > r.max {
-		delete(r.m, r.order[0])
-		r.order = r.order[1:]
-	}
-}
-
-func (r *recentRecords) forget(key string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.m, key)
-}
-
 // EnsureOptions configure EnsureLive.
 type EnsureOptions struct {
 	// RequestID identifies the triggering event; it goes into the marker.
@@ -354,9 +445,11 @@ type EnsureOptions struct {
 // EnsureLive makes sure the workspace has a live token that this service
 // issued for workspace events. It issues one, with the default lifetime,
 // only when there is none or the one held is inside the rotation window;
-// otherwise it returns Issued false and an empty record. Events for one
-// workspace are handled one at a time, so a burst of "workspace written"
-// events (ARM sends several per deployment) yields one token.
+// otherwise it returns Issued false and an empty record. With Key Vault
+// delivery a held token counts only if the workspace's secret holds it.
+// Events for one workspace are handled one at a time, so a burst of
+// "workspace written" events (ARM sends several per deployment) yields one
+// token.
 func (s *Service) EnsureLive(ctx context.Context, id WorkspaceID, opts EnsureOptions) (CreateResult, error) {
 	ws, err := s.resolver.Resolve(ctx, id)
 	if err != nil {
@@ -368,32 +461,180 @@ func (s *Service) EnsureLive(ctx context.Context, id WorkspaceID, opts EnsureOpt
 	if err != nil {
 		return CreateResult{}, err
 	}
+	req := CreateRequest{Workspace: ws.ID, Lifetime: opts.Lifetime, RequestID: opts.RequestID, RequestIDGiven: true}
 	now := s.now()
-	var ours []found
+	var stale []found
 	for _, t := range all {
 		m, caller, ok := SplitComment(t.Comment)
 		if !ok || m.Kind != MarkerEvent {
 			continue
 		}
-		if m.RequestID == opts.RequestID && opts.ReissueUndelivered {
-			ours = append(ours, found{Token: t, caller: caller})
+		f := found{Token: t, caller: caller}
+		if m.RequestID == opts.RequestID && opts.ReissueUndelivered && s.vault == nil {
+			stale = append(stale, f) // this event's own earlier attempt, value lost
 			continue
 		}
-		if t.ExpiresAt.IsZero() || t.ExpiresAt.After(now.Add(opts.RotateBefore)) {
-			return CreateResult{}, nil // a live token outside the rotation window: nothing to do
+		if !t.ExpiresAt.IsZero() && !t.ExpiresAt.After(now.Add(opts.RotateBefore)) {
+			continue // inside the rotation window: replace it (a rotation run revokes it later)
 		}
+		if s.vault != nil {
+			_, held, err := s.vault.Find(ctx, SecretName(req), t.ID)
+			if err != nil {
+				return CreateResult{}, err
+			}
+			if !held {
+				stale = append(stale, f) // issued, never stored: an orphan of a crash
+				continue
+			}
+		}
+		return CreateResult{}, nil // a live, delivered token outside the rotation window: nothing to do
 	}
 	var res CreateResult
-	if res.Revoked, err = s.revokeAll(ctx, ws, ours); err != nil {
+	if res.Revoked, err = s.revokeAll(ctx, ws, stale); err != nil {
 		return CreateResult{}, err
 	}
-	req := CreateRequest{Workspace: ws.ID, Lifetime: opts.Lifetime, RequestID: opts.RequestID, RequestIDGiven: true}
-	issued, err := s.createOnce(ctx, ws, Marker{Kind: MarkerEvent, RequestID: opts.RequestID}, req)
+	issued, gc, err := s.createOnce(ctx, ws, Marker{Kind: MarkerEvent, RequestID: opts.RequestID}, "", opts.Lifetime)
+	res.Revoked = append(res.Revoked, gc...)
 	if err != nil {
 		return CreateResult{}, err
 	}
-	rec := s.record(req, ws, issued.Token, "")
-	rec.Value = issued.Value
+	rec := s.record(opts.RequestID, ws, issued.Token, "")
+	if s.vault != nil {
+		if rec.SecretURI, err = s.deliver(ctx, ws, SecretName(req), issued, opts.RequestID, "", opts.Lifetime); err != nil {
+			return CreateResult{}, err
+		}
+	} else {
+		rec.Value = issued.Value
+	}
 	res.Record, res.Issued = rec, true
 	return res, nil
+}
+
+// ErrRotationRunning is returned when a rotation run is already under way
+// in this process (a timer fired twice): the second run does nothing.
+var ErrRotationRunning = errors.New("a rotation run is already in progress")
+
+// RotateOptions configure a rotation run.
+type RotateOptions struct {
+	// Before: versions expiring within this window are renewed.
+	Before time.Duration
+	// DefaultLifetime is used for versions whose lifetime tag is missing.
+	DefaultLifetime time.Duration
+}
+
+// Rotate renews every managed Key Vault token inside the rotation window:
+// a new token with the same lifetime and comment becomes the secret's new
+// latest version, and consumers reading the latest version never see an
+// expired token. The superseded token keeps working until it expires; a
+// later run then revokes it, if still live, and disables its version.
+// Every secret's outcome is returned; one failing never stops the others.
+func (s *Service) Rotate(ctx context.Context, opts RotateOptions) ([]Outcome, error) {
+	if s.vault == nil {
+		return nil, nil
+	}
+	if !s.rotating.TryLock() {
+		return nil, ErrRotationRunning
+	}
+	defer s.rotating.Unlock()
+	secrets, err := s.vault.Managed(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Outcome
+	for _, sec := range secrets {
+		if o, ok := s.rotateSecret(ctx, sec, opts); ok {
+			out = append(out, o)
+		}
+		out = append(out, s.retire(ctx, sec)...)
+	}
+	return out, nil
+}
+
+// rotationRequestID is the request id of the rotation of one version: the
+// same for every run that sees that version as the latest, so two runs
+// (or a crashed one and its successor) find each other's token.
+func rotationRequestID(sec string, version string) string {
+	sum := sha256.Sum256([]byte(sec + "/" + version))
+	return "rot-" + hex.EncodeToString(sum[:12])
+}
+
+func (s *Service) rotateSecret(ctx context.Context, sec ManagedSecret, opts RotateOptions) (Outcome, bool) {
+	latest := sec.Versions[0]
+	now := s.now()
+	if !latest.Enabled || latest.ExpiresAt.IsZero() || latest.ExpiresAt.After(now.Add(opts.Before)) {
+		return Outcome{}, false
+	}
+	reqID := rotationRequestID(sec.Name, latest.Version)
+	o := Outcome{Type: Failed, RequestID: reqID, Workspace: latest.Workspace.String(), CorrelationID: reqID}
+	fail := func(err error) (Outcome, bool) {
+		o.Err = AsError(err)
+		return o, true
+	}
+	ws, err := s.resolver.Resolve(ctx, latest.Workspace)
+	if err != nil {
+		return fail(err)
+	}
+	unlock := s.locks.lock(ws.ID.Key() + "|" + reqID)
+	defer unlock()
+	earlier, err := s.findByRequest(ctx, ws, reqID)
+	if err != nil {
+		return fail(err)
+	}
+	for _, e := range earlier {
+		if _, held, err := s.vault.Find(ctx, sec.Name, e.ID); err != nil {
+			return fail(err)
+		} else if held {
+			return Outcome{}, false // another run already rotated this version
+		}
+	}
+	if _, err := s.revokeAll(ctx, ws, earlier); err != nil {
+		return fail(err)
+	}
+	lifetime := latest.Lifetime
+	if lifetime <= 0 {
+		lifetime = opts.DefaultLifetime
+	}
+	issued, _, err := s.createOnce(ctx, ws, Marker{Kind: MarkerRequest, RequestID: reqID}, latest.Comment, lifetime)
+	if err != nil {
+		return fail(err)
+	}
+	uri, err := s.deliver(ctx, ws, sec.Name, issued, reqID, latest.Comment, lifetime)
+	if err != nil {
+		return fail(err)
+	}
+	rec := s.record(reqID, ws, issued.Token, latest.Comment)
+	rec.SecretURI = uri
+	o.Type, o.Err, o.TokenID, o.Record = Rotated, nil, issued.ID, &rec
+	return o, true
+}
+
+// retire revokes the tokens of superseded versions once they expired (if
+// Databricks still lists them) and disables those versions.
+func (s *Service) retire(ctx context.Context, sec ManagedSecret) []Outcome {
+	var out []Outcome
+	now := s.now()
+	for _, v := range sec.Versions[1:] {
+		if !v.Enabled || v.ExpiresAt.IsZero() || v.ExpiresAt.After(now) {
+			continue
+		}
+		reqID := "retire-" + v.Version
+		o := Outcome{Type: Revoked, RequestID: reqID, Workspace: v.Workspace.String(), TokenID: v.TokenID, CorrelationID: reqID}
+		ws, err := s.resolver.Resolve(ctx, v.Workspace)
+		if err == nil {
+			var live bool
+			if live, err = s.api.DeleteToken(ctx, ws, v.TokenID); err == nil {
+				err = s.vault.Disable(ctx, v)
+				status := StatusNotFound
+				if live {
+					status = StatusRevoked
+				}
+				o.Revoke = &RevokeResult{RequestID: reqID, Workspace: ws.ID, TokenID: v.TokenID, Status: status, SecretURI: v.URI}
+			}
+		}
+		if err != nil {
+			o.Type, o.Revoke, o.Err = Failed, nil, AsError(err)
+		}
+		out = append(out, o)
+	}
+	return out
 }

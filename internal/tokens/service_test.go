@@ -17,16 +17,21 @@ type fakeAPI struct {
 	live    map[string]Token
 	calls   map[string]int
 	dropped int // the next N creates succeed, then report an ambiguous failure
+	policy  WorkspacePolicy
+	quota   int // 0: no quota
 }
 
 func newFakeAPI(now func() time.Time) *fakeAPI {
-	return &fakeAPI{now: now, live: map[string]Token{}, calls: map[string]int{}}
+	return &fakeAPI{now: now, live: map[string]Token{}, calls: map[string]int{}, policy: WorkspacePolicy{TokensEnabled: true}}
 }
 
 func (f *fakeAPI) CreateToken(_ context.Context, _ Workspace, comment string, lifetime time.Duration) (Issued, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls["create"]++
+	if f.quota > 0 && len(f.live) >= f.quota {
+		return Issued{}, &Error{Code: CodeTokenQuotaExceeded, Message: "quota"}
+	}
 	f.next++
 	t := Token{ID: fmt.Sprintf("tok%03d", f.next), Comment: comment, CreatedAt: f.now().Add(time.Duration(f.next) * time.Millisecond), ExpiresAt: f.now().Add(lifetime)}
 	f.live[t.ID] = t
@@ -57,6 +62,13 @@ func (f *fakeAPI) DeleteToken(_ context.Context, _ Workspace, id string) (bool, 
 	return ok, nil
 }
 
+func (f *fakeAPI) Policy(context.Context, Workspace) (WorkspacePolicy, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["policy"]++
+	return f.policy, nil
+}
+
 func (f *fakeAPI) count(op string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -82,7 +94,7 @@ func fixedNow() time.Time { return time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC
 func TestCreateIssuesWithMarkerAndKeepsCallerComment(t *testing.T) {
 	t.Parallel()
 	api := newFakeAPI(fixedNow)
-	svc := NewService(fakeResolver{}, api, fixedNow)
+	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
 	res, err := svc.Create(t.Context(), CreateRequest{Workspace: testWS, Comment: "nightly", Lifetime: time.Hour, RequestID: "r1"}, CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -102,12 +114,12 @@ func TestSameRequestIDReturnsTheSameToken(t *testing.T) {
 	t.Parallel()
 	api := newFakeAPI(fixedNow)
 	req := CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1", RequestIDGiven: true}
-	first, err := NewService(fakeResolver{}, api, fixedNow).Create(t.Context(), req, CreateOptions{})
+	first, err := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow}).Create(t.Context(), req, CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A new instance (another worker, or after a restart) finds it by listing.
-	again, err := NewService(fakeResolver{}, api, fixedNow).Create(t.Context(), req, CreateOptions{})
+	again, err := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow}).Create(t.Context(), req, CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +134,7 @@ func TestSameRequestIDReturnsTheSameToken(t *testing.T) {
 func TestConcurrentSameRequestIDMakesOneToken(t *testing.T) {
 	t.Parallel()
 	api := newFakeAPI(fixedNow)
-	svc := NewService(fakeResolver{}, api, fixedNow)
+	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
 	req := CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "same", RequestIDGiven: true}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -152,7 +164,7 @@ func TestAmbiguousCreateLeavesNoOrphan(t *testing.T) {
 	t.Parallel()
 	api := newFakeAPI(fixedNow)
 	api.dropped = 1
-	svc := NewService(fakeResolver{}, api, fixedNow)
+	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
 	res, err := svc.Create(t.Context(), CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1"}, CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +181,7 @@ func TestAmbiguousTwiceGivesUpCleanly(t *testing.T) {
 	t.Parallel()
 	api := newFakeAPI(fixedNow)
 	api.dropped = 2
-	svc := NewService(fakeResolver{}, api, fixedNow)
+	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
 	_, err := svc.Create(t.Context(), CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1"}, CreateOptions{})
 	if CodeOf(err) != CodeUpstreamUnavailable {
 		t.Fatalf("err = %v, want UpstreamUnavailable", err)
@@ -183,9 +195,9 @@ func TestRedeliveryReissuesUndeliveredToken(t *testing.T) {
 	t.Parallel()
 	api := newFakeAPI(fixedNow)
 	req := CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "m1", RequestIDGiven: true}
-	first, _ := NewService(fakeResolver{}, api, fixedNow).Create(t.Context(), req, CreateOptions{})
+	first, _ := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow}).Create(t.Context(), req, CreateOptions{})
 	// The first attempt died before delivering; its redelivery runs on a fresh process.
-	res, err := NewService(fakeResolver{}, api, fixedNow).Create(t.Context(), req, CreateOptions{ReissueUndelivered: true})
+	res, err := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow}).Create(t.Context(), req, CreateOptions{ReissueUndelivered: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +214,7 @@ func TestEnsureLive(t *testing.T) {
 	now := fixedNow()
 	clock := func() time.Time { return now }
 	api := newFakeAPI(clock)
-	svc := NewService(fakeResolver{}, api, clock)
+	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: clock})
 	opts := EnsureOptions{RequestID: "evt-1", Lifetime: 30 * 24 * time.Hour, RotateBefore: 7 * 24 * time.Hour}
 	res, err := svc.EnsureLive(t.Context(), testWS, opts)
 	if err != nil || !res.Issued {

@@ -19,6 +19,7 @@ import (
 	"github.com/contoso/databricks-token-broker/internal/devstack/ca"
 	"github.com/contoso/databricks-token-broker/internal/devstack/databricks"
 	"github.com/contoso/databricks-token-broker/internal/devstack/entra"
+	"github.com/contoso/databricks-token-broker/internal/devstack/keyvault"
 	"github.com/contoso/databricks-token-broker/internal/devstack/servicebus"
 )
 
@@ -37,6 +38,8 @@ type Options struct {
 	// Queues configure the broker; default: the three queues of the
 	// contract, max delivery count 10, duplicate detection on results.
 	Queues []servicebus.QueueConfig
+	// KeyVault starts the Key Vault stand-in (Key Vault delivery).
+	KeyVault bool
 	// BrokerLog receives the broker's own log.
 	BrokerLog interface{ Write([]byte) (int, error) }
 }
@@ -48,6 +51,7 @@ type Stack struct {
 	MSI        *entra.MSI
 	ARM        *arm.Server
 	Workspaces []*databricks.Workspace
+	Vault      *keyvault.Vault
 	Broker     *servicebus.Broker
 }
 
@@ -95,6 +99,11 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	for i := range opts.Workspaces {
 		if _, err = s.AddWorkspace(WorkspaceResourceID(i)); err != nil {
 			return nil, err
+		}
+	}
+	if opts.KeyVault {
+		if s.Vault, err = keyvault.Start(s.CA, keyvault.Options{TenantID: s.MSI.TenantID()}); err != nil {
+			return nil, fmt.Errorf("stack: key vault: %w", err)
 		}
 	}
 	if opts.ServiceBus {
@@ -151,6 +160,9 @@ func (s *Stack) Env() []string {
 	if s.Broker != nil {
 		env = append(env, "SERVICEBUS_CONNECTION_STRING="+s.Broker.ConnectionString(), "ALLOW_INSECURE_LOOPBACK=true")
 	}
+	if s.Vault != nil {
+		env = append(env, "KEY_VAULT_URI="+s.Vault.URL())
+	}
 	return env
 }
 
@@ -164,6 +176,11 @@ func (s *Stack) Secrets() []string {
 			out = append(out, t.Value)
 		}
 	}
+	if s.Vault != nil {
+		for _, sec := range s.Vault.Secrets() {
+			out = append(out, sec.Value)
+		}
+	}
 	return out
 }
 
@@ -174,6 +191,9 @@ func (s *Stack) Close() {
 	}
 	for _, w := range s.Workspaces {
 		_ = w.Close()
+	}
+	if s.Vault != nil {
+		_ = s.Vault.Close()
 	}
 	if s.ARM != nil {
 		_ = s.ARM.Close()

@@ -1,0 +1,304 @@
+// Package keyvault implements tokens.Vault with Azure Key Vault secrets
+// (azsecrets): each delivered token is a secret version whose expiry is the
+// token's, tagged with which token and workspace it holds, so consumers
+// read the latest version and never see the value travel anywhere else.
+package keyvault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+
+	"github.com/contoso/databricks-token-broker/internal/tokens"
+	"github.com/contoso/databricks-token-broker/internal/upstream"
+)
+
+// Tags the service writes on every secret version it manages.
+const (
+	TagManagedBy = "managedBy"
+	TagTokenID   = "tokenId"
+	TagWorkspace = "workspaceResourceId"
+	TagLifetime  = "lifetimeSeconds"
+	TagRequestID = "requestId"
+	TagComment   = "comment"
+	TagRevoked   = "revokedAt"
+	// TagIssuedAt is the token's creation time with milliseconds. Key Vault
+	// stamps versions to the second, so two versions written in one second
+	// (a rotation right after a create) are ordered by this tag.
+	TagIssuedAt = "issuedAt"
+	// ManagedBy is the managedBy tag's value: secrets without it are never
+	// touched, rotated or revoked.
+	ManagedBy   = "databricks-token-broker"
+	contentType = "application/vnd.databricks.pat"
+)
+
+// Options configure a Vault.
+type Options struct {
+	ClientOptions policy.ClientOptions
+	// Loopback relaxes the SDK's check that the challenge's resource
+	// matches the vault's domain. Key Vault answers the first request with
+	// a challenge naming https://vault.azure.net, which a vault on
+	// 127.0.0.1 (the local stand-in) can never match. main sets it only when
+	// KEY_VAULT_URI is a loopback address, never for a real vault.
+	Loopback bool
+}
+
+// Vault implements tokens.Vault. It is safe for concurrent use.
+type Vault struct {
+	client *azsecrets.Client
+	base   *url.URL
+}
+
+var _ tokens.Vault = (*Vault)(nil)
+
+// New returns a Vault for vaultURL. It makes no network call.
+func New(vaultURL string, cred azcore.TokenCredential, opts Options) (*Vault, error) {
+	u, err := url.Parse(vaultURL)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("keyvault: %q is not a vault URL", vaultURL)
+	}
+	co := opts.ClientOptions
+	co.Retry = upstream.RetryOptions(upstream.Retriable, true)
+	c, err := azsecrets.NewClient(vaultURL, cred, &azsecrets.ClientOptions{ClientOptions: co, DisableChallengeResourceVerification: opts.Loopback})
+	if err != nil {
+		return nil, fmt.Errorf("keyvault: %w", err)
+	}
+	return &Vault{client: c, base: u}, nil
+}
+
+// Put writes the token as a new version of the secret name.
+func (v *Vault) Put(ctx context.Context, name string, value tokens.Secret, st tokens.StoredToken) (string, error) {
+	val := value.Reveal()
+	exp := st.ExpiresAt.UTC()
+	params := azsecrets.SetSecretParameters{
+		Value:       &val,
+		ContentType: ptr(contentType),
+		Tags: map[string]*string{
+			TagManagedBy: ptr(ManagedBy),
+			TagTokenID:   ptr(st.TokenID),
+			TagWorkspace: ptr(st.Workspace.String()),
+			TagLifetime:  ptr(strconv.FormatInt(int64(st.Lifetime/time.Second), 10)),
+			TagRequestID: ptr(st.RequestID),
+			TagIssuedAt:  ptr(st.IssuedAt.UTC().Format(time.RFC3339Nano)),
+		},
+		SecretAttributes: &azsecrets.SecretAttributes{Enabled: ptr(true)},
+	}
+	if st.Comment != "" {
+		params.Tags[TagComment] = ptr(st.Comment)
+	}
+	if !st.ExpiresAt.IsZero() {
+		params.SecretAttributes.Expires = &exp
+	}
+	resp, err := v.client.SetSecret(ctx, name, params, nil)
+	if err != nil {
+		return "", translate("write secret "+name, err)
+	}
+	if resp.ID == nil {
+		return "", &tokens.Error{Code: tokens.CodeUpstreamError, Message: "Key Vault returned no secret id"}
+	}
+	return string(*resp.ID), nil
+}
+
+// Find returns the version of secret name that holds tokenID.
+func (v *Vault) Find(ctx context.Context, name, tokenID string) (tokens.StoredToken, bool, error) {
+	versions, err := v.versions(ctx, name)
+	if err != nil {
+		return tokens.StoredToken{}, false, err
+	}
+	for _, st := range versions {
+		if st.TokenID == tokenID {
+			return st, true, nil
+		}
+	}
+	return tokens.StoredToken{}, false, nil
+}
+
+// versions lists a secret's managed versions, newest first. A secret that
+// does not exist has none.
+func (v *Vault) versions(ctx context.Context, name string) ([]tokens.StoredToken, error) {
+	var out []tokens.StoredToken
+	pager := v.client.NewListSecretPropertiesVersionsPager(name, nil)
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			if isStatus(err, http.StatusNotFound) {
+				return nil, nil
+			}
+			return nil, translate("list versions of "+name, err)
+		}
+		for _, p := range page.Value {
+			if st, ok := stored(p); ok {
+				out = append(out, st)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b tokens.StoredToken) int {
+		if c := b.Created.Compare(a.Created); c != 0 {
+			return c
+		}
+		return b.IssuedAt.Compare(a.IssuedAt)
+	})
+	return out, nil
+}
+
+// Get reads the managed version a secret URI names (the latest when the
+// URI has no version). A URI for another vault, a secret the service does
+// not manage, or one without its tags is InvalidRequest.
+func (v *Vault) Get(ctx context.Context, uri string) (tokens.StoredToken, error) {
+	name, version, err := v.parse(uri)
+	if err != nil {
+		return tokens.StoredToken{}, err
+	}
+	versions, err := v.versions(ctx, name)
+	if err != nil {
+		return tokens.StoredToken{}, err
+	}
+	for _, st := range versions {
+		if version == "" || st.Version == version {
+			return st, nil
+		}
+	}
+	return tokens.StoredToken{}, invalidURI("names no secret version this service manages (no managedBy, tokenId and workspaceResourceId tags)")
+}
+
+// Disable turns the version off and stamps it revoked.
+func (v *Vault) Disable(ctx context.Context, st tokens.StoredToken) error {
+	tags := map[string]*string{TagRevoked: ptr(time.Now().UTC().Format(time.RFC3339))}
+	for k, val := range st.Tags {
+		tags[k] = ptr(val)
+	}
+	_, err := v.client.UpdateSecretProperties(ctx, st.Name, st.Version, azsecrets.UpdateSecretPropertiesParameters{
+		SecretAttributes: &azsecrets.SecretAttributes{Enabled: ptr(false)}, Tags: tags}, nil)
+	if err != nil {
+		return translate("disable secret "+st.Name, err)
+	}
+	return nil
+}
+
+// Managed lists every secret the service manages, each with its managed
+// versions, newest first.
+func (v *Vault) Managed(ctx context.Context) ([]tokens.ManagedSecret, error) {
+	var names []string
+	pager := v.client.NewListSecretPropertiesPager(nil)
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return nil, translate("list secrets", err)
+		}
+		for _, p := range page.Value {
+			if p.ID != nil && tag(p.Tags, TagManagedBy) == ManagedBy {
+				names = append(names, p.ID.Name())
+			}
+		}
+	}
+	out := make([]tokens.ManagedSecret, 0, len(names))
+	for _, n := range names {
+		versions, err := v.versions(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		if len(versions) > 0 {
+			out = append(out, tokens.ManagedSecret{Name: n, Versions: versions})
+		}
+	}
+	return out, nil
+}
+
+// parse checks that uri is https://<this vault>/secrets/<name>[/<version>].
+func (v *Vault) parse(uri string) (name, version string, err error) {
+	u, perr := url.Parse(uri)
+	if perr != nil || u.Scheme != v.base.Scheme || !strings.EqualFold(u.Host, v.base.Host) {
+		return "", "", invalidURI("is not a secret of the configured vault (KEY_VAULT_URI " + v.base.String() + ")")
+	}
+	parts := strings.Split(strings.Trim(u.Path, "/"), "/")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] != "secrets" || tokens.ValidSecretName(parts[1]) != nil {
+		return "", "", invalidURI("must look like https://<vault>/secrets/<name>/<version>")
+	}
+	if len(parts) == 3 {
+		version = parts[2]
+	}
+	return parts[1], version, nil
+}
+
+func invalidURI(msg string) *tokens.Error {
+	return &tokens.Error{Code: tokens.CodeInvalidRequest, Target: "secretUri", Message: "secretUri " + msg,
+		Details: []tokens.Detail{{Code: "InvalidField", Target: "secretUri", Message: "secretUri " + msg}}}
+}
+
+// stored reads a version's tags; ok is false for versions the service did
+// not write.
+func stored(p *azsecrets.SecretProperties) (tokens.StoredToken, bool) {
+	if p == nil || p.ID == nil || tag(p.Tags, TagManagedBy) != ManagedBy || tag(p.Tags, TagTokenID) == "" {
+		return tokens.StoredToken{}, false
+	}
+	ws, err := tokens.ParseWorkspaceID(tag(p.Tags, TagWorkspace))
+	if err != nil {
+		return tokens.StoredToken{}, false
+	}
+	secs, _ := strconv.ParseInt(tag(p.Tags, TagLifetime), 10, 64)
+	st := tokens.StoredToken{URI: string(*p.ID), Name: p.ID.Name(), Version: p.ID.Version(), TokenID: tag(p.Tags, TagTokenID),
+		Workspace: ws, Lifetime: time.Duration(secs) * time.Second, RequestID: tag(p.Tags, TagRequestID),
+		Comment: tag(p.Tags, TagComment), Tags: map[string]string{}}
+	st.IssuedAt, _ = time.Parse(time.RFC3339Nano, tag(p.Tags, TagIssuedAt))
+	for k, v := range p.Tags {
+		if v != nil {
+			st.Tags[k] = *v
+		}
+	}
+	if a := p.Attributes; a != nil {
+		st.Enabled = a.Enabled == nil || *a.Enabled
+		if a.Expires != nil {
+			st.ExpiresAt = *a.Expires
+		}
+		if a.Created != nil {
+			st.Created = *a.Created
+		}
+	}
+	return st, true
+}
+
+func tag(tags map[string]*string, k string) string {
+	if v := tags[k]; v != nil {
+		return *v
+	}
+	return ""
+}
+
+func isStatus(err error, status int) bool {
+	var re *azcore.ResponseError
+	return errors.As(err, &re) && re.StatusCode == status
+}
+
+func translate(op string, err error) error {
+	var re *azcore.ResponseError
+	if errors.As(err, &re) {
+		switch re.StatusCode {
+		case http.StatusForbidden:
+			return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err,
+				Message: fmt.Sprintf("Key Vault refused to %s (%s): give the function's identity Key Vault Secrets Officer on the vault", op, re.ErrorCode)}
+		case http.StatusUnauthorized:
+			return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err, Message: fmt.Sprintf("Key Vault did not accept the function's token to %s (%s)", op, re.ErrorCode)}
+		case http.StatusBadRequest:
+			return &tokens.Error{Code: tokens.CodeInvalidRequest, Err: err, Message: fmt.Sprintf("Key Vault refused to %s (%s)", op, re.ErrorCode)}
+		case http.StatusConflict:
+			return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err,
+				Message: fmt.Sprintf("Key Vault refused to %s (%s): a deleted secret of that name may be awaiting purge", op, re.ErrorCode)}
+		}
+	}
+	if e := upstream.Common("Azure Key Vault", err); e != nil {
+		return e
+	}
+	return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err, Message: "Key Vault refused to " + op}
+}
+
+func ptr[T any](v T) *T { return &v }
