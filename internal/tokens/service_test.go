@@ -248,3 +248,62 @@ func TestAsErrorTranslatesUnknowns(t *testing.T) {
 		t.Error("Transient classification is wrong")
 	}
 }
+
+func TestQuotaMakesRoomFromSupersededEventTokens(t *testing.T) {
+	t.Parallel()
+	api := newFakeAPI(fixedNow)
+	api.quota = 3
+	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
+	// Two event tokens (the older one superseded) and one manual token fill the quota.
+	for _, c := range []string{"[dtb:evt:e1]", "[dtb:evt:e2]", "someone's manual token"} {
+		if _, err := api.CreateToken(t.Context(), Workspace{}, c, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := svc.Create(t.Context(), CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1"}, CreateOptions{})
+	if err != nil {
+		t.Fatalf("create at quota: %v", err)
+	}
+	if len(res.Revoked) != 1 || res.Revoked[0] != "tok001" {
+		t.Errorf("revoked %v; want only the superseded event token tok001", res.Revoked)
+	}
+	// Now nothing of ours is superseded: the quota error stands.
+	if _, err := svc.Create(t.Context(), CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r2"}, CreateOptions{}); CodeOf(err) != CodeTokenQuotaExceeded {
+		t.Errorf("err = %v; want TokenQuotaExceeded", err)
+	}
+	if _, ok := api.live["tok003"]; !ok {
+		t.Error("a token the service did not issue was revoked")
+	}
+}
+
+func TestLifetimeCheckedAgainstWorkspacePolicy(t *testing.T) {
+	t.Parallel()
+	api := newFakeAPI(fixedNow)
+	api.policy = WorkspacePolicy{TokensEnabled: true, MaxLifetime: 7 * 24 * time.Hour}
+	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
+	_, err := svc.Create(t.Context(), CreateRequest{Workspace: testWS, Lifetime: 8 * 24 * time.Hour, RequestID: "r1"}, CreateOptions{})
+	if e := AsError(err); e == nil || e.Code != CodeInvalidRequest || e.Target != "lifetimeSeconds" {
+		t.Fatalf("err = %v", err)
+	}
+	if api.count("create") != 0 {
+		t.Error("a create was sent anyway")
+	}
+	for range 3 {
+		if _, err := svc.Create(t.Context(), CreateRequest{Workspace: testWS, Lifetime: 2 * 24 * time.Hour, RequestID: fmt.Sprint(time.Now().UnixNano())}, CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := api.count("policy"); n != 1 {
+		t.Errorf("workspace settings read %d times; want 1 (cached)", n)
+	}
+	// Tokens of a day or less never need the settings.
+	api2 := newFakeAPI(fixedNow)
+	if _, err := NewService(Deps{Resolver: fakeResolver{}, API: api2, Now: fixedNow}).Create(t.Context(), CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "x"}, CreateOptions{}); err != nil || api2.count("policy") != 0 {
+		t.Errorf("short token: err %v, settings reads %d", err, api2.count("policy"))
+	}
+	api.policy.TokensEnabled = false
+	svc3 := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
+	if _, err := svc3.Create(t.Context(), CreateRequest{Workspace: testWS, Lifetime: 2 * 24 * time.Hour, RequestID: "y"}, CreateOptions{}); CodeOf(err) != CodeUpstreamError {
+		t.Errorf("tokens disabled: %v", err)
+	}
+}
