@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
 	"github.com/contoso/databricks-token-broker/handler"
 	"github.com/contoso/databricks-token-broker/internal/config"
@@ -51,20 +54,21 @@ func run(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	co := policy.ClientOptions{Transport: httpClient()}
 	resolver := workspace.New(cred, workspace.Options{
 		ARMEndpoint: cfg.ARMEndpoint, ManagementAudience: cfg.Cloud.ManagementAudience,
-		Hosts: cfg.AllowedHosts, Subscriptions: cfg.AllowedSubscriptions,
+		Hosts: cfg.AllowedHosts, Subscriptions: cfg.AllowedSubscriptions, ClientOptions: co,
 	})
 	var vault tokens.Vault // nil: inline delivery
 	if cfg.KeyVaultURI != "" {
 		u, _ := url.Parse(cfg.KeyVaultURI)
-		v, err := keyvault.New(cfg.KeyVaultURI, cred, keyvault.Options{Loopback: config.IsLoopback(u.Hostname())})
+		v, err := keyvault.New(cfg.KeyVaultURI, cred, keyvault.Options{Loopback: config.IsLoopback(u.Hostname()), ClientOptions: co})
 		if err != nil {
 			return err
 		}
 		vault = v
 	}
-	dbx := databricks.New(cred, databricks.Options{DatabricksScope: cfg.Cloud.DatabricksScope(), ManagementScope: cfg.Cloud.ManagementScope()})
+	dbx := databricks.New(cred, databricks.Options{DatabricksScope: cfg.Cloud.DatabricksScope(), ManagementScope: cfg.Cloud.ManagementScope(), ClientOptions: co})
 	svc := tokens.NewService(tokens.Deps{Resolver: resolver, API: dbx, Vault: vault, Now: time.Now})
 
 	var pub handler.Publisher
@@ -131,4 +135,21 @@ func delivery(cfg config.Config) string {
 		return "keyvault"
 	}
 	return "inline"
+}
+
+// httpClient is the transport of every Azure client. HTTP/1.1 with a pool
+// of keep-alive connections per host: concurrent invocations get a
+// connection each instead of queueing on one HTTP/2 connection, which the
+// benchmarks showed costs latency under load (docs/PERFORMANCE.md).
+func httpClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.ForceAttemptHTTP2 = false
+	t.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	t.MaxIdleConns = 256
+	// A workspace's Token API takes some 40 requests a second; more than 32
+	// connections to one host would only queue there, and cost memory here.
+	t.MaxConnsPerHost = 32
+	t.MaxIdleConnsPerHost = 32
+	t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	return &http.Client{Transport: t}
 }

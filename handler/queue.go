@@ -121,7 +121,12 @@ func (s *Server) tokenRequests(w http.ResponseWriter, r *http.Request, log *slog
 	switch cmd.action {
 	case "create":
 		req := cmd.create
-		req.RequestID, req.RequestIDGiven = reqID, true
+		// An earlier attempt can exist only if the caller chose the id (a
+		// resent command), the message was delivered before, or it is a
+		// rescheduled copy; only then is it worth listing the workspace's
+		// tokens first. A first delivery named by its MessageId costs one call.
+		_, rescheduled := msg.Properties[propRequestID]
+		req.RequestID, req.RequestIDGiven = reqID, req.RequestIDGiven || msg.DeliveryCount > 1 || rescheduled
 		o.Workspace = req.Workspace.String()
 		log = log.With("workspace", o.Workspace)
 		if !s.canDeliver() {

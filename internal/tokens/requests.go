@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"slices"
 	"strconv"
 	"time"
@@ -43,12 +42,6 @@ type RevokeRequest struct {
 	SecretURI string
 	RequestID string
 }
-
-var (
-	requestIDRE  = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
-	secretNameRE = regexp.MustCompile(`^[0-9A-Za-z-]{1,127}$`)
-	tokenIDRE    = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
-)
 
 // MaxCommentLength is the longest caller comment, in Unicode characters.
 const MaxCommentLength = 200
@@ -158,7 +151,7 @@ func ValidComment(c string) error {
 
 // ValidRequestID checks a caller-chosen request id.
 func ValidRequestID(id string) error {
-	if !requestIDRE.MatchString(id) {
+	if !validRequestIDChars(id) {
 		return fmt.Errorf("must be 1-128 characters of A-Z a-z 0-9 . _ : -")
 	}
 	return nil
@@ -166,7 +159,7 @@ func ValidRequestID(id string) error {
 
 // ValidSecretName checks a Key Vault secret name.
 func ValidSecretName(name string) error {
-	if !secretNameRE.MatchString(name) {
+	if !validSecretNameChars(name) {
 		return fmt.Errorf("must be 1-127 characters of A-Z a-z 0-9 and -")
 	}
 	return nil
@@ -274,7 +267,7 @@ func DecodeRevoke(body []byte, extra ...string) (RevokeRequest, error) {
 		}
 		if !hasTok && absent(fields, "tokenId") {
 			p.add("tokenId", "is required (or give secretUri alone)")
-		} else if hasTok && !tokenIDRE.MatchString(tok) {
+		} else if hasTok && !validTokenIDChars(tok) {
 			p.add("tokenId", "must be 1-128 characters of A-Z a-z 0-9 . _ -")
 		} else {
 			req.TokenID = tok

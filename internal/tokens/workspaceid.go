@@ -2,7 +2,6 @@ package tokens
 
 import (
 	"errors"
-	"regexp"
 	"strings"
 )
 
@@ -12,12 +11,6 @@ type WorkspaceID struct {
 	ResourceGroup string
 	Name          string
 }
-
-var (
-	guidRE          = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-	resourceGroupRE = regexp.MustCompile(`^[-\w._()]{1,90}$`)
-	workspaceNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{3,64}$`)
-)
 
 // ParseWorkspaceID parses a workspace resource id. ARM ids are case-insensitive
 // in their fixed segments (`resourcegroups` and `resourceGroups` both occur,
@@ -41,11 +34,11 @@ func ParseWorkspaceID(s string) (WorkspaceID, error) {
 	}
 	id := WorkspaceID{Subscription: strings.ToLower(parts[2]), ResourceGroup: parts[4], Name: parts[8]}
 	switch {
-	case !guidRE.MatchString(id.Subscription):
+	case !isGUID(id.Subscription):
 		return WorkspaceID{}, errors.New("has a subscription id that is not a GUID")
-	case !resourceGroupRE.MatchString(id.ResourceGroup) || strings.HasSuffix(id.ResourceGroup, "."):
+	case !validResourceGroup(id.ResourceGroup):
 		return WorkspaceID{}, errors.New("has an invalid resource group name")
-	case !workspaceNameRE.MatchString(id.Name):
+	case !validWorkspaceName(id.Name):
 		return WorkspaceID{}, errors.New("has an invalid workspace name (3-64 letters, digits, '-' or '_')")
 	}
 	return id, nil

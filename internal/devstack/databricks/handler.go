@@ -390,7 +390,7 @@ func (w *Workspace) create(r *http.Request, p principal) (any, *apiError) {
 	default:
 		expiry = nowMs + *lifetime*1000
 	}
-	if w.liveCountLocked(p.oid, nowMs) >= w.opts.MaxLiveTokens {
+	if w.opts.MaxLiveTokens > 0 && w.liveCountLocked(p.oid, nowMs) >= w.opts.MaxLiveTokens {
 		return nil, &apiError{http.StatusBadRequest, "QUOTA_EXCEEDED", fmt.Sprintf("Cannot create more than %d tokens. Revoke unused tokens and try again.", w.opts.MaxLiveTokens)}
 	}
 	t := w.createLocked(p.oid, p.appid, comment, nowMs, expiry)

@@ -45,7 +45,8 @@ type Options struct {
 	AllowNewPrincipalsWithoutManagementToken bool
 	// Members are object ids (oid) that are workspace members from the start.
 	Members []string
-	// MaxLiveTokens per principal; default DefaultMaxLiveTokens.
+	// MaxLiveTokens per principal; default DefaultMaxLiveTokens; negative:
+	// no quota (benchmarks, which issue many thousands).
 	MaxLiveTokens int
 	// Clock drives PAT creation and expiry. Default time.Now. Advance adds to it.
 	Clock func() time.Time
@@ -149,7 +150,7 @@ func StartWorkspace(c *ca.CA, opts Options) (*Workspace, error) {
 	if opts.ResourceID == "" {
 		opts.ResourceID = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-devstack/providers/Microsoft.Databricks/workspaces/ws-" + opts.WorkspaceID
 	}
-	if opts.MaxLiveTokens <= 0 {
+	if opts.MaxLiveTokens == 0 {
 		opts.MaxLiveTokens = DefaultMaxLiveTokens
 	}
 	if opts.Clock == nil {

@@ -38,6 +38,9 @@ type Options struct {
 	// Queues configure the broker; default: the three queues of the
 	// contract, max delivery count 10, duplicate detection on results.
 	Queues []servicebus.QueueConfig
+	// MaxLiveTokens overrides the workspaces' 600-token quota (benchmarks
+	// issue thousands).
+	MaxLiveTokens int
 	// KeyVault starts the Key Vault stand-in (Key Vault delivery).
 	KeyVault bool
 	// BrokerLog receives the broker's own log.
@@ -53,6 +56,8 @@ type Stack struct {
 	Workspaces []*databricks.Workspace
 	Vault      *keyvault.Vault
 	Broker     *servicebus.Broker
+
+	maxLive int
 }
 
 // WorkspaceResourceID names workspace i (0-based).
@@ -77,7 +82,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if opts.Workspaces == 0 {
 		opts.Workspaces = 1
 	}
-	s := &Stack{}
+	s := &Stack{maxLive: opts.MaxLiveTokens}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -124,7 +129,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 
 // AddWorkspace starts one more workspace and registers it with ARM.
 func (s *Stack) AddWorkspace(resourceID string) (*databricks.Workspace, error) {
-	ws, err := databricks.StartWorkspace(s.CA, databricks.Options{ResourceID: resourceID})
+	ws, err := databricks.StartWorkspace(s.CA, databricks.Options{ResourceID: resourceID, MaxLiveTokens: s.maxLive})
 	if err != nil {
 		return nil, fmt.Errorf("stack: databricks: %w", err)
 	}
