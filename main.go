@@ -97,6 +97,7 @@ func run(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 		ResultsIncludeTokenValue: cfg.ResultsIncludeTokenValue,
 		TokenRequestsQueue:       cfg.TokenRequestsQueue, WorkspaceEventsQueue: cfg.WorkspaceEventsQueue,
 		NotReadyBackoff: cfg.NotReadyBackoff,
+		Policy:          cfg.Policy,
 	})
 	srv := &http.Server{
 		Handler:           h,
@@ -110,6 +111,11 @@ func run(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 	ln, err := net.Listen("tcp", cfg.Address())
 	if err != nil {
 		return err
+	}
+	if cfg.Policy == nil {
+		log.Warn("no AUTHZ_POLICY: any caller holding a function key may create, revoke and list tokens in every allowed workspace")
+	} else {
+		log.Info("authorization policy loaded", "rules", cfg.Policy.Rules(), "queue_rules", cfg.Policy.HasQueueRules())
 	}
 	log.Info("listening", "address", ln.Addr().String(), "cloud", cfg.Cloud.Name, "allowed_hosts", cfg.AllowedHosts.String(),
 		"delivery", delivery(cfg), "results_queue", cfg.ResultsQueue)

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/contoso/databricks-token-broker/internal/api"
+	"github.com/contoso/databricks-token-broker/internal/authz"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
 
@@ -63,10 +64,20 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, log *slog.L
 		err = idErr
 	}
 	req.RequestID, req.RequestIDGiven = id, given
-	log = log.With("request_id", id)
+	pr, perr := s.caller(r, log)
+	log = log.With(append([]any{"request_id", id, "action", "create"}, auditAttrs(pr)...)...)
+	if err == nil {
+		err = perr
+	}
+	if err == nil {
+		var d authz.Decision
+		if d, err = s.authorize(pr, authz.ActionCreate, req.Workspace); err == nil {
+			err = capLifetime(&req, d)
+		}
+	}
 	if err != nil {
-		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, err)
-		logOutcome(log, start, "create refused", err)
+		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, requestedBy(pr), err)
+		logOutcome(log, start, "create refused", err, "workspace", workspaceText(req.Workspace))
 		writeError(w, err)
 		return
 	}
@@ -75,13 +86,13 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, log *slog.L
 	defer cancel()
 	res, err := s.svc.Create(ctx, req, tokens.CreateOptions{})
 	if err != nil {
-		s.publishFailure(r, log, id, req.Workspace.String(), id, err)
+		s.publishFailure(r, log, id, req.Workspace.String(), id, requestedBy(pr), err)
 		logOutcome(log, start, "create failed", err)
 		writeError(w, err)
 		return
 	}
 	s.publish(r, log, tokens.Outcome{Type: tokens.Created, RequestID: id, Workspace: req.Workspace.String(),
-		TokenID: res.Record.TokenID, CorrelationID: id, Record: &res.Record})
+		TokenID: res.Record.TokenID, CorrelationID: id, RequestedBy: requestedBy(pr), Record: &res.Record})
 	status := http.StatusOK
 	if res.Issued {
 		status = http.StatusCreated
@@ -105,24 +116,37 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, log *slog.L
 		err = idErr
 	}
 	req.RequestID = id
-	log = log.With("request_id", id)
+	pr, perr := s.caller(r, log)
+	log = log.With(append([]any{"request_id", id, "action", "revoke"}, auditAttrs(pr)...)...)
+	if err == nil {
+		err = perr
+	}
+	if err == nil && req.SecretURI == "" {
+		_, err = s.authorize(pr, authz.ActionRevoke, req.Workspace)
+	}
 	if err != nil {
-		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, err)
-		logOutcome(log, start, "revoke refused", err)
+		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, requestedBy(pr), err)
+		logOutcome(log, start, "revoke refused", err, "workspace", workspaceText(req.Workspace))
 		writeError(w, err)
 		return
+	}
+	// A secretUri names its workspace only in the secret's tags: the
+	// service asks once it has read them, before anything is revoked.
+	req.Authorize = func(ws tokens.WorkspaceID) error {
+		_, err := s.authorize(pr, authz.ActionRevoke, ws)
+		return err
 	}
 	ctx, cancel := s.budget(r.Context())
 	defer cancel()
 	res, err := s.svc.Revoke(ctx, req)
 	if err != nil {
-		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, err)
+		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, requestedBy(pr), err)
 		logOutcome(log, start, "revoke failed", err)
 		writeError(w, err)
 		return
 	}
 	s.publish(r, log, tokens.Outcome{Type: tokens.Revoked, RequestID: id, Workspace: res.Workspace.String(),
-		TokenID: res.TokenID, CorrelationID: id, Revoke: &res})
+		TokenID: res.TokenID, CorrelationID: id, RequestedBy: requestedBy(pr), Revoke: &res})
 	logOutcome(log, start, "revoke done", nil, "workspace", res.Workspace.String(), "token_id", res.TokenID, "status", string(res.Status))
 	writeJSON(w, http.StatusOK, api.RevokeResponse{TokenID: res.TokenID, Status: string(res.Status)})
 }
@@ -131,6 +155,14 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, log *slog.Lo
 	start := time.Now()
 	q := r.URL.Query()
 	id, err := tokens.ParseListQuery(q.Get("workspaceResourceId"))
+	pr, perr := s.caller(r, log)
+	log = log.With(append([]any{"action", "list"}, auditAttrs(pr)...)...)
+	if err == nil {
+		err = perr
+	}
+	if err == nil {
+		_, err = s.authorize(pr, authz.ActionList, id)
+	}
 	if err != nil {
 		logOutcome(log, start, "list refused", err)
 		writeError(w, err)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/contoso/databricks-token-broker/internal/authz"
 	"github.com/contoso/databricks-token-broker/internal/events"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 	"github.com/contoso/databricks-token-broker/internal/upstream"
@@ -99,14 +100,22 @@ func (s *Server) tokenRequests(w http.ResponseWriter, r *http.Request, log *slog
 	log = log.With("message_id", msg.MessageID, "delivery_count", msg.DeliveryCount)
 	reqID := messageRequestID(msg)
 	cmd, err := decodeCommand(msg.Body, s.opts.Limits)
-	o := tokens.Outcome{RequestID: reqID, CorrelationID: msg.MessageID}
+	o := tokens.Outcome{RequestID: reqID, CorrelationID: msg.MessageID, RequestedBy: "queue"}
 	if cmd.create.RequestID != "" {
 		reqID = cmd.create.RequestID
 	} else if cmd.revoke.RequestID != "" {
 		reqID = cmd.revoke.RequestID
 	}
 	o.RequestID = reqID
-	log = log.With("request_id", reqID, "action", cmd.action)
+	log = log.With("request_id", reqID, "action", cmd.action, "caller", "queue")
+	if err == nil {
+		switch {
+		case cmd.action == "create":
+			err = s.authorizeQueue(authz.ActionCreate, cmd.create.Workspace)
+		case cmd.revoke.SecretURI == "":
+			err = s.authorizeQueue(authz.ActionRevoke, cmd.revoke.Workspace)
+		}
+	}
 	if err != nil {
 		o.Workspace = workspaceText(cmd.create.Workspace)
 		if o.Workspace == "" {
@@ -154,6 +163,7 @@ func (s *Server) tokenRequests(w http.ResponseWriter, r *http.Request, log *slog
 	case "revoke":
 		req := cmd.revoke
 		req.RequestID = reqID
+		req.Authorize = func(ws tokens.WorkspaceID) error { return s.authorizeQueue(authz.ActionRevoke, ws) }
 		o.Workspace = workspaceText(req.Workspace)
 		res, err := s.svc.Revoke(ctx, req)
 		if err != nil {
@@ -186,7 +196,7 @@ func (s *Server) workspaceEvents(w http.ResponseWriter, r *http.Request, log *sl
 	}
 	log = log.With("message_id", msg.MessageID, "delivery_count", msg.DeliveryCount)
 	ev, err := events.Decode(msg.Body)
-	o := tokens.Outcome{RequestID: messageRequestID(msg), CorrelationID: msg.MessageID}
+	o := tokens.Outcome{RequestID: messageRequestID(msg), CorrelationID: msg.MessageID, RequestedBy: "queue"}
 	if err != nil {
 		err = &tokens.Error{Code: tokens.CodeInvalidRequest, Message: "the message is not an Event Grid or CloudEvents 1.0 event", Err: err}
 		logOutcome(log, start, "event refused", err)
@@ -210,7 +220,12 @@ func (s *Server) workspaceEvents(w http.ResponseWriter, r *http.Request, log *sl
 		return
 	}
 	o.Workspace = id.String()
-	log = log.With("request_id", o.RequestID, "workspace", o.Workspace)
+	log = log.With("request_id", o.RequestID, "workspace", o.Workspace, "action", "create", "caller", "queue")
+	if err := s.authorizeQueue(authz.ActionCreate, id); err != nil {
+		logOutcome(log, start, "event refused", err)
+		s.settle(w, r, log, msg, o, err)
+		return
+	}
 	if !s.canDeliver() {
 		err := &tokens.Error{Code: tokens.CodeDeliveryNotConfigured,
 			Message: "workspace events need somewhere to deliver the token: set KEY_VAULT_URI, or RESULTS_INCLUDE_TOKEN_VALUE=true"}
@@ -372,7 +387,7 @@ func (s *Server) publish(r *http.Request, log *slog.Logger, o tokens.Outcome) {
 	}
 }
 
-func (s *Server) publishFailure(r *http.Request, log *slog.Logger, requestID, workspace, correlationID string, err error) {
+func (s *Server) publishFailure(r *http.Request, log *slog.Logger, requestID, workspace, correlationID, by string, err error) {
 	e := tokens.AsError(err)
-	s.publish(r, log, tokens.Outcome{Type: tokens.Failed, RequestID: requestID, Workspace: workspace, CorrelationID: correlationID, Err: e})
+	s.publish(r, log, tokens.Outcome{Type: tokens.Failed, RequestID: requestID, Workspace: workspace, CorrelationID: correlationID, RequestedBy: by, Err: e})
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/contoso/databricks-token-broker/internal/api"
+	"github.com/contoso/databricks-token-broker/internal/authz"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 	"github.com/contoso/databricks-token-broker/internal/upstream"
 )
@@ -57,7 +58,9 @@ type Options struct {
 	// NotReadyBackoff × 2^attempt later (at most 15 minutes).
 	NotReadyAttempts int
 	NotReadyBackoff  time.Duration
-	Now              func() time.Time
+	// Policy decides which caller may do what; nil: no policy.
+	Policy *authz.Policy
+	Now    func() time.Time
 }
 
 // Server serves the functions.

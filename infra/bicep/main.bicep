@@ -91,6 +91,19 @@ param rotateSchedule string = '0 0 */6 * * *'
 @maxValue(2000)
 param queueMaxDeliveryCount int = 10
 
+// ------------------------------------------ caller authentication (issue #8)
+
+@description('Client (application) id of the Microsoft Entra app registration that fronts the Function App (App Service Authentication, "Easy Auth"). Set: every request needs an Entra access token for api://<id> or <id> (401 otherwise; no client secret is needed to validate tokens), and the handler receives the caller in X-MS-CLIENT-PRINCIPAL*. Empty: App Service Authentication stays off. See infra/README.md.')
+@maxLength(36)
+param authClientId string = ''
+
+@description('OpenID issuer of that app registration\'s tenant. Empty: <login endpoint of this cloud><this tenant>/v2.0, e.g. https://login.microsoftonline.com/<tenant id>/v2.0.')
+@maxLength(256)
+param authOpenIdIssuer string = ''
+
+@description('AUTHZ_POLICY: who may create, revoke and list tokens in which workspaces: inline JSON, or @<path> of a policy file shipped in the app package (relative to the app root). Empty: no policy, every caller that passes the front door may do everything. Set it only together with authClientId: the policy trusts X-MS-CLIENT-PRINCIPAL*, which only App Service Authentication makes trustworthy.')
+param authzPolicy string = ''
+
 // ------------------------------------------------------------- hosting
 
 @description('Flex Consumption instance memory (MB).')
@@ -297,6 +310,9 @@ module functionApp 'modules/functionapp.bicep' = {
     workspaceNotReadyBackoff: workspaceNotReadyBackoff
     logLevel: logLevel
     rotateSchedule: rotateSchedule
+    authClientId: authClientId
+    authOpenIdIssuer: empty(authOpenIdIssuer) ? '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0' : authOpenIdIssuer
+    authzPolicy: authzPolicy
   }
 }
 
@@ -362,3 +378,6 @@ output SERVICEBUS_FULLY_QUALIFIED_NAMESPACE string = serviceBus.outputs.fullyQua
 
 @description('Key Vault URI.')
 output KEY_VAULT_URI string = keyVault.outputs.uri
+
+@description('Audience callers request tokens for when App Service Authentication is on (empty when off).')
+output API_AUDIENCE string = empty(authClientId) ? '' : 'api://${authClientId}'

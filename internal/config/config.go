@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/contoso/databricks-token-broker/internal/allowlist"
+	"github.com/contoso/databricks-token-broker/internal/authz"
 )
 
 // env is the raw environment, as envconfig reads it. Values stay strings
@@ -47,6 +49,7 @@ type env struct {
 	RetryBudget                string `envconfig:"UPSTREAM_RETRY_BUDGET" default:"30s"`
 	AllowInsecureLoopback      string `envconfig:"ALLOW_INSECURE_LOOPBACK" default:"false"`
 	LogLevel                   string `envconfig:"LOG_LEVEL" default:"info"`
+	AuthzPolicy                string `envconfig:"AUTHZ_POLICY"`
 }
 
 // Config is the validated configuration.
@@ -85,6 +88,9 @@ type Config struct {
 	RetryBudget           time.Duration
 	AllowInsecureLoopback bool
 	LogLevel              slog.Level
+	// Policy decides which caller may do what (AUTHZ_POLICY); nil means no
+	// policy: a function key is the only control.
+	Policy *authz.Policy
 }
 
 // Address is the host:port to listen on.
@@ -239,8 +245,31 @@ func parse(e env) (Config, error) {
 	default:
 		p.add("LOG_LEVEL", "%q is not one of debug, info, warn, error", e.LogLevel)
 	}
+	if pol, err := authz.LoadPolicy(strings.TrimSpace(e.AuthzPolicy), nil); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			p.add("AUTHZ_POLICY", "%s", line)
+		}
+	} else if pol != nil {
+		c.Policy = pol
+		if err := pol.CheckMaxLifetime(c.MaxLifetime); err != nil && c.MaxLifetime > 0 {
+			for _, line := range strings.Split(err.Error(), "\n") {
+				p.add("AUTHZ_POLICY", "%s", line)
+			}
+		}
+		// The principal headers are trusted because only the local Functions
+		// host, behind App Service Authentication, can reach the binary.
+		if !IsLoopback(c.ListenAddress) {
+			p.add("AUTHZ_POLICY", "is set while LISTEN_ADDRESS %s is not a loopback address: the caller headers are trusted only from the Functions host on this machine", c.ListenAddress)
+		}
+		if getenv("WEBSITE_SITE_NAME") != "" && !authz.PlatformAuthEnabled(getenv) {
+			p.add("AUTHZ_POLICY", "is set but App Service Authentication is off (WEBSITE_AUTH_ENABLED is not True): callers could forge the principal headers")
+		}
+	}
 	return c, errors.Join(p...)
 }
+
+// getenv is os.Getenv; a variable so that tests can replace it.
+var getenv = os.Getenv
 
 func parseBool(p *problems, name, v string) bool {
 	b, err := strconv.ParseBool(strings.TrimSpace(v))

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -137,6 +139,27 @@ func TestServiceBusSettings(t *testing.T) {
 		}
 		if err != nil && strings.Contains(err.Error(), "SharedAccessKey=s") {
 			t.Errorf("the error echoes the connection string's key: %v", err)
+		}
+	}
+}
+
+// The example settings file is where a newcomer learns the settings: it
+// must list every one the binary reads.
+func TestLocalSettingsExampleListsEverySetting(t *testing.T) {
+	b, err := os.ReadFile("../../local.settings.json.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct{ Values map[string]string }
+	if err := json.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range Names() {
+		if n == "FUNCTIONS_CUSTOMHANDLER_PORT" {
+			continue // set by the host
+		}
+		if _, ok := f.Values[n]; !ok {
+			t.Errorf("local.settings.json.example lacks %s", n)
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/contoso/databricks-token-broker/internal/devstack/easyauth"
 	"github.com/contoso/databricks-token-broker/internal/devstack/hostsim"
 	"github.com/contoso/databricks-token-broker/internal/devstack/servicebus"
 	"github.com/contoso/databricks-token-broker/internal/devstack/stack"
@@ -86,6 +87,7 @@ type envOptions struct {
 	keyVault   bool
 	settings   []string // extra app settings, KEY=value
 	queues     []servicebus.QueueConfig
+	easyAuth   bool // App Service Authentication in front, as the platform does
 	before     func(*stack.Stack)
 	timeout    time.Duration
 }
@@ -108,7 +110,11 @@ func start(t *testing.T, o envOptions) *env {
 	if st.Broker != nil {
 		sbConn = st.Broker.ConnectionString()
 	}
-	h, err := hostsim.Start(ctx, hostsim.Options{
+	var authenticate func(*http.Request) (http.Header, int)
+	if o.easyAuth {
+		authenticate = easyauth.Authenticate(easyauth.Validator())
+	}
+	h, err := hostsim.Start(ctx, hostsim.Options{Authenticate: authenticate,
 		AppRoot: repoRoot(), Executable: handlerBinary, Env: settings, ServiceBusConnectionString: sbConn,
 		Stdout: out, Stderr: out, FunctionTimeout: o.timeout,
 		Logf: func(format string, args ...any) { t.Logf("host: "+format, args...) },

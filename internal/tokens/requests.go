@@ -23,11 +23,13 @@ type Limits struct {
 // CreateRequest asks for a new token (POST /api/create-token, or a queue
 // command with action "create").
 type CreateRequest struct {
-	Workspace  WorkspaceID
-	Comment    string
-	Lifetime   time.Duration
-	SecretName string
-	RequestID  string
+	Workspace WorkspaceID
+	Comment   string
+	Lifetime  time.Duration
+	// LifetimeGiven is true when the caller chose the lifetime.
+	LifetimeGiven bool
+	SecretName    string
+	RequestID     string
 	// RequestIDGiven is true when the caller chose the request id (body,
 	// header or message id), so the same id may arrive again and must find
 	// the token the first attempt issued.
@@ -41,6 +43,9 @@ type RevokeRequest struct {
 	TokenID   string
 	SecretURI string
 	RequestID string
+	// Authorize, when set, is asked before anything is revoked, once the
+	// workspace is known (for a secretUri, from the secret's tags).
+	Authorize func(WorkspaceID) error
 }
 
 // MaxCommentLength is the longest caller comment, in Unicode characters.
@@ -199,7 +204,7 @@ func DecodeCreate(body []byte, lim Limits, extra ...string) (CreateRequest, erro
 		} else if max := int64(lim.MaxLifetime / time.Second); secs < 1 || secs > max {
 			p.add("lifetimeSeconds", "must be between 1 and %d (TOKEN_MAX_LIFETIME %s); got %d", max, lim.MaxLifetime, secs)
 		} else {
-			req.Lifetime = time.Duration(secs) * time.Second
+			req.Lifetime, req.LifetimeGiven = time.Duration(secs)*time.Second, true
 		}
 	}
 	if s, ok := str(fields, "secretName", &p); ok {

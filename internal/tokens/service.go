@@ -387,6 +387,11 @@ func (s *Service) Revoke(ctx context.Context, req RevokeRequest) (RevokeResult, 
 		}
 		req.Workspace, req.TokenID = st.Workspace, st.TokenID
 	}
+	if req.Authorize != nil {
+		if err := req.Authorize(req.Workspace); err != nil {
+			return RevokeResult{}, err
+		}
+	}
 	ws, err := s.resolver.Resolve(ctx, req.Workspace)
 	if err != nil {
 		return RevokeResult{}, err

@@ -144,6 +144,17 @@ param logLevel string
 @maxLength(64)
 param rotateSchedule string
 
+@description('Client id of the Entra app registration for App Service Authentication. Empty: authentication off.')
+@maxLength(36)
+param authClientId string = ''
+
+@description('OpenID issuer of the app registration\'s tenant, e.g. https://login.microsoftonline.com/<tenant id>/v2.0.')
+@maxLength(256)
+param authOpenIdIssuer string = ''
+
+@description('AUTHZ_POLICY: inline JSON or @<path> in the package; empty means no policy.')
+param authzPolicy string = ''
+
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
@@ -249,12 +260,56 @@ var serviceSettings = {
   UPSTREAM_RETRY_BUDGET: upstreamRetryBudget
   WORKSPACE_NOT_READY_BACKOFF: workspaceNotReadyBackoff
   LOG_LEVEL: logLevel
+  AUTHZ_POLICY: authzPolicy
 }
 
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: site
   name: 'appsettings'
   properties: union(runtimeSettings, storageQueueAndTableSettings, serviceSettings)
+}
+
+// App Service Authentication with the Microsoft Entra provider, only when
+// an app registration is given. Tokens are validated (issuer, signature,
+// audience api://<client id> or <client id>) before any request reaches the
+// host; without one the caller gets 401. Validating bearer tokens needs no
+// client secret, so none is configured, and the token store stays off. The
+// handler reads the caller from X-MS-CLIENT-PRINCIPAL* (internal/authz).
+resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(authClientId)) {
+  parent: site
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: authClientId
+          openIdIssuer: authOpenIdIssuer
+        }
+        validation: {
+          allowedAudiences: [
+            'api://${authClientId}'
+            authClientId
+          ]
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
+  }
 }
 
 @description('Name of the Function App.')

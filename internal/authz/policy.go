@@ -1,0 +1,680 @@
+package authz
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/contoso/databricks-token-broker/internal/tokens"
+)
+
+// The actions a rule may grant.
+const (
+	ActionCreate = "create"
+	ActionRevoke = "revoke"
+	ActionList   = "list"
+)
+
+// Actions are the actions a rule may grant, in the order messages list them.
+var Actions = []string{ActionCreate, ActionRevoke, ActionList}
+
+// PolicyVersion is the only policy format version.
+const PolicyVersion = 1
+
+// PrincipalQueue is the policy's principal for queue commands.
+const PrincipalQueue = "queue"
+
+// MaxRuleLifetime is the largest maxLifetime a rule may set: Databricks'
+// own cap on new tokens (730 days).
+const MaxRuleLifetime = 730 * 24 * time.Hour
+
+// maxPolicySize bounds a policy (inline or file).
+const maxPolicySize = 1 << 20
+
+// Policy is a validated authorization policy. A nil *Policy is "no policy
+// configured" (see Decide).
+type Policy struct {
+	rules []rule
+}
+
+type rule struct {
+	principals  []principalSpec
+	actions     []string
+	workspaces  []scopePattern
+	maxLifetime time.Duration // 0: no limit of its own
+}
+
+type principalKind int
+
+const (
+	byObjectID principalKind = iota
+	byAppID
+	byAppRole
+	byQueue
+)
+
+type principalSpec struct {
+	kind  principalKind
+	value string // lower case GUID for object and app ids; exact for app roles
+}
+
+// scopePattern is a parsed workspace pattern: a subscription, resource
+// group or workspace scope, each named segment lower case and possibly with
+// '*' wildcards. depth is 1 (subscription), 2 (resource group) or 3
+// (workspace).
+type scopePattern struct {
+	depth            int
+	sub, group, name string
+}
+
+// Decision is the outcome of Decide. It holds nothing of the policy beyond
+// the caller's own outcome, so messages built from it are safe to return.
+type Decision struct {
+	Allowed bool
+	// MaxLifetime caps the lifetime of a token the caller may create; 0
+	// means no rule limit (TOKEN_MAX_LIFETIME still applies).
+	MaxLifetime time.Duration
+	// Rule is the index of the deciding rule (for audit logs), -1 when no
+	// rule decided (denied, or no policy configured).
+	Rule int
+}
+
+// Decide tells whether pr may perform action (ActionCreate, ActionRevoke or
+// ActionList) on workspace. Rules are matched on action, principal and
+// workspace; when several allow, the most generous maxLifetime wins (a
+// matching rule without maxLifetime means no rule limit). Nothing matching
+// means denied, as do a nil principal and an unknown action.
+//
+// A nil policy means no policy is configured: everything is allowed
+// (Allowed true, Rule -1), as before authorization existed.
+func (p *Policy) Decide(pr *Principal, action string, workspace tokens.WorkspaceID) Decision {
+	if p == nil {
+		return Decision{Allowed: true, Rule: -1}
+	}
+	denied := Decision{Rule: -1}
+	if pr == nil || !slices.Contains(Actions, action) {
+		return denied
+	}
+	sub, group, name := strings.ToLower(workspace.Subscription), strings.ToLower(workspace.ResourceGroup), strings.ToLower(workspace.Name)
+	d := denied
+	for i, r := range p.rules {
+		if !slices.Contains(r.actions, action) ||
+			!slices.ContainsFunc(r.principals, func(s principalSpec) bool { return s.matches(pr) }) ||
+			!slices.ContainsFunc(r.workspaces, func(w scopePattern) bool { return w.matches(sub, group, name) }) {
+			continue
+		}
+		switch {
+		case !d.Allowed:
+			d = Decision{Allowed: true, MaxLifetime: r.maxLifetime, Rule: i}
+		case r.maxLifetime == 0 || r.maxLifetime > d.MaxLifetime:
+			d = Decision{Allowed: true, MaxLifetime: r.maxLifetime, Rule: i}
+		}
+		if action != ActionCreate {
+			d.MaxLifetime = 0
+		}
+		if d.MaxLifetime == 0 {
+			break
+		}
+	}
+	return d
+}
+
+// Rules returns the number of rules.
+func (p *Policy) Rules() int {
+	if p == nil {
+		return 0
+	}
+	return len(p.rules)
+}
+
+// CheckMaxLifetime reports, one error per rule, rules whose maxLifetime is
+// above the service's TOKEN_MAX_LIFETIME (such a limit could never apply).
+func (p *Policy) CheckMaxLifetime(serviceMax time.Duration) error {
+	if p == nil {
+		return nil
+	}
+	var errs []error
+	for i, r := range p.rules {
+		if r.maxLifetime > serviceMax {
+			errs = append(errs, fmt.Errorf("rules[%d].maxLifetime: %s is above TOKEN_MAX_LIFETIME %s", i, r.maxLifetime, serviceMax))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// DeniedMessage is the caller-facing message for a denied action: it names
+// the action and the workspace and nothing of the policy.
+func DeniedMessage(action string, workspace tokens.WorkspaceID) string {
+	return fmt.Sprintf("the caller is not authorized to %s tokens in workspace %s", action, workspace)
+}
+
+// LifetimeDeniedMessage is the caller-facing message for a create whose
+// lifetime is above the caller's Decision.MaxLifetime: it tells the caller
+// its own limit and nothing else of the policy.
+func LifetimeDeniedMessage(max time.Duration, workspace tokens.WorkspaceID) string {
+	return fmt.Sprintf("lifetimeSeconds may be at most %d for this caller in workspace %s", int64(max/time.Second), workspace)
+}
+
+func (s principalSpec) matches(pr *Principal) bool {
+	if s.kind == byQueue || pr.IsQueue() {
+		return s.kind == byQueue && pr.IsQueue()
+	}
+	switch s.kind {
+	case byObjectID:
+		return strings.EqualFold(pr.ObjectID, s.value)
+	case byAppID:
+		return pr.AppID != "" && strings.EqualFold(pr.AppID, s.value)
+	case byAppRole:
+		return pr.HasRole(s.value)
+	}
+	return false
+}
+
+func (w scopePattern) matches(sub, group, name string) bool {
+	if !glob(w.sub, sub) {
+		return false
+	}
+	if w.depth >= 2 && !glob(w.group, group) {
+		return false
+	}
+	return w.depth < 3 || glob(w.name, name)
+}
+
+// glob matches s against pattern, where '*' matches any run of characters
+// (also empty) and everything else itself. Both are lower case already.
+func glob(pattern, s string) bool {
+	// Iterative matcher with single-star backtracking: O(len(pattern)*len(s)).
+	p, i := 0, 0
+	star, mark := -1, 0
+	for i < len(s) {
+		switch {
+		case p < len(pattern) && pattern[p] == '*':
+			star, mark = p, i
+			p++
+		case p < len(pattern) && pattern[p] == s[i]:
+			p++
+			i++
+		case star >= 0:
+			p = star + 1
+			mark++
+			i = mark
+		default:
+			return false
+		}
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
+}
+
+// LoadPolicy reads the AUTHZ_POLICY setting: empty means no policy (nil,
+// nil); "@path" reads the policy from a file with readFile (os.ReadFile when
+// nil; a relative path is relative to the working directory, the app root);
+// anything else is the policy's JSON. Errors are one per problem, joined.
+func LoadPolicy(setting string, readFile func(string) ([]byte, error)) (*Policy, error) {
+	setting = strings.TrimSpace(setting)
+	if setting == "" {
+		return nil, nil
+	}
+	path, isFile := strings.CutPrefix(setting, "@")
+	if !isFile {
+		return ParsePolicy([]byte(setting))
+	}
+	path = strings.TrimSpace(path)
+	if path == "" {
+		return nil, errors.New(`"@" must be followed by the path of the policy file`)
+	}
+	if readFile == nil {
+		readFile = os.ReadFile
+	}
+	data, err := readFile(path)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("reading policy file %s: %v", path, err)
+	}
+	p, err := ParsePolicy(data)
+	if err != nil {
+		return nil, prefixErrors(path, err)
+	}
+	return p, nil
+}
+
+func prefixErrors(prefix string, err error) error {
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	out := make([]error, len(errs))
+	for i, e := range errs {
+		out[i] = fmt.Errorf("%s: %w", prefix, e)
+	}
+	return errors.Join(out...)
+}
+
+// problems collects one error per problem, each naming its place.
+type problems []error
+
+func (ps *problems) add(path, format string, args ...any) {
+	*ps = append(*ps, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+}
+
+// member is one member of a JSON object, in document order.
+type member struct {
+	key string
+	val json.RawMessage
+}
+
+// members splits a JSON object into its members. ok is false when raw is
+// not an object. raw must be valid JSON.
+func members(raw json.RawMessage) (ms []member, ok bool) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, false
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, false
+		}
+		key, _ := t.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, false
+		}
+		ms = append(ms, member{key, v})
+	}
+	return ms, true
+}
+
+// fields checks an object's keys against the known ones (reporting unknown
+// and repeated keys) and returns the known members by key.
+func fields(ps *problems, path string, raw json.RawMessage, known ...string) (map[string]json.RawMessage, bool) {
+	ms, ok := members(raw)
+	if !ok {
+		if path == "" {
+			path = "policy"
+		}
+		ps.add(path, "must be a JSON object")
+		return nil, false
+	}
+	out := make(map[string]json.RawMessage, len(ms))
+	for _, m := range ms {
+		at := join(path, m.key)
+		switch {
+		case !slices.Contains(known, m.key):
+			if i := slices.IndexFunc(known, func(k string) bool { return strings.EqualFold(k, m.key) }); i >= 0 {
+				ps.add(at, "unknown field %q (field names are case-sensitive: did you mean %q?)", m.key, known[i])
+			} else {
+				ps.add(at, "unknown field %q; want one of %s", m.key, strings.Join(known, ", "))
+			}
+		case out[m.key] != nil:
+			ps.add(at, "appears more than once")
+		default:
+			out[m.key] = m.val
+		}
+	}
+	return out, true
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
+
+// array decodes a required, non-empty JSON array.
+func array(ps *problems, path string, raw json.RawMessage, what string) []json.RawMessage {
+	if raw == nil {
+		ps.add(path, "is required (%s)", what)
+		return nil
+	}
+	var items []json.RawMessage
+	if isNull(raw) || json.Unmarshal(raw, &items) != nil {
+		ps.add(path, "must be an array (%s)", what)
+		return nil
+	}
+	if len(items) == 0 {
+		ps.add(path, "must not be empty (%s)", what)
+	}
+	return items
+}
+
+func str(raw json.RawMessage) (string, bool) {
+	var s string
+	if isNull(raw) || json.Unmarshal(raw, &s) != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// ParsePolicy parses and validates a policy (see the package comment for
+// the format). Every problem is reported, one error each, joined with
+// errors.Join; each names its place (rules[1].workspaces[0]: …) and none
+// holds more of the input than the offending field's own value.
+func ParsePolicy(data []byte) (*Policy, error) {
+	data = bytes.TrimSpace(data)
+	switch {
+	case len(data) == 0:
+		return nil, errors.New("the policy is empty")
+	case len(data) > maxPolicySize:
+		return nil, fmt.Errorf("the policy is larger than %d bytes", maxPolicySize)
+	case !utf8.Valid(data):
+		return nil, errors.New("the policy is not UTF-8 text")
+	case !json.Valid(data):
+		var v any
+		err := json.Unmarshal(data, &v)
+		return nil, fmt.Errorf("the policy is not valid JSON: %s", jsonProblem(err))
+	}
+	var ps problems
+	top, ok := fields(&ps, "", data, "version", "description", "rules")
+	if !ok {
+		return nil, errors.Join(ps...)
+	}
+	switch raw := top["version"]; {
+	case raw == nil:
+		ps.add("version", "is required (%d)", PolicyVersion)
+	default:
+		var v int
+		if err := json.Unmarshal(raw, &v); err != nil || v != PolicyVersion {
+			ps.add("version", "must be %d; got %s", PolicyVersion, clip(string(raw)))
+		}
+	}
+	if raw := top["description"]; raw != nil {
+		checkDescription(&ps, "description", raw)
+	}
+	p := &Policy{}
+	for i, raw := range array(&ps, "rules", top["rules"], "the rules that grant access") {
+		if r, ok := parseRule(&ps, fmt.Sprintf("rules[%d]", i), raw); ok {
+			p.rules = append(p.rules, r)
+		}
+	}
+	if len(ps) > 0 {
+		return nil, errors.Join(ps...)
+	}
+	return p, nil
+}
+
+func checkDescription(ps *problems, path string, raw json.RawMessage) {
+	s, ok := str(raw)
+	switch {
+	case !ok:
+		ps.add(path, "must be a string")
+	case utf8.RuneCountInString(s) > 500:
+		ps.add(path, "must be at most 500 characters")
+	}
+}
+
+func parseRule(ps *problems, path string, raw json.RawMessage) (rule, bool) {
+	before := len(*ps)
+	f, ok := fields(ps, path, raw, "description", "principals", "actions", "workspaces", "maxLifetime")
+	if !ok {
+		return rule{}, false
+	}
+	var r rule
+	if raw := f["description"]; raw != nil {
+		checkDescription(ps, path+".description", raw)
+	}
+	for j, item := range array(ps, path+".principals", f["principals"], `objects {"objectId"|"appId"|"appRole": …} or "queue"`) {
+		at := fmt.Sprintf("%s.principals[%d]", path, j)
+		spec, ok := parsePrincipal(ps, at, item)
+		if !ok {
+			continue
+		}
+		if slices.Contains(r.principals, spec) {
+			ps.add(at, "repeats an earlier principal of this rule")
+			continue
+		}
+		r.principals = append(r.principals, spec)
+	}
+	for j, item := range array(ps, path+".actions", f["actions"], strings.Join(Actions, ", ")) {
+		at := fmt.Sprintf("%s.actions[%d]", path, j)
+		a, ok := str(item)
+		switch {
+		case !ok:
+			ps.add(at, "must be a string: %s", strings.Join(Actions, ", "))
+		case !slices.Contains(Actions, a):
+			ps.add(at, "unknown action %q; want %s", clip(a), strings.Join(Actions, ", "))
+		case slices.Contains(r.actions, a):
+			ps.add(at, "repeats action %q", a)
+		default:
+			r.actions = append(r.actions, a)
+		}
+	}
+	for j, item := range array(ps, path+".workspaces", f["workspaces"], "workspace resource id patterns") {
+		at := fmt.Sprintf("%s.workspaces[%d]", path, j)
+		s, ok := str(item)
+		if !ok {
+			ps.add(at, "must be a string")
+			continue
+		}
+		w, err := parseScope(s)
+		if err != nil {
+			ps.add(at, "%v", err)
+			continue
+		}
+		if slices.Contains(r.workspaces, w) {
+			ps.add(at, "repeats an earlier workspace pattern of this rule")
+			continue
+		}
+		r.workspaces = append(r.workspaces, w)
+	}
+	if raw := f["maxLifetime"]; raw != nil {
+		at := path + ".maxLifetime"
+		d, err := parseLifetime(raw)
+		switch {
+		case err != nil:
+			ps.add(at, "%v", err)
+		case !slices.Contains(r.actions, ActionCreate) && len(r.actions) > 0:
+			ps.add(at, "applies only to rules that grant %q", ActionCreate)
+		default:
+			r.maxLifetime = d
+		}
+	}
+	return r, len(*ps) == before
+}
+
+func parsePrincipal(ps *problems, path string, raw json.RawMessage) (principalSpec, bool) {
+	if s, ok := str(raw); ok {
+		if s == PrincipalQueue {
+			return principalSpec{kind: byQueue}, true
+		}
+		ps.add(path, `unknown principal %q; want "queue" or an object {"objectId"|"appId"|"appRole": …}`, clip(s))
+		return principalSpec{}, false
+	}
+	before := len(*ps)
+	f, ok := fields(ps, path, raw, "objectId", "appId", "appRole")
+	if !ok {
+		return principalSpec{}, false
+	}
+	if len(f) != 1 {
+		if len(*ps) == before {
+			ps.add(path, `must have exactly one of "objectId", "appId", "appRole"; has %d`, len(f))
+		}
+		return principalSpec{}, false
+	}
+	if len(*ps) != before {
+		return principalSpec{}, false
+	}
+	for key, v := range f {
+		at := path + "." + key
+		s, ok := str(v)
+		if !ok {
+			ps.add(at, "must be a string")
+			return principalSpec{}, false
+		}
+		switch key {
+		case "objectId", "appId":
+			if !guidRE.MatchString(s) {
+				ps.add(at, "%q is not a GUID", clip(s))
+				return principalSpec{}, false
+			}
+			kind := byObjectID
+			if key == "appId" {
+				kind = byAppID
+			}
+			return principalSpec{kind: kind, value: strings.ToLower(s)}, true
+		case "appRole":
+			if err := validAppRole(s); err != nil {
+				ps.add(at, "%v", err)
+				return principalSpec{}, false
+			}
+			return principalSpec{kind: byAppRole, value: s}, true
+		}
+	}
+	return principalSpec{}, false
+}
+
+// validAppRole checks an app role value as Entra allows it: 1-249
+// printable ASCII characters, no spaces, not starting with a dot.
+func validAppRole(s string) error {
+	if s == "" || len(s) > 249 {
+		return fmt.Errorf("app role must be 1-249 characters")
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return fmt.Errorf("app role %q may hold only printable ASCII characters without spaces", clip(s))
+		}
+	}
+	if s[0] == '.' {
+		return fmt.Errorf("app role %q must not start with '.'", clip(s))
+	}
+	return nil
+}
+
+// parseLifetime reads maxLifetime: a Go duration string or a number of
+// seconds, positive, whole seconds, at most MaxRuleLifetime.
+func parseLifetime(raw json.RawMessage) (time.Duration, error) {
+	var d time.Duration
+	if s, ok := str(raw); ok {
+		v, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a Go duration (e.g. \"24h\", \"90m\") or a number of seconds", clip(s))
+		}
+		d = v
+	} else {
+		lit := strings.TrimSpace(string(raw))
+		n, err := strconv.ParseInt(lit, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s is not a Go duration string or a whole number of seconds", clip(lit))
+		}
+		if n <= 0 || n > int64(MaxRuleLifetime/time.Second) {
+			return 0, fmt.Errorf("%d seconds is out of range: must be 1 to %d", n, int64(MaxRuleLifetime/time.Second))
+		}
+		d = time.Duration(n) * time.Second
+	}
+	switch {
+	case d <= 0:
+		return 0, fmt.Errorf("%s must be positive", d)
+	case d%time.Second != 0:
+		return 0, fmt.Errorf("%s is not a whole number of seconds", d)
+	case d > MaxRuleLifetime:
+		return 0, fmt.Errorf("%s is above Databricks' limit of %s (730 days)", d, MaxRuleLifetime)
+	}
+	return d, nil
+}
+
+// parseScope parses a workspace pattern (see the package comment).
+func parseScope(s string) (scopePattern, error) {
+	const shape = "must be /subscriptions/<id|*>[/resourceGroups/<name>[/providers/Microsoft.Databricks/workspaces/<name>]], '*' allowed in names"
+	if len(s) > 512 {
+		return scopePattern{}, errors.New("is longer than 512 characters")
+	}
+	parts := strings.Split(s, "/")
+	var w scopePattern
+	switch len(parts) {
+	case 3:
+		w.depth = 1
+	case 5:
+		w.depth = 2
+	case 9:
+		w.depth = 3
+	default:
+		return scopePattern{}, fmt.Errorf("%q %s", s, shape)
+	}
+	if parts[0] != "" || !strings.EqualFold(parts[1], "subscriptions") ||
+		(w.depth >= 2 && !strings.EqualFold(parts[3], "resourceGroups")) ||
+		(w.depth == 3 && (!strings.EqualFold(parts[5], "providers") || !strings.EqualFold(parts[6], "Microsoft.Databricks") || !strings.EqualFold(parts[7], "workspaces"))) {
+		return scopePattern{}, fmt.Errorf("%q %s", s, shape)
+	}
+	w.sub = strings.ToLower(parts[2])
+	if w.sub != "*" && !guidRE.MatchString(w.sub) {
+		return scopePattern{}, fmt.Errorf("%q: the subscription must be a GUID or *", s)
+	}
+	if w.depth >= 2 {
+		w.group = strings.ToLower(parts[4])
+		if !validSegment(w.group, 90, func(r byte) bool { return isAlnum(r) || strings.IndexByte("-_.()", r) >= 0 }) {
+			return scopePattern{}, fmt.Errorf("%q: the resource group must be 1-90 letters, digits, '-', '_', '.', '(', ')' or '*'", s)
+		}
+	}
+	if w.depth == 3 {
+		w.name = strings.ToLower(parts[8])
+		if !validSegment(w.name, 64, func(r byte) bool { return isAlnum(r) || r == '-' || r == '_' }) {
+			return scopePattern{}, fmt.Errorf("%q: the workspace name must be 1-64 letters, digits, '-', '_' or '*'", s)
+		}
+	}
+	return w, nil
+}
+
+func isAlnum(r byte) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+}
+
+// validSegment checks a name segment: 1-max characters, each '*' or one
+// ok accepts. (Non-ASCII letters, which ARM allows in resource group
+// names, are not accepted here; use '*' for them.)
+func validSegment(s string, max int, ok func(byte) bool) bool {
+	if s == "" || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] != '*' && !ok(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// clip shortens a value quoted in an error message.
+func clip(s string) string {
+	const max = 80
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// HasQueueRules reports whether any rule names the queue principal. Queue
+// commands carry no caller identity: who may send to the queue (its RBAC)
+// is the control there, and the policy restricts them only when it says
+// something about them.
+func (p *Policy) HasQueueRules() bool {
+	if p == nil {
+		return false
+	}
+	for _, r := range p.rules {
+		if slices.ContainsFunc(r.principals, func(s principalSpec) bool { return s.kind == byQueue }) {
+			return true
+		}
+	}
+	return false
+}
