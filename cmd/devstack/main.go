@@ -28,6 +28,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
 
+	"github.com/contoso/databricks-token-broker/internal/devstack/easyauth"
 	"github.com/contoso/databricks-token-broker/internal/devstack/hostsim"
 	"github.com/contoso/databricks-token-broker/internal/devstack/stack"
 )
@@ -53,6 +54,7 @@ func main() {
 
 type demo struct {
 	shownFull bool
+	caller    []string // header name and value presented as the caller
 	st        *stack.Stack
 	host      *hostsim.Host
 	step      int
@@ -78,7 +80,7 @@ func run(ctx context.Context, mode, handler, appRoot, logPath string) error {
 	}
 	defer logFile.Close()
 
-	st, err := stack.Start(ctx, stack.Options{Dir: dir, Workspaces: 3, ServiceBus: true, BrokerLog: io.Discard})
+	st, err := stack.Start(ctx, stack.Options{Dir: dir, Workspaces: 3, ServiceBus: true, KeyVault: true, BrokerLog: io.Discard})
 	if err != nil {
 		return err
 	}
@@ -87,8 +89,14 @@ func run(ctx context.Context, mode, handler, appRoot, logPath string) error {
 	if err := st.ARM.SetProvisioningState(stack.WorkspaceResourceID(2), "Accepted"); err != nil {
 		return err
 	}
-	settings := append(st.Env(), "RESULTS_INCLUDE_TOKEN_VALUE=true", "ROTATE_SCHEDULE=0 0 */6 * * *", "WORKSPACE_NOT_READY_BACKOFF=2s")
-	host, err := hostsim.Start(ctx, hostsim.Options{AppRoot: appRoot, Executable: handler, Env: settings,
+	settings := append(st.Env(), "ROTATE_SCHEDULE=0 0 */6 * * *", "WORKSPACE_NOT_READY_BACKOFF=2s", "AUTHZ_POLICY="+demoPolicy())
+	var authenticate func(*http.Request) (http.Header, int)
+	if mode == "demo" {
+		authenticate = easyauth.Authenticate(easyauth.Validator())
+	} else {
+		settings = append(settings[:len(settings)-1], "RESULTS_INCLUDE_TOKEN_VALUE=true") // `up`: plain curl, no policy
+	}
+	host, err := hostsim.Start(ctx, hostsim.Options{AppRoot: appRoot, Executable: handler, Env: settings, Authenticate: authenticate,
 		ServiceBusConnectionString: st.Broker.ConnectionString(), Stdout: logFile, Stderr: logFile})
 	if err != nil {
 		return err
@@ -124,41 +132,61 @@ func (d *demo) say(format string, args ...any) {
 	fmt.Printf("\n== %d. %s\n", d.step, fmt.Sprintf(format, args...))
 }
 
+// demoPolicy lets the demo's Logic App (app role Tokens.Create) create,
+// revoke and list anywhere in the stand-in subscription, for at most 90
+// days, and lets queue messages touch the same workspaces.
+func demoPolicy() string {
+	return `{"version":1,"rules":[
+	 {"principals":[{"appRole":"Tokens.Create"}],"actions":["create","revoke","list"],"workspaces":["/subscriptions/` + stack.Subscription + `"],"maxLifetime":"2160h"},
+	 {"principals":["queue"],"actions":["create","revoke"],"workspaces":["/subscriptions/` + stack.Subscription + `"]}]}`
+}
+
 func (d *demo) run(ctx context.Context) error {
 	ws := stack.WorkspaceResourceID(0)
-	fmt.Printf("Stand-ins on loopback: Entra managed identity %s, ARM %s, %d Databricks workspaces, Service Bus broker.\n",
-		d.st.MSI.Endpoint(), d.st.ARM.Endpoint(), len(d.st.Workspaces))
-	fmt.Printf("Functions host simulator at %s runs the real handler binary.\n", d.host.URL())
+	fmt.Printf("Stand-ins on loopback: Entra managed identity %s, ARM %s, %d Databricks workspaces, Key Vault %s, Service Bus broker.\n",
+		d.st.MSI.Endpoint(), d.st.ARM.Endpoint(), len(d.st.Workspaces), d.st.Vault.URL())
+	fmt.Printf("Functions host simulator at %s runs the real handler binary, with App Service Authentication in front\n", d.host.URL())
+	fmt.Println("and AUTHZ_POLICY granting the app role Tokens.Create; token values are delivered to Key Vault.")
+	d.caller = []string{"Authorization", "Bearer " + easyauth.NewCallerToken(easyauth.Caller{AppID: "aaaaaaaa-1111-4111-8111-aaaaaaaaaaaa", Roles: []string{"Tokens.Create"}})}
 
-	d.say("Issue a token over HTTP (POST /api/create-token)")
-	rec, err := d.call(ctx, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": ws, "comment": "demo: nightly ETL", "lifetimeSeconds": 3600, "requestId": "demo-1"}, 201)
+	d.say("A Logic App (managed identity with the Tokens.Create role) issues a token: POST /api/create-token")
+	rec, err := d.call(ctx, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": ws, "comment": "demo: nightly ETL", "lifetimeSeconds": 86400, "requestId": "demo-1"}, 201)
 	if err != nil {
 		return err
 	}
-	tokenID, _ := rec["tokenId"].(string)
+	uri, _ := rec["secretUri"].(string)
+	d.showVault("databricks-dbw-01")
 
-	d.say("Retry the same call (same requestId): same token, 200, no second token")
-	if _, err := d.call(ctx, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": ws, "comment": "demo: nightly ETL", "lifetimeSeconds": 3600, "requestId": "demo-1"}, 200); err != nil {
+	d.say("It retries the same call (same requestId): the same token and secret, 200, no second token")
+	if _, err := d.call(ctx, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": ws, "comment": "demo: nightly ETL", "lifetimeSeconds": 86400, "requestId": "demo-1"}, 200); err != nil {
 		return err
 	}
 
-	d.say("List this identity's tokens (GET /api/list-tokens)")
+	d.say("It lists the identity's tokens (GET /api/list-tokens)")
 	if _, err := d.call(ctx, http.MethodGet, "/api/list-tokens?workspaceResourceId="+ws, nil, 200); err != nil {
 		return err
 	}
 
-	d.say("A bad request gets the contract's error, before any upstream call")
+	d.say("Refusals, each before any upstream call: a bad request, a caller the policy does not know, no token at all")
 	if _, err := d.call(ctx, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": "/subscriptions/x", "lifetimeSeconds": 0}, 400); err != nil {
 		return err
 	}
+	caller := d.caller
+	d.caller = []string{"Authorization", "Bearer " + easyauth.NewCallerToken(easyauth.Caller{AppID: "bbbbbbbb-2222-4222-8222-bbbbbbbbbbbb"})}
+	if _, err := d.call(ctx, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": ws}, 403); err != nil {
+		return err
+	}
+	d.caller = nil
+	if _, err := d.call(ctx, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": ws}, 401); err != nil {
+		return err
+	}
+	d.caller = caller
 
-	d.say("Revoke it (POST /api/revoke-token), then again: revoking is idempotent")
-	if _, err := d.call(ctx, http.MethodPost, "/api/revoke-token", map[string]any{"workspaceResourceId": ws, "tokenId": tokenID}, 200); err != nil {
+	d.say("It revokes the token by its secret (POST /api/revoke-token with secretUri): the version is disabled")
+	if _, err := d.call(ctx, http.MethodPost, "/api/revoke-token", map[string]any{"secretUri": uri}, 200); err != nil {
 		return err
 	}
-	if _, err := d.call(ctx, http.MethodPost, "/api/revoke-token", map[string]any{"workspaceResourceId": ws, "tokenId": tokenID}, 200); err != nil {
-		return err
-	}
+	d.showVault("databricks-dbw-01")
 
 	sb, err := azservicebus.NewClientFromConnectionString(d.st.Broker.ConnectionString(), nil)
 	if err != nil {
@@ -170,7 +198,7 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	defer rcv.Close(context.Background())
-	d.say("The HTTP calls published their outcomes to token-results (the replay's copy has the same id: duplicate detection drops it)")
+	d.say("Every outcome went to token-results as a CloudEvent (the retry's copy has the same id: duplicate detection drops it)")
 	if err := d.drainResults(ctx, rcv, 4, 10*time.Second); err != nil {
 		return err
 	}
@@ -193,12 +221,14 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	fmt.Println("   The workspace is still provisioning: the event is rescheduled with backoff instead of burning deliveries…")
 	time.Sleep(1500 * time.Millisecond)
-	d.st.ARM.SetProvisioningState(fresh, "Succeeded")
+	if err := d.st.ARM.SetProvisioningState(fresh, "Succeeded"); err != nil {
+		return err
+	}
 	fmt.Println("   …ARM now reports it Succeeded.")
 	if err := d.drainResults(ctx, rcv, 1, 30*time.Second); err != nil {
 		return err
 	}
-	d.say("A second event for the same workspace finds the live token: nothing is issued")
+	d.say("A second event for the same workspace finds the live, delivered token: nothing is issued")
 	if err := d.send(ctx, sb, "workspace-events", strings.Replace(event, "demo-event-1", "demo-event-2", 1), "demo-event-msg-2"); err != nil {
 		return err
 	}
@@ -209,12 +239,45 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 
+	d.say("Rotation: 2-hour tokens are inside TOKEN_ROTATE_BEFORE (168h), so the timer renews them; the old ones keep working until they expire")
+	if _, err := d.call(ctx, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": ws, "comment": "demo: short-lived", "lifetimeSeconds": 7200, "secretName": "demo-short"}, 201); err != nil {
+		return err
+	}
+	if err := d.drainResults(ctx, rcv, 1, 10*time.Second); err != nil {
+		return err
+	}
+	fmt.Println("   → timer rotate-tokens")
+	if _, err := d.host.InvokeTimer(ctx, "rotate-tokens", false); err != nil {
+		return err
+	}
+	// Two secrets are inside the window: demo-short and the queued 2-hour token.
+	if err := d.drainResults(ctx, rcv, 2, 20*time.Second); err != nil {
+		return err
+	}
+	d.showVault("demo-short")
+
 	calls := 0
 	for _, n := range d.st.MSI.Calls() {
 		calls += n
 	}
-	fmt.Printf("\nUpstream calls: Entra %d, ARM %d, Databricks %d.\n", calls, len(d.st.ARM.Requests()), d.databricksCalls())
+	kv := 0
+	for _, n := range d.st.Vault.Calls() {
+		kv += n
+	}
+	fmt.Printf("\nUpstream calls: Entra %d, ARM %d, Databricks %d, Key Vault %d.\n", calls, len(d.st.ARM.Requests()), d.databricksCalls(), kv)
 	return nil
+}
+
+// showVault prints a secret's versions as a consumer with read access
+// would see them (values masked).
+func (d *demo) showVault(name string) {
+	for _, s := range d.st.Vault.Secrets() {
+		if s.Name != name {
+			continue
+		}
+		fmt.Printf("   Key Vault %s/%s: enabled=%v exp=%s tokenId=%.12s… value=%s\n", s.Name, s.Version[:8], s.Enabled,
+			s.Expires.UTC().Format(time.RFC3339), s.Tags["tokenId"], mask([]byte(s.Value)))
+	}
 }
 
 func (d *demo) databricksCalls() int {
@@ -239,6 +302,9 @@ func (d *demo) call(ctx context.Context, method, path string, body any, want int
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if len(d.caller) == 2 {
+		req.Header.Set(d.caller[0], d.caller[1])
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, err

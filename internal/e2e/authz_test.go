@@ -172,12 +172,25 @@ func TestStartRefusedForBadPolicy(t *testing.T) {
 		{"policy without Easy Auth in Azure", []string{"AUTHZ_POLICY=" + testPolicy(), "WEBSITE_SITE_NAME=app", "WEBSITE_AUTH_ENABLED=False"}, "App Service Authentication is off"},
 	}
 	for _, tt := range tests {
-		cmd := exec.Command(handlerBinary)
-		cmd.Env = append([]string{"PATH=/usr/bin:/bin", "FUNCTIONS_CUSTOMHANDLER_PORT=0"}, tt.env...)
-		out, err := cmd.CombinedOutput()
-		ee, ok := err.(*exec.ExitError)
-		if !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), tt.wants) {
-			t.Errorf("%s: err %v, output:\n%s", tt.name, err, out)
+		out, code := runHandler(t, tt.env...)
+		if code != 2 || !strings.Contains(out, tt.wants) {
+			t.Errorf("%s: exit %d, output:\n%s", tt.name, code, out)
 		}
 	}
+}
+
+// runHandler runs the binary with only env set and returns its output and
+// exit code; for settings that must stop it at start.
+func runHandler(t *testing.T, env ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(handlerBinary)
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "FUNCTIONS_CUSTOMHANDLER_PORT=0"}, env...)
+	// A binary that does not stop is a failure too: it would be serving.
+	timer := time.AfterFunc(10*time.Second, func() { _ = cmd.Process.Kill() })
+	defer timer.Stop()
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return string(out), ee.ExitCode()
+	}
+	return string(out), 0
 }

@@ -1,0 +1,46 @@
+package e2e
+
+import (
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A client that sends its headers slowly (or never finishes them) cannot
+// hold a connection: the server's read-header timeout closes it.
+func TestSlowClientIsCutOff(t *testing.T) {
+	t.Parallel()
+	e := start(t, envOptions{})
+	addr := strings.TrimPrefix(handlerURL(t, e), "http://")
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "POST /api/create-token HTTP/1.1\r\nHost: x\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	start := time.Now()
+	_, err = io.ReadAll(conn) // returns when the server closes the connection
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("the server held a half-sent request open for %s", time.Since(start).Round(time.Second))
+	}
+}
+
+// The binary binds loopback unless told otherwise, and plain http to a
+// non-loopback endpoint is a bad setting (see the config tests for every
+// combination); here, through the real binary.
+func TestInsecureEndpointsRefusedAtStart(t *testing.T) {
+	t.Parallel()
+	out, code := runHandler(t, "AZURE_RESOURCE_MANAGER_ENDPOINT=http://management.example.com")
+	if code != 2 || !strings.Contains(out, "AZURE_RESOURCE_MANAGER_ENDPOINT") {
+		t.Errorf("http ARM endpoint: exit %d, output %s", code, out)
+	}
+	out, code = runHandler(t, "KEY_VAULT_URI=http://127.0.0.1:8443")
+	if code != 2 || !strings.Contains(out, "ALLOW_INSECURE_LOOPBACK") {
+		t.Errorf("http loopback vault without ALLOW_INSECURE_LOOPBACK: exit %d, output %s", code, out)
+	}
+}
