@@ -52,12 +52,12 @@ soak: deps
 ## fuzz: each fuzz target for FUZZTIME (default 2m)
 FUZZTIME ?= 2m
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCreate$$' -fuzztime $(FUZZTIME) ./internal/tokens
-	$(GO) test -run '^$$' -fuzz '^FuzzParseWorkspaceID$$' -fuzztime $(FUZZTIME) ./internal/tokens
-	$(GO) test -run '^$$' -fuzz '^FuzzSplitComment$$' -fuzztime $(FUZZTIME) ./internal/tokens
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeServiceBus$$' -fuzztime $(FUZZTIME) ./handler
-	$(GO) test -run '^$$' -fuzz '^FuzzParseErrorBody$$' -fuzztime $(FUZZTIME) ./internal/databricks
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/events
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCreate$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/tokens
+	$(GO) test -run '^$$' -fuzz '^FuzzParseWorkspaceID$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/tokens
+	$(GO) test -run '^$$' -fuzz '^FuzzSplitComment$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/tokens
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeServiceBus$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./handler
+	$(GO) test -run '^$$' -fuzz '^FuzzParseErrorBody$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/databricks
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/events
 
 ## package: dist/app.zip, what a Function App runs (linux/amd64 handler, host.json, function
 ## folders), and dist/app, the same tree unpacked (azd deploys it; `func start` runs in it)

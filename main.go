@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -31,6 +32,12 @@ import (
 )
 
 func main() {
+	// A small, bursty service: trade a little GC CPU for a smaller heap
+	// (peak RSS 36 MB instead of 41 MB at 64 concurrent creates, with no
+	// measurable throughput cost; docs/PERFORMANCE.md). GOGC still wins.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cfg, err := config.Load()
