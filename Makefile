@@ -44,6 +44,7 @@ build:
 ## bench: the performance figures of docs/PERFORMANCE.md
 bench: deps build
 	$(GO) run ./cmd/bench -handler $(HANDLER)
+	$(GO) test -run '^$$' -bench . -benchmem ./handler ./internal/e2e
 
 ## soak: the long redelivery soak of docs/RELIABILITY.md
 soak: deps

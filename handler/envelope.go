@@ -11,9 +11,17 @@ import (
 )
 
 // invocationRequest is the host's envelope: {"Data": {...}, "Metadata": {...}}.
+// Only the metadata the handler reads is decoded (the host sends a dozen
+// more keys, plus every top-level body field): decoding all of it into a
+// map cost most of an envelope's allocations.
 type invocationRequest struct {
 	Data     map[string]json.RawMessage `json:"Data"`
-	Metadata map[string]json.RawMessage `json:"Metadata"`
+	Metadata struct {
+		MessageID             json.RawMessage `json:"MessageId"`
+		CorrelationID         json.RawMessage `json:"CorrelationId"`
+		DeliveryCount         json.RawMessage `json:"DeliveryCount"`
+		ApplicationProperties json.RawMessage `json:"ApplicationProperties"`
+	} `json:"Metadata"`
 }
 
 // queueMessage is a Service Bus message as the handler needs it.
@@ -37,9 +45,7 @@ var errEnvelope = errors.New("malformed invocation envelope")
 // name, so a renamed binding does not break the function.
 func decodeEnvelope(body []byte, binding string) (invocationRequest, json.RawMessage, error) {
 	var inv invocationRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if err := dec.Decode(&inv); err != nil {
+	if err := json.Unmarshal(body, &inv); err != nil {
 		return inv, nil, fmt.Errorf("%w: %v", errEnvelope, err)
 	}
 	raw, ok := inv.Data[binding]
@@ -65,15 +71,15 @@ func decodeServiceBus(body []byte, binding string) (queueMessage, error) {
 	}
 	msg := queueMessage{Body: unwrapBody(raw)}
 	md := inv.Metadata
-	msg.MessageID = metaString(md["MessageId"])
-	msg.CorrelationID = metaString(md["CorrelationId"])
-	if n, err := strconv.Atoi(metaString(md["DeliveryCount"])); err == nil && n > 0 {
+	msg.MessageID = metaString(md.MessageID)
+	msg.CorrelationID = metaString(md.CorrelationID)
+	if n, err := strconv.Atoi(metaString(md.DeliveryCount)); err == nil && n > 0 {
 		msg.DeliveryCount = n
 	} else {
 		msg.DeliveryCount = 1
 	}
-	if props, ok := md["ApplicationProperties"]; ok {
-		_ = json.Unmarshal(props, &msg.Properties) // a non-object just means "none"
+	if len(md.ApplicationProperties) > 0 && md.ApplicationProperties[0] == '{' {
+		_ = json.Unmarshal(md.ApplicationProperties, &msg.Properties)
 	}
 	return msg, nil
 }
