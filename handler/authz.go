@@ -67,8 +67,7 @@ func capLifetime(req *tokens.CreateRequest, d authz.Decision) error {
 		return nil
 	}
 	msg := authz.LifetimeDeniedMessage(d.MaxLifetime, req.Workspace)
-	return &tokens.Error{Code: tokens.CodeNotAuthorized, Target: "lifetimeSeconds", Message: msg,
-		Details: []tokens.Detail{{Code: "InvalidField", Target: "lifetimeSeconds", Message: msg}}}
+	return tokens.FieldError(tokens.CodeNotAuthorized, "lifetimeSeconds", msg)
 }
 
 // auditAttrs are the caller's fields on the one audit line per invocation.

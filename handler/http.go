@@ -41,9 +41,7 @@ func requestID(body string, r *http.Request) (id string, given bool, err error) 
 	}
 	if h := r.Header.Get(headerRequestID); h != "" {
 		if verr := tokens.ValidRequestID(h); verr != nil {
-			return "", false, &tokens.Error{Code: tokens.CodeInvalidRequest, Target: headerRequestID,
-				Message: "the " + headerRequestID + " header " + verr.Error(),
-				Details: []tokens.Detail{{Code: "InvalidField", Target: headerRequestID, Message: headerRequestID + " " + verr.Error()}}}
+			return "", false, tokens.FieldError(tokens.CodeInvalidRequest, headerRequestID, headerRequestID+" "+verr.Error())
 		}
 		return h, true, nil
 	}

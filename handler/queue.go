@@ -37,23 +37,21 @@ func decodeCommand(body []byte, lim tokens.Limits) (queueCommand, error) {
 		Action *string `json:"action"`
 	}
 	if err := json.Unmarshal(body, &head); err != nil {
-		return queueCommand{}, &tokens.Error{Code: tokens.CodeInvalidRequest, Message: "the message body is not a JSON object", Err: err,
-			Details: []tokens.Detail{{Code: "InvalidField", Target: "body", Message: "body is not a JSON object"}}}
+		e := tokens.FieldError(tokens.CodeInvalidRequest, "body", "the message body is not a JSON object")
+		e.Err = err
+		return queueCommand{}, e
 	}
 	var cmd queueCommand
 	var err error
 	switch {
 	case head.Action == nil:
-		err = &tokens.Error{Code: tokens.CodeInvalidRequest, Target: "action", Message: `action is required ("create" or "revoke")`,
-			Details: []tokens.Detail{{Code: "InvalidField", Target: "action", Message: `action is required ("create" or "revoke")`}}}
+		err = tokens.FieldError(tokens.CodeInvalidRequest, "action", `action is required ("create" or "revoke")`)
 	case *head.Action == "create":
 		cmd.create, err = tokens.DecodeCreate(body, lim, "action")
 	case *head.Action == "revoke":
 		cmd.revoke, err = tokens.DecodeRevoke(body, "action")
 	default:
-		msg := fmt.Sprintf("action %q is not one of create, revoke", clip(*head.Action, 40))
-		err = &tokens.Error{Code: tokens.CodeInvalidRequest, Target: "action", Message: msg,
-			Details: []tokens.Detail{{Code: "InvalidField", Target: "action", Message: msg}}}
+		err = tokens.FieldError(tokens.CodeInvalidRequest, "action", fmt.Sprintf("action %q is not one of create, revoke", clip(*head.Action, 40)))
 	}
 	if head.Action != nil {
 		cmd.action = *head.Action

@@ -231,8 +231,7 @@ func (v *Vault) parse(uri string) (name, version string, err error) {
 }
 
 func invalidURI(msg string) *tokens.Error {
-	return &tokens.Error{Code: tokens.CodeInvalidRequest, Target: "secretUri", Message: "secretUri " + msg,
-		Details: []tokens.Detail{{Code: "InvalidField", Target: "secretUri", Message: "secretUri " + msg}}}
+	return tokens.FieldError(tokens.CodeInvalidRequest, "secretUri", "secretUri "+msg)
 }
 
 // stored reads a version's tags; ok is false for versions the service did

@@ -99,3 +99,10 @@ func CodeOf(err error) Code {
 	}
 	return AsError(err).Code
 }
+
+// FieldError is an error about one field of a request: code (usually
+// InvalidRequest) with a single detail naming the field, so a caller's
+// tooling finds the problem the same way as for body validation.
+func FieldError(code Code, target, msg string) *Error {
+	return &Error{Code: code, Target: target, Message: msg, Details: []Detail{{Code: "InvalidField", Target: target, Message: msg}}}
+}

@@ -223,7 +223,7 @@ func (s *Service) checkLifetime(ctx context.Context, ws Workspace, lifetime time
 	if p.MaxLifetime > 0 && lifetime > p.MaxLifetime {
 		days := int(p.MaxLifetime / (24 * time.Hour))
 		msg := fmt.Sprintf("lifetimeSeconds %d is longer than workspace %s allows (maxTokenLifetimeDays %d, %d seconds)", int64(lifetime/time.Second), ws.ID.Name, days, int64(p.MaxLifetime/time.Second))
-		return &Error{Code: CodeInvalidRequest, Target: "lifetimeSeconds", Message: msg, Details: []Detail{{Code: "InvalidField", Target: "lifetimeSeconds", Message: msg}}}
+		return FieldError(CodeInvalidRequest, "lifetimeSeconds", msg)
 	}
 	return nil
 }
@@ -378,8 +378,7 @@ func (s *Service) Revoke(ctx context.Context, req RevokeRequest) (RevokeResult, 
 	var st StoredToken
 	if req.SecretURI != "" {
 		if s.vault == nil {
-			msg := "secretUri requires Key Vault delivery (KEY_VAULT_URI is not set)"
-			return RevokeResult{}, &Error{Code: CodeInvalidRequest, Message: msg, Target: "secretUri", Details: []Detail{{Code: "InvalidField", Target: "secretUri", Message: msg}}}
+			return RevokeResult{}, FieldError(CodeInvalidRequest, "secretUri", "secretUri requires Key Vault delivery (KEY_VAULT_URI is not set)")
 		}
 		var err error
 		if st, err = s.vault.Get(ctx, req.SecretURI); err != nil {
