@@ -1,0 +1,66 @@
+package identity
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+)
+
+type countingCred struct {
+	calls    atomic.Int64
+	lifetime time.Duration
+	now      func() time.Time
+}
+
+func (c *countingCred) GetToken(_ context.Context, o policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	n := c.calls.Add(1)
+	time.Sleep(5 * time.Millisecond) // concurrent callers must wait for this one fetch
+	return azcore.AccessToken{Token: o.Scopes[0] + "-" + string(rune('a'+n)), ExpiresOn: c.now().Add(c.lifetime)}, nil
+}
+
+func TestCacheSharesAndRenewsEarly(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	cred := &countingCred{lifetime: time.Hour, now: clock}
+	c := NewCache(cred, clock)
+	opts := policy.TokenRequestOptions{Scopes: []string{"2ff814a6-3304-4ab8-85cb-cd0e6f879c1d/.default"}}
+
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			if _, err := c.GetToken(context.Background(), opts); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := cred.calls.Load(); n != 1 {
+		t.Fatalf("%d Entra requests for 20 concurrent callers; want 1", n)
+	}
+	// Another scope is another token.
+	if _, err := c.GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{"https://management.core.windows.net//.default"}}); err != nil || cred.calls.Load() != 2 {
+		t.Fatalf("second scope: %v, %d calls", err, cred.calls.Load())
+	}
+	// Ten minutes before expiry the token is still served; five minutes before, it is renewed
+	// (Databricks refuses tokens with 30 s or less to live).
+	mu.Lock()
+	now = now.Add(50 * time.Minute)
+	mu.Unlock()
+	if _, _ = c.GetToken(context.Background(), opts); cred.calls.Load() != 2 {
+		t.Errorf("renewed too early")
+	}
+	mu.Lock()
+	now = now.Add(6 * time.Minute)
+	mu.Unlock()
+	tok, _ := c.GetToken(context.Background(), opts)
+	if cred.calls.Load() != 3 || tok.ExpiresOn.Sub(clock()) < 59*time.Minute {
+		t.Errorf("not renewed with under 5 minutes left (calls %d)", cred.calls.Load())
+	}
+}
