@@ -65,6 +65,7 @@ func run(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 	resolver := workspace.New(cred, workspace.Options{
 		ARMEndpoint: cfg.ARMEndpoint, ManagementAudience: cfg.Cloud.ManagementAudience,
 		Hosts: cfg.AllowedHosts, Subscriptions: cfg.AllowedSubscriptions, ClientOptions: co,
+		AllowInsecureLoopback: cfg.AllowInsecureLoopback,
 	})
 	var vault tokens.Vault // nil: inline delivery
 	if cfg.KeyVaultURI != "" {
@@ -75,7 +76,8 @@ func run(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 		}
 		vault = v
 	}
-	dbx := databricks.New(cred, databricks.Options{DatabricksScope: cfg.Cloud.DatabricksScope(), ManagementScope: cfg.Cloud.ManagementScope(), ClientOptions: co})
+	dbx := databricks.New(cred, databricks.Options{DatabricksScope: cfg.Cloud.DatabricksScope(), ManagementScope: cfg.Cloud.ManagementScope(), ClientOptions: co,
+		AllowInsecureLoopback: cfg.AllowInsecureLoopback})
 	svc := tokens.NewService(tokens.Deps{Resolver: resolver, API: dbx, Vault: vault, Now: time.Now})
 
 	var pub handler.Publisher

@@ -180,3 +180,14 @@ func ParseSubscriptions(list string) (Subscriptions, error) {
 func (s Subscriptions) Allows(id string) bool {
 	return len(s.ids) == 0 || s.ids[strings.ToLower(id)]
 }
+
+// IsLoopback reports whether host (without port) is a loopback address or
+// "localhost": the only hosts plain http may reach, and only with
+// ALLOW_INSECURE_LOOPBACK.
+func IsLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -317,13 +317,7 @@ func endpoint(raw string, allowInsecureLoopback bool) (string, error) {
 }
 
 // IsLoopback reports whether host is a loopback address or "localhost".
-func IsLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
+func IsLoopback(host string) bool { return allowlist.IsLoopback(host) }
 
 func parseServiceBus(p *problems, e env, cl Cloud, allowInsecureLoopback bool) (ns, conn string) {
 	ns, conn = strings.TrimSpace(e.ServiceBusNamespace), strings.TrimSpace(e.ServiceBusConnectionString)

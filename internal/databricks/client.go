@@ -22,6 +22,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 
+	"github.com/contoso/databricks-token-broker/internal/allowlist"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 	"github.com/contoso/databricks-token-broker/internal/upstream"
 )
@@ -39,7 +40,10 @@ type Options struct {
 	// token and of the management header (see config.Cloud).
 	DatabricksScope string
 	ManagementScope string
-	ClientOptions   policy.ClientOptions
+	// AllowInsecureLoopback lets workspaces on loopback addresses be called
+	// over plain http (local stand-ins; ALLOW_INSECURE_LOOPBACK).
+	AllowInsecureLoopback bool
+	ClientOptions         policy.ClientOptions
 }
 
 // Client calls the Token API of any workspace; the workspace is an argument
@@ -57,10 +61,13 @@ func New(cred azcore.TokenCredential, opts Options) *Client {
 	co := opts.ClientOptions
 	co.Retry = upstream.RetryOptions(upstream.Retriable, true)
 	co.Logging.AllowedHeaders = append(co.Logging.AllowedHeaders, "X-Databricks-Org-Id", "X-Request-Id")
+	co.PerCallPolicies = append(co.PerCallPolicies, upstream.PlainHTTPGuard(opts.AllowInsecureLoopback))
 	pl := runtime.NewPipeline(moduleName, moduleVersion, runtime.PipelineOptions{
 		PerRetry: []policy.Policy{
-			runtime.NewBearerTokenPolicy(cred, []string{opts.DatabricksScope}, nil),
-			&managementTokenPolicy{cred: cred, scope: opts.ManagementScope},
+			runtime.NewBearerTokenPolicy(cred, []string{opts.DatabricksScope}, &policy.BearerTokenOptions{
+				InsecureAllowCredentialWithHTTP: opts.AllowInsecureLoopback, // the guard keeps it to loopback
+			}),
+			&managementTokenPolicy{cred: cred, scope: opts.ManagementScope, allowLoopback: opts.AllowInsecureLoopback},
 		},
 	}, &co)
 	return &Client{pl: pl}
@@ -70,12 +77,13 @@ func New(cred azcore.TokenCredential, opts Options) *Client {
 // add a service principal to a workspace on first contact. The credential
 // is the shared identity.Cache, so this costs no extra Entra round trip.
 type managementTokenPolicy struct {
-	cred  azcore.TokenCredential
-	scope string
+	cred          azcore.TokenCredential
+	scope         string
+	allowLoopback bool
 }
 
 func (p *managementTokenPolicy) Do(req *policy.Request) (*http.Response, error) {
-	if req.Raw().URL.Scheme != "https" {
+	if u := req.Raw().URL; u.Scheme != "https" && !(p.allowLoopback && u.Scheme == "http" && allowlist.IsLoopback(u.Hostname())) {
 		return nil, errors.New("databricks: refusing to send a management token over plain http")
 	}
 	tok, err := p.cred.GetToken(req.Raw().Context(), policy.TokenRequestOptions{Scopes: []string{p.scope}})

@@ -85,6 +85,7 @@ type envOptions struct {
 	workspaces int
 	serviceBus bool
 	keyVault   bool
+	plain      bool // stand-ins over plain http on loopback (ALLOW_INSECURE_LOOPBACK)
 	settings   []string // extra app settings, KEY=value
 	queues     []servicebus.QueueConfig
 	easyAuth   bool // App Service Authentication in front, as the platform does
@@ -95,7 +96,7 @@ type envOptions struct {
 func start(t *testing.T, o envOptions) *env {
 	t.Helper()
 	ctx := t.Context()
-	st, err := stack.Start(ctx, stack.Options{Dir: t.TempDir(), Workspaces: o.workspaces, ServiceBus: o.serviceBus, KeyVault: o.keyVault, Queues: o.queues, BrokerLog: io.Discard})
+	st, err := stack.Start(ctx, stack.Options{Dir: t.TempDir(), Workspaces: o.workspaces, ServiceBus: o.serviceBus, KeyVault: o.keyVault, Plain: o.plain, Queues: o.queues, BrokerLog: io.Discard})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,3 +44,26 @@ func TestInsecureEndpointsRefusedAtStart(t *testing.T) {
 		t.Errorf("http loopback vault without ALLOW_INSECURE_LOOPBACK: exit %d, output %s", code, out)
 	}
 }
+
+// With ALLOW_INSECURE_LOOPBACK, stand-ins on loopback may speak plain
+// http: ARM, the workspace (an http:// workspaceUrl) and Key Vault.
+func TestPlainHTTPStandInsOnLoopback(t *testing.T) {
+	t.Parallel()
+	e := start(t, envOptions{plain: true, keyVault: true})
+	if !strings.HasPrefix(e.stack.ARM.Endpoint(), "http://") || !strings.HasPrefix(e.stack.Vault.URL(), "http://") {
+		t.Fatalf("the stand-ins are not plain http: %s %s", e.stack.ARM.Endpoint(), e.stack.Vault.URL())
+	}
+	r := e.create(map[string]any{"workspaceResourceId": ws(0), "lifetimeSeconds": 3600})
+	if r.Status != 201 || !strings.HasPrefix(r.json(t)["secretUri"].(string), e.stack.Vault.URL()) || r.json(t)["workspaceUrl"] != "http://"+e.stack.Workspaces[0].Host() {
+		t.Fatalf("create: %d %s", r.Status, r.Body)
+	}
+	rv := e.do("POST", "/api/revoke-token", map[string]any{"secretUri": r.json(t)["secretUri"]})
+	if rv.Status != 200 || rv.json(t)["status"] != "revoked" {
+		t.Fatalf("revoke: %d %s", rv.Status, rv.Body)
+	}
+	for _, req := range e.stack.Workspaces[0].Requests() {
+		if !req.ManagementTokenPresent {
+			t.Errorf("%s %s went without the management token", req.Method, req.Path)
+		}
+	}
+}

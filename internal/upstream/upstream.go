@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+
+	"github.com/contoso/databricks-token-broker/internal/allowlist"
 )
 
 type budgetKey struct{}
@@ -103,4 +105,22 @@ func RetryAfter(resp *http.Response) time.Duration {
 		}
 	}
 	return 0
+}
+
+// PlainHTTPGuard refuses a request over plain http unless it goes to a
+// loopback address and allowLoopback (ALLOW_INSECURE_LOOPBACK) is set. The
+// SDKs' bearer-token policies refuse http themselves; where we let them
+// allow it (local stand-ins), this keeps that exception to loopback.
+func PlainHTTPGuard(allowLoopback bool) policy.Policy {
+	return guard{allow: allowLoopback}
+}
+
+type guard struct{ allow bool }
+
+func (g guard) Do(req *policy.Request) (*http.Response, error) {
+	u := req.Raw().URL
+	if u.Scheme != "https" && !(g.allow && u.Scheme == "http" && allowlist.IsLoopback(u.Hostname())) {
+		return nil, errors.New("refusing to send credentials over plain http to " + u.Host + " (only loopback addresses with ALLOW_INSECURE_LOOPBACK=true)")
+	}
+	return req.Next()
 }

@@ -43,6 +43,9 @@ type Options struct {
 	// NotReadyRetryAfter is what callers are told to wait for a workspace
 	// that is still being provisioned.
 	NotReadyRetryAfter time.Duration
+	// AllowInsecureLoopback lets ARM and workspaces on loopback addresses
+	// be reached over plain http (local stand-ins; ALLOW_INSECURE_LOOPBACK).
+	AllowInsecureLoopback bool
 	// ClientOptions (transport, logging) for the ARM pipeline.
 	ClientOptions policy.ClientOptions
 	Now           func() time.Time
@@ -90,6 +93,10 @@ func New(cred azcore.TokenCredential, opts Options) *Resolver {
 		},
 	}
 	opts.ClientOptions.Retry = upstream.RetryOptions(upstream.Retriable, true)
+	opts.ClientOptions.PerCallPolicies = append(opts.ClientOptions.PerCallPolicies, upstream.PlainHTTPGuard(opts.AllowInsecureLoopback))
+	// The bearer policy refuses http outright; the guard above keeps the
+	// exception to loopback addresses.
+	opts.ClientOptions.InsecureAllowCredentialWithHTTP = opts.AllowInsecureLoopback
 	return &Resolver{cred: cred, opts: opts, clients: map[string]*armdatabricks.WorkspacesClient{},
 		cache: map[string]cached{}, flights: map[string]*flight{}}
 }
@@ -172,7 +179,7 @@ func (r *Resolver) lookup(ctx context.Context, id tokens.WorkspaceID) (tokens.Wo
 		return tokens.Workspace{}, &tokens.Error{Code: tokens.CodeWorkspaceNotReady, RetryAfter: r.opts.NotReadyRetryAfter,
 			Target: "workspaceResourceId", Message: fmt.Sprintf("workspace %s is not ready yet (provisioning state %s)", id.Name, state)}
 	}
-	host, err := hostOf(*props.WorkspaceURL)
+	scheme, host, err := hostOf(*props.WorkspaceURL, r.opts.AllowInsecureLoopback)
 	if err != nil {
 		return tokens.Workspace{}, &tokens.Error{Code: tokens.CodeUpstreamError, Err: err,
 			Message: fmt.Sprintf("Azure Resource Manager returned an unusable workspaceUrl for %s", id.Name)}
@@ -181,27 +188,36 @@ func (r *Resolver) lookup(ctx context.Context, id tokens.WorkspaceID) (tokens.Wo
 		return tokens.Workspace{}, &tokens.Error{Code: tokens.CodeWorkspaceNotAllowed, Target: "workspaceResourceId",
 			Message: fmt.Sprintf("workspace host %s is not in DATABRICKS_ALLOWED_HOSTS", host)}
 	}
-	return tokens.Workspace{ID: canonical, URL: "https://" + host}, nil
+	return tokens.Workspace{ID: canonical, URL: scheme + "://" + host}, nil
 }
 
-// hostOf reads ARM's workspaceUrl, which has no scheme ("adb-1.2.azuredatabricks.net"),
-// though a scheme is tolerated. Anything but a bare host[:port] is refused.
-func hostOf(workspaceURL string) (string, error) {
-	s := strings.TrimSuffix(workspaceURL, "/")
-	if rest, ok := strings.CutPrefix(strings.ToLower(s), "https://"); ok {
-		s = s[len(s)-len(rest):]
+// hostOf reads ARM's workspaceUrl, which has no scheme
+// ("adb-1.2.azuredatabricks.net"): https. An explicit https:// is
+// tolerated, and http:// only for a loopback stand-in with
+// ALLOW_INSECURE_LOOPBACK. Anything but a bare host[:port] is refused.
+func hostOf(workspaceURL string, allowInsecureLoopback bool) (scheme, hostport string, err error) {
+	s, scheme := strings.TrimSuffix(workspaceURL, "/"), "https"
+	lower := strings.ToLower(s)
+	switch {
+	case strings.HasPrefix(lower, "https://"):
+		s = s[len("https://"):]
+	case strings.HasPrefix(lower, "http://"):
+		s, scheme = s[len("http://"):], "http"
 	}
 	if s == "" || strings.ContainsAny(s, "/?#@ \\") {
-		return "", fmt.Errorf("workspaceUrl %q is not a host name", workspaceURL)
+		return "", "", fmt.Errorf("workspaceUrl %q is not a host name", workspaceURL)
 	}
 	host := s
 	if h, _, err := net.SplitHostPort(s); err == nil {
 		host = h
 	}
 	if host == "" {
-		return "", fmt.Errorf("workspaceUrl %q has no host", workspaceURL)
+		return "", "", fmt.Errorf("workspaceUrl %q has no host", workspaceURL)
 	}
-	return strings.ToLower(s), nil
+	if scheme == "http" && !(allowInsecureLoopback && allowlist.IsLoopback(host)) {
+		return "", "", fmt.Errorf("workspaceUrl %q uses plain http", workspaceURL)
+	}
+	return scheme, strings.ToLower(s), nil
 }
 
 func (r *Resolver) translate(id tokens.WorkspaceID, err error) error {

@@ -49,6 +49,8 @@ func ParseWorkspaceID(id string) (sub, rg, name string, err error) {
 
 // Options configure Start. The zero value is usable.
 type Options struct {
+	// Plain serves plain http instead of TLS (to test ALLOW_INSECURE_LOOPBACK).
+	Plain bool
 	// AuthClock is the clock bearer tokens are checked against. Default time.Now.
 	AuthClock func() time.Time
 	// TenantID, when set, is required as the tid of bearer tokens.
@@ -139,7 +141,11 @@ func Start(c *ca.CA, opts Options) (*Server, error) {
 		denied:     map[string]bool{},
 		calls:      map[string]int{},
 	}
-	srv, err := c.Serve(s, opts.Hosts...)
+	serve := func() (*ca.Server, error) { return c.Serve(s, opts.Hosts...) }
+	if opts.Plain {
+		serve = func() (*ca.Server, error) { return ca.ServePlain(s) }
+	}
+	srv, err := serve()
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +175,9 @@ func (s *Server) PutWorkspace(w Workspace) error {
 	if err != nil {
 		return err
 	}
-	if strings.Contains(w.URL, "://") {
+	// Real ARM returns host[:port] without a scheme; http:// is allowed for
+	// the plain-http (ALLOW_INSECURE_LOOPBACK) tests only.
+	if strings.Contains(w.URL, "://") && !strings.HasPrefix(w.URL, "http://") {
 		return fmt.Errorf("arm: workspace URL %q must be host[:port] without a scheme", w.URL)
 	}
 	if w.ProvisioningState == "" {

@@ -25,6 +25,8 @@ const (
 
 // Options configure StartWorkspace. The zero value is usable.
 type Options struct {
+	// Plain serves plain http instead of TLS (to test ALLOW_INSECURE_LOOPBACK).
+	Plain bool
 	// ResourceID is the workspace's ARM id, compared case-insensitively with
 	// the X-Databricks-Azure-Workspace-Resource-Id header. Default
 	// /subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-devstack/providers/Microsoft.Databricks/workspaces/ws-<workspace id>.
@@ -179,7 +181,11 @@ func StartWorkspace(c *ca.CA, opts Options) (*Workspace, error) {
 	if opts.TokensDisabled {
 		w.SetTokensEnabled(false)
 	}
-	srv, err := c.Serve(w, opts.Hosts...)
+	serve := func() (*ca.Server, error) { return c.Serve(w, opts.Hosts...) }
+	if opts.Plain {
+		serve = func() (*ca.Server, error) { return ca.ServePlain(w) }
+	}
+	srv, err := serve()
 	if err != nil {
 		return nil, err
 	}

@@ -32,6 +32,8 @@ var nameRE = regexp.MustCompile(`^[0-9a-zA-Z-]{1,127}$`)
 
 // Options configure Start. The zero value is usable.
 type Options struct {
+	// Plain serves plain http instead of TLS (to test ALLOW_INSECURE_LOOPBACK).
+	Plain bool
 	// TenantID is named in the challenge (authorization="https://login.microsoftonline.com/<tenant>")
 	// and, when a token carries a tid, required to match it. Default entra.DefaultTenantID.
 	TenantID string
@@ -136,7 +138,11 @@ func Start(c *ca.CA, opts Options) (*Vault, error) {
 		forbidden: map[string]bool{},
 		calls:     map[string]int{},
 	}
-	srv, err := c.Serve(v, opts.Hosts...)
+	serve := func() (*ca.Server, error) { return c.Serve(v, opts.Hosts...) }
+	if opts.Plain {
+		serve = func() (*ca.Server, error) { return ca.ServePlain(v) }
+	}
+	srv, err := serve()
 	if err != nil {
 		return nil, err
 	}

@@ -41,6 +41,9 @@ type Options struct {
 	// MaxLiveTokens overrides the workspaces' 600-token quota (benchmarks
 	// issue thousands).
 	MaxLiveTokens int
+	// Plain serves ARM, the workspaces and Key Vault over plain http on
+	// loopback (what ALLOW_INSECURE_LOOPBACK allows) instead of TLS.
+	Plain bool
 	// KeyVault starts the Key Vault stand-in (Key Vault delivery).
 	KeyVault bool
 	// BrokerLog receives the broker's own log.
@@ -58,6 +61,7 @@ type Stack struct {
 	Broker     *servicebus.Broker
 
 	maxLive int
+	plain   bool
 }
 
 // WorkspaceResourceID names workspace i (0-based).
@@ -82,7 +86,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if opts.Workspaces == 0 {
 		opts.Workspaces = 1
 	}
-	s := &Stack{maxLive: opts.MaxLiveTokens}
+	s := &Stack{maxLive: opts.MaxLiveTokens, plain: opts.Plain}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -98,7 +102,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if s.MSI, err = entra.StartMSI(entra.MSIOptions{}); err != nil {
 		return nil, fmt.Errorf("stack: entra: %w", err)
 	}
-	if s.ARM, err = arm.Start(s.CA, arm.Options{}); err != nil {
+	if s.ARM, err = arm.Start(s.CA, arm.Options{Plain: opts.Plain}); err != nil {
 		return nil, fmt.Errorf("stack: arm: %w", err)
 	}
 	for i := range opts.Workspaces {
@@ -107,7 +111,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		}
 	}
 	if opts.KeyVault {
-		if s.Vault, err = keyvault.Start(s.CA, keyvault.Options{TenantID: s.MSI.TenantID()}); err != nil {
+		if s.Vault, err = keyvault.Start(s.CA, keyvault.Options{TenantID: s.MSI.TenantID(), Plain: opts.Plain}); err != nil {
 			return nil, fmt.Errorf("stack: key vault: %w", err)
 		}
 	}
@@ -129,12 +133,16 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 
 // AddWorkspace starts one more workspace and registers it with ARM.
 func (s *Stack) AddWorkspace(resourceID string) (*databricks.Workspace, error) {
-	ws, err := databricks.StartWorkspace(s.CA, databricks.Options{ResourceID: resourceID, MaxLiveTokens: s.maxLive})
+	ws, err := databricks.StartWorkspace(s.CA, databricks.Options{ResourceID: resourceID, MaxLiveTokens: s.maxLive, Plain: s.plain})
 	if err != nil {
 		return nil, fmt.Errorf("stack: databricks: %w", err)
 	}
 	s.Workspaces = append(s.Workspaces, ws)
-	if err := s.ARM.AddWorkspace(resourceID, ws.Host(), "Succeeded"); err != nil {
+	url := ws.Host() // ARM's workspaceUrl has no scheme: https
+	if s.plain {
+		url = "http://" + url
+	}
+	if err := s.ARM.AddWorkspace(resourceID, url, "Succeeded"); err != nil {
 		return nil, fmt.Errorf("stack: arm: %w", err)
 	}
 	return ws, nil
@@ -162,8 +170,11 @@ func (s *Stack) Env() []string {
 		"DATABRICKS_ALLOWED_HOSTS=" + s.AllowedHosts(),
 		"DATABRICKS_ALLOWED_SUBSCRIPTIONS=" + Subscription,
 	}
+	if s.Broker != nil || s.plain {
+		env = append(env, "ALLOW_INSECURE_LOOPBACK=true")
+	}
 	if s.Broker != nil {
-		env = append(env, "SERVICEBUS_CONNECTION_STRING="+s.Broker.ConnectionString(), "ALLOW_INSECURE_LOOPBACK=true")
+		env = append(env, "SERVICEBUS_CONNECTION_STRING="+s.Broker.ConnectionString())
 	}
 	if s.Vault != nil {
 		env = append(env, "KEY_VAULT_URI="+s.Vault.URL())
