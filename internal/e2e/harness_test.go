@@ -85,11 +85,12 @@ type envOptions struct {
 	workspaces int
 	serviceBus bool
 	keyVault   bool
-	plain      bool // stand-ins over plain http on loopback (ALLOW_INSECURE_LOOPBACK)
+	plain      bool     // stand-ins over plain http on loopback (ALLOW_INSECURE_LOOPBACK)
 	settings   []string // extra app settings, KEY=value
 	queues     []servicebus.QueueConfig
 	easyAuth   bool // App Service Authentication in front, as the platform does
 	before     func(*stack.Stack)
+	settingsFn func() []string // settings known only after before ran
 	timeout    time.Duration
 }
 
@@ -107,6 +108,9 @@ func start(t *testing.T, o envOptions) *env {
 	out := &syncBuffer{}
 	settings := append(st.Env(), "LOG_LEVEL=debug", "ROTATE_SCHEDULE=0 */5 * * * *")
 	settings = append(settings, o.settings...)
+	if o.settingsFn != nil {
+		settings = append(settings, o.settingsFn()...)
+	}
 	sbConn := ""
 	if st.Broker != nil {
 		sbConn = st.Broker.ConnectionString()

@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"io"
+
+	"github.com/contoso/databricks-token-broker/internal/devstack/entra"
+	"github.com/contoso/databricks-token-broker/internal/devstack/stack"
 	"net"
 	"strings"
 	"testing"
@@ -64,6 +67,42 @@ func TestPlainHTTPStandInsOnLoopback(t *testing.T) {
 	for _, req := range e.stack.Workspaces[0].Requests() {
 		if !req.ManagementTokenPresent {
 			t.Errorf("%s %s went without the management token", req.Method, req.Path)
+		}
+	}
+}
+
+// A service principal by client secret (azidentity's EnvironmentCredential)
+// instead of a managed identity: the same flows, tokens from an Entra
+// authority stand-in.
+func TestServicePrincipalBySecret(t *testing.T) {
+	t.Parallel()
+	var authority *entra.Authority
+	const clientID, secret = "dddddddd-4444-4444-8444-dddddddddddd", "not-a-real-secret-0123456789"
+	e := start(t, envOptions{before: func(s *stack.Stack) {
+		var err error
+		authority, err = entra.StartAuthority(s.CA, entra.AuthorityOptions{Apps: []entra.App{{ClientID: clientID, ObjectID: "eeeeeeee-5555-4555-8555-eeeeeeeeeeee", Secret: secret}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { authority.Close() })
+	}, settingsFn: func() []string {
+		return []string{"IDENTITY_ENDPOINT=", "IDENTITY_HEADER=", "AZURE_TOKEN_CREDENTIALS=EnvironmentCredential",
+			"AZURE_TENANT_ID=" + authority.TenantID(), "AZURE_CLIENT_ID=" + clientID, "AZURE_CLIENT_SECRET=" + secret,
+			"AZURE_AUTHORITY_HOST=" + authority.URL()}
+	}})
+	r := e.create(map[string]any{"workspaceResourceId": ws(0), "lifetimeSeconds": 3600})
+	if r.Status != 201 {
+		t.Fatalf("create as a service principal: %d %s\n%s", r.Status, r.Body, e.output.String())
+	}
+	if len(e.stack.MSI.Calls()) != 0 || len(authority.Calls()) == 0 {
+		t.Errorf("managed identity calls %v, authority calls %v: the service principal should have been used", e.stack.MSI.Calls(), authority.Calls())
+	}
+	if strings.Contains(e.output.String(), secret) {
+		t.Error("the client secret appears in the handler's output")
+	}
+	for _, tok := range authority.Issued() {
+		if strings.Contains(e.output.String(), tok) {
+			t.Error("an access token appears in the handler's output")
 		}
 	}
 }

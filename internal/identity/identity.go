@@ -13,6 +13,8 @@ package identity
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -21,19 +23,36 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+
+	"github.com/contoso/databricks-token-broker/internal/allowlist"
 )
 
 // New returns the default credential for the given cloud, wrapped in a Cache.
 // It does not contact Entra: tokens are fetched on first use, so start-up
 // never waits on the network.
 func New(c cloud.Configuration) (*Cache, error) {
+	// azidentity reads AZURE_AUTHORITY_HOST only when the cloud names no
+	// authority; the setting is documented as azidentity's own, so it wins.
+	if host := os.Getenv("AZURE_AUTHORITY_HOST"); host != "" {
+		c.ActiveDirectoryAuthorityHost = host
+	}
 	cred, err := azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{
 		ClientOptions: azcore.ClientOptions{Cloud: c},
+		// MSAL validates an authority host it does not know by asking
+		// login.microsoftonline.com, which an Entra stand-in on this
+		// machine is not; only for a loopback AZURE_AUTHORITY_HOST is that
+		// skipped. Real authorities are always validated.
+		DisableInstanceDiscovery: loopbackAuthority(os.Getenv("AZURE_AUTHORITY_HOST")),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
 	return NewCache(cred, time.Now), nil
+}
+
+func loopbackAuthority(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && u.Host != "" && allowlist.IsLoopback(u.Hostname())
 }
 
 // RefreshBefore is how long before expiry a cached token is renewed.
