@@ -62,8 +62,10 @@ fuzz:
 
 ## package: dist/app.zip, what a Function App runs (linux/amd64 handler, host.json, function
 ## folders), and dist/app, the same tree unpacked (azd deploys it; `func start` runs in it)
+## INCLUDE: extra files to ship, e.g. make package INCLUDE=authz-policy.json (for AUTHZ_POLICY=@authz-policy.json)
+INCLUDE ?=
 package:
-	$(GO) run ./cmd/package -o dist/app.zip -dir dist/app
+	$(GO) run ./cmd/package -o dist/app.zip -dir dist/app $(foreach f,$(INCLUDE),-include $(f))
 
 ## stage: dist/app with your local.settings.json, for `cd dist/app && func start`
 stage: package

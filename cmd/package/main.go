@@ -55,6 +55,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	dir := flags.String("dir", "", "also write the package's files into this folder (emptied first)")
 	binary := flags.String("binary", "", "use this prebuilt handler binary instead of running go build")
 	pkg := flags.String("pkg", ".", "Go package of the handler, relative to -root")
+	var includes []string
+	flags.Func("include", "an extra file to ship, relative to -root (repeatable), e.g. an AUTHZ_POLICY=@file policy", func(v string) error {
+		includes = append(includes, v)
+		return nil
+	})
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
@@ -65,6 +70,18 @@ func run(args []string, stdout, stderr io.Writer) error {
 	files, exe, err := appFiles(*root)
 	if err != nil {
 		return err
+	}
+	for _, inc := range includes {
+		name := path.Clean(filepath.ToSlash(inc))
+		if path.IsAbs(name) || name == "." || strings.HasPrefix(name, "../") || name == ".." || name == exe ||
+			path.Base(name) == "local.settings.json" || slices.ContainsFunc(files, func(f file) bool { return f.name == name }) {
+			return fmt.Errorf("-include %q: must be a file inside the app root, not the handler, local.settings.json or a file already packaged", inc)
+		}
+		f, err := readFile(filepath.Join(*root, filepath.FromSlash(name)), name, 0o644)
+		if err != nil {
+			return fmt.Errorf("-include: %w", err)
+		}
+		files = append(files, f)
 	}
 	var bin file
 	if *binary != "" {
@@ -91,8 +108,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	fmt.Fprintf(stdout, "wrote %s: host.json, %d function(s), %s (%d bytes, mode %v)\n",
-		*out, len(files)-2, bin.name, len(bin.data), bin.mode)
+	fmt.Fprintf(stdout, "wrote %s: host.json, %d function(s), %d extra file(s), %s (%d bytes, mode %v)\n",
+		*out, len(files)-2-len(includes), len(includes), bin.name, len(bin.data), bin.mode)
 	return nil
 }
 

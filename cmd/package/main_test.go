@@ -272,3 +272,25 @@ func TestPackagesThisRepository(t *testing.T) {
 		t.Errorf("handler %s", problem)
 	}
 }
+
+func TestIncludesExtraFiles(t *testing.T) {
+	root := app(t)
+	write(t, filepath.Join(root, "policy", "authz.json"), `{"version":1,"rules":[]}`)
+	write(t, filepath.Join(root, "local.settings.json"), `{}`)
+	out := filepath.Join(t.TempDir(), "app.zip")
+	binary := filepath.Join(t.TempDir(), "prebuilt")
+	write(t, binary, "bin")
+	var stdout, stderr bytes.Buffer
+	if err := run([]string{"-root", root, "-o", out, "-binary", binary, "-include", "policy/authz.json"}, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	got := readZip(t, out)
+	if e, ok := got["policy/authz.json"]; !ok || e.mode != 0o644 || string(e.data) != `{"version":1,"rules":[]}` {
+		t.Errorf("policy file not packaged as is: %q", names(got))
+	}
+	for _, bad := range []string{"local.settings.json", "../outside.json", "/etc/passwd", "host.json", "handler", "missing.json"} {
+		if err := run([]string{"-root", root, "-o", out, "-binary", binary, "-include", bad}, &stdout, &stderr); err == nil {
+			t.Errorf("-include %s accepted", bad)
+		}
+	}
+}
