@@ -23,6 +23,7 @@ import (
 	"github.com/contoso/databricks-token-broker/handler"
 	"github.com/contoso/databricks-token-broker/internal/apispec"
 	"github.com/contoso/databricks-token-broker/internal/devstack/databricks"
+	"github.com/contoso/databricks-token-broker/internal/devstack/easyauth"
 	"github.com/contoso/databricks-token-broker/internal/devstack/hostsim"
 	"github.com/contoso/databricks-token-broker/internal/devstack/stack"
 )
@@ -431,6 +432,20 @@ func TestOpenAPIResponsesConformToDocument(t *testing.T) {
 		{name: "list with the key in the query", op: "ListTokens", path: "/list-tokens?code=" + testFunctionKey + "&workspaceResourceId=" + ws(0), noKey: true, docValid: true, status: 200},
 	} {
 		v.run(t, endpoint{host: keyed.URL()}, c)
+	}
+
+	// 403 NotAuthorized: App Service Authentication in front and AUTHZ_POLICY
+	// set, callers presenting Entra tokens the policy does not grant.
+	pol := start(t, envOptions{easyAuth: true, settings: []string{"AUTHZ_POLICY=" + testPolicy()}})
+	intruder := bearer(easyauth.Caller{AppID: intruderApp})
+	creator := bearer(easyauth.Caller{AppID: logicAppID, Roles: []string{"Tokens.Create"}})
+	for _, c := range []apiCall{
+		{name: "create not granted", op: "CreateToken", path: "/create-token", header: intruder, docValid: true, body: map[string]any{"workspaceResourceId": ws(0)}, status: 403, code: "NotAuthorized"},
+		{name: "create above the rule's lifetime", op: "CreateToken", path: "/create-token", header: creator, docValid: true, body: map[string]any{"workspaceResourceId": ws(0), "lifetimeSeconds": 7200}, status: 403, code: "NotAuthorized"},
+		{name: "revoke not granted", op: "RevokeToken", path: "/revoke-token", header: intruder, docValid: true, body: map[string]any{"workspaceResourceId": ws(0), "tokenId": "abc"}, status: 403, code: "NotAuthorized"},
+		{name: "list not granted", op: "ListTokens", path: "/list-tokens?workspaceResourceId=" + ws(0), header: intruder, docValid: true, status: 403, code: "NotAuthorized"},
+	} {
+		v.run(t, endpoint{host: pol.host.URL()}, c)
 	}
 
 	// Every documented status was seen, except those no test can provoke.
