@@ -525,9 +525,19 @@ func queueThroughput(ctx context.Context) error {
 	defer st.Close()
 	full := st
 	env := append(st.Env(), "RESULTS_INCLUDE_TOKEN_VALUE=true", "ROTATE_SCHEDULE=0 0 0 * * *", "LOG_LEVEL=warn")
+	var handlerLog io.Writer = io.Discard
+	if p := os.Getenv("BENCH_HANDLER_LOG"); p != "" { // for a closer look: LOG_LEVEL=info lines per invocation
+		f, err := os.Create(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		handlerLog = f
+		env = append(env, "LOG_LEVEL=info")
+	}
 	root, _ := os.Getwd()
 	host, err := hostsim.Start(ctx, hostsim.Options{AppRoot: root, Executable: *handlerPath, Env: env, ServiceBusConnectionString: full.Broker.ConnectionString(),
-		MaxConcurrentCalls: 16, Stdout: io.Discard, Stderr: os.Stderr})
+		MaxConcurrentCalls: 16, Stdout: handlerLog, Stderr: os.Stderr})
 	if err != nil {
 		return err
 	}
