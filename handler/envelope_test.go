@@ -3,6 +3,9 @@ package handler
 import (
 	"os"
 	"testing"
+	"time"
+
+	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
 
 func TestDecodeServiceBusSpecEnvelopes(t *testing.T) {
@@ -92,6 +95,37 @@ func BenchmarkDecodeServiceBus(b *testing.B) {
 	for b.Loop() {
 		if _, err := decodeServiceBus(raw, "message"); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestDecodeCommand(t *testing.T) {
+	t.Parallel()
+	lim := tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: 2 * time.Hour}
+	ws := `"/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Databricks/workspaces/ws1"`
+	tests := []struct {
+		body, action, target string
+	}{
+		{`{"action":"create","workspaceResourceId":` + ws + `}`, "create", ""},
+		{`{"action":"revoke","workspaceResourceId":` + ws + `,"tokenId":"t1"}`, "revoke", ""},
+		{`{"action":5}`, "", "action"},
+		{`{"action":null,"workspaceResourceId":` + ws + `}`, "", "action"},
+		{`{"workspaceResourceId":` + ws + `}`, "", "action"},
+		{`{"action":"mint"}`, "mint", "action"},
+		{`[1]`, "", "body"},
+		{`{"action":"create","workspaceResourceId":` + ws + `,"extra":1}`, "create", "extra"},
+	}
+	for _, tt := range tests {
+		cmd, err := decodeCommand([]byte(tt.body), lim)
+		if cmd.action != tt.action {
+			t.Errorf("%s: action %q", tt.body, cmd.action)
+		}
+		target := ""
+		if e := tokens.AsError(err); e != nil && len(e.Details) > 0 {
+			target = e.Details[0].Target
+		}
+		if target != tt.target {
+			t.Errorf("%s: problem target %q, want %q (err %v)", tt.body, target, tt.target, err)
 		}
 	}
 }

@@ -34,27 +34,35 @@ type queueCommand struct {
 // {"action":"revoke",…}.
 func decodeCommand(body []byte, lim tokens.Limits) (queueCommand, error) {
 	var head struct {
-		Action *string `json:"action"`
+		Action json.RawMessage `json:"action"`
 	}
 	if err := json.Unmarshal(body, &head); err != nil {
 		e := tokens.FieldError(tokens.CodeInvalidRequest, "body", "the message body is not a JSON object")
 		e.Err = err
 		return queueCommand{}, e
 	}
+	var action *string
+	if len(head.Action) > 0 && string(head.Action) != "null" {
+		var a string
+		if json.Unmarshal(head.Action, &a) != nil {
+			return queueCommand{}, tokens.FieldError(tokens.CodeInvalidRequest, "action", `action must be the string "create" or "revoke"`)
+		}
+		action = &a
+	}
 	var cmd queueCommand
 	var err error
 	switch {
-	case head.Action == nil:
+	case action == nil:
 		err = tokens.FieldError(tokens.CodeInvalidRequest, "action", `action is required ("create" or "revoke")`)
-	case *head.Action == "create":
+	case *action == "create":
 		cmd.create, err = tokens.DecodeCreate(body, lim, "action")
-	case *head.Action == "revoke":
+	case *action == "revoke":
 		cmd.revoke, err = tokens.DecodeRevoke(body, "action")
 	default:
-		err = tokens.FieldError(tokens.CodeInvalidRequest, "action", fmt.Sprintf("action %q is not one of create, revoke", clip(*head.Action, 40)))
+		err = tokens.FieldError(tokens.CodeInvalidRequest, "action", fmt.Sprintf("action %q is not one of create, revoke", clip(*action, 40)))
 	}
-	if head.Action != nil {
-		cmd.action = *head.Action
+	if action != nil {
+		cmd.action = clip(*action, 40)
 	}
 	return cmd, err
 }
@@ -75,10 +83,13 @@ func (s *Server) settle(w http.ResponseWriter, r *http.Request, log *slog.Logger
 	o.Type, o.Err = tokens.Failed, e
 	last := msg.DeliveryCount >= s.opts.MaxDeliveryCount
 	if !e.Code.Transient() || last {
-		if perr := s.publishOutcome(r, o); perr != nil && e.Code.Transient() {
-			// The failure could not be reported: let Service Bus keep the
-			// message (it dead-letters it, where an operator sees it).
+		if perr := s.publishOutcome(r, o); perr != nil {
+			// The failure could not be reported: keep the message, so a
+			// redelivery tries again (and the last one dead-letters it,
+			// where an operator sees it). Completing it would lose it.
 			log.Error("publish failed result", "error", perr.Error())
+			reply(w, http.StatusServiceUnavailable, "failed, and the Failed result could not be published; Service Bus will redeliver")
+			return
 		}
 		if !e.Code.Transient() {
 			reply(w, http.StatusOK, fmt.Sprintf("failed permanently: %s: %s", e.Code, e.Message))
