@@ -44,6 +44,13 @@ func (h *Host) runInvocation(parent context.Context, inv *Invocation, do func(ct
 	defer stop()
 
 	err = do(rctx, w)
+	// A killed worker is cancelled before its process dies, but the
+	// AfterFunc above runs on its own goroutine: a request that failed on
+	// the dying process can return before rctx is cancelled. Take the
+	// worker's cause then, so the failure says why.
+	if rctx.Err() == nil && err != nil && w.ctx.Err() != nil {
+		rcancel(context.Cause(w.ctx))
+	}
 	if rctx.Err() == nil {
 		return err
 	}
