@@ -115,3 +115,15 @@ func (c *policyCache) put(key string, p WorkspacePolicy, now time.Time) {
 	defer c.mu.Unlock()
 	c.m[key] = policyEntry{p: p, at: now}
 }
+
+// forgetToken drops the records of a revoked token, so that a later call
+// with its request id does not answer with a token that no longer works.
+func (r *recentRecords) forgetToken(tokenID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, e := range r.m {
+		if e.rec.TokenID == tokenID {
+			delete(r.m, k)
+		}
+	}
+}

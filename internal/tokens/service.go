@@ -403,6 +403,7 @@ func (s *Service) Revoke(ctx context.Context, req RevokeRequest) (RevokeResult, 
 	if ok {
 		res.Status = StatusRevoked
 	}
+	s.recent.forgetToken(req.TokenID)
 	if st.URI != "" && st.Enabled {
 		if err := s.vault.Disable(ctx, st); err != nil {
 			return RevokeResult{}, err

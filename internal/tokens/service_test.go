@@ -307,3 +307,18 @@ func TestLifetimeCheckedAgainstWorkspacePolicy(t *testing.T) {
 		t.Errorf("tokens disabled: %v", err)
 	}
 }
+
+func TestRevokedTokenIsNotAnsweredForItsRequestID(t *testing.T) {
+	t.Parallel()
+	api := newFakeAPI(fixedNow)
+	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
+	req := CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1", RequestIDGiven: true}
+	first, _ := svc.Create(t.Context(), req, CreateOptions{})
+	if _, err := svc.Revoke(t.Context(), RevokeRequest{Workspace: testWS, TokenID: first.Record.TokenID}); err != nil {
+		t.Fatal(err)
+	}
+	again, err := svc.Create(t.Context(), req, CreateOptions{})
+	if err != nil || !again.Issued || again.Record.TokenID == first.Record.TokenID {
+		t.Errorf("after revoking, the same request id answered %+v %v; want a new token", again, err)
+	}
+}
