@@ -163,3 +163,17 @@ func TestLocalSettingsExampleListsEverySetting(t *testing.T) {
 		}
 	}
 }
+
+// The README's settings table is the reference users read: every setting
+// the binary reads must be in it.
+func TestREADMEListsEverySetting(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range Names() {
+		if !strings.Contains(string(b), "| `"+n+"`") {
+			t.Errorf("README.md's settings table lacks %s", n)
+		}
+	}
+}
