@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"maps"
 	"math/big"
 	mrand "math/rand/v2"
 	"sort"
@@ -337,11 +338,7 @@ func (w *Workspace) nextFault(op string) Fault {
 func (w *Workspace) Calls() map[string]int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := make(map[string]int, len(w.calls))
-	for k, v := range w.calls {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(w.calls)
 }
 
 // Requests returns the record of every call so far, oldest first.

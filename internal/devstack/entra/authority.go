@@ -3,6 +3,7 @@ package entra
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -123,11 +124,7 @@ func (a *Authority) FailNext(n, status int) {
 func (a *Authority) Calls() map[string]int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make(map[string]int, len(a.calls))
-	for k, v := range a.calls {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(a.calls)
 }
 
 // Issued returns every token value issued so far.

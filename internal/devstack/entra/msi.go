@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -174,11 +175,7 @@ func (m *MSI) FailNext(n, status int) {
 func (m *MSI) Calls() map[string]int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make(map[string]int, len(m.calls))
-	for k, v := range m.calls {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(m.calls)
 }
 
 // Issued returns every token value issued so far, oldest first, so tests

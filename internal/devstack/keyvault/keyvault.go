@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"regexp"
 	"sort"
@@ -258,11 +259,7 @@ func (v *Vault) FailNext(n, status int) {
 func (v *Vault) Calls() map[string]int {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	out := make(map[string]int, len(v.calls))
-	for k, n := range v.calls {
-		out[k] = n
-	}
-	return out
+	return maps.Clone(v.calls)
 }
 
 // Requests returns the record of every request so far.
