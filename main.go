@@ -22,6 +22,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
 	"github.com/contoso/databricks-token-broker/handler"
+	"github.com/contoso/databricks-token-broker/internal/authz"
 	"github.com/contoso/databricks-token-broker/internal/config"
 	"github.com/contoso/databricks-token-broker/internal/databricks"
 	"github.com/contoso/databricks-token-broker/internal/identity"
@@ -78,7 +79,7 @@ func run(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 	}
 	dbx := databricks.New(cred, databricks.Options{DatabricksScope: cfg.Cloud.DatabricksScope(), ManagementScope: cfg.Cloud.ManagementScope(), ClientOptions: co,
 		AllowInsecureLoopback: cfg.AllowInsecureLoopback})
-	svc := tokens.NewService(tokens.Deps{Resolver: resolver, API: dbx, Vault: vault, Now: time.Now})
+	svc := tokens.NewService(tokens.Deps{Resolver: resolver, API: dbx, Vault: vault, Authorizer: authz.Authorizer{Policy: cfg.Policy}, Now: time.Now})
 
 	var pub handler.Publisher
 	if cfg.PublishesResults() {
@@ -106,13 +107,20 @@ func run(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 		ResultsIncludeTokenValue: cfg.ResultsIncludeTokenValue,
 		TokenRequestsQueue:       cfg.TokenRequestsQueue, WorkspaceEventsQueue: cfg.WorkspaceEventsQueue,
 		NotReadyBackoff: cfg.NotReadyBackoff,
-		Policy:          cfg.Policy,
+		Policy:          cfg.Policy, TrustCallerHeaders: cfg.TrustsCallerHeaders(),
 	})
+	// Every operation may run its budget, clean up after itself and publish
+	// its outcome: the reply must still get out, and on SIGTERM in-flight
+	// work is drained rather than cut (a create cut between Databricks and
+	// Key Vault would be reconciled by the next attempt, but a drained one
+	// needs nothing). A kill -9 leaves that reconciliation to the retry or
+	// the redelivery, which find the token by its marker.
+	longest := handler.LongestOperation(cfg.RetryBudget) + 30*time.Second
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      2*cfg.RetryBudget + time.Minute,
+		WriteTimeout:      longest,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -136,8 +144,8 @@ func run(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	log.Info("shutting down: draining in-flight invocations", "grace_s", int(longest.Seconds()))
+	sctx, cancel := context.WithTimeout(context.Background(), longest)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err

@@ -10,7 +10,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/contoso/databricks-token-broker/internal/api"
-	"github.com/contoso/databricks-token-broker/internal/authz"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
 
@@ -62,19 +61,13 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, log *slog.L
 		err = idErr
 	}
 	req.RequestID, req.RequestIDGiven = id, given
-	pr, perr := s.caller(r, log)
-	log = log.With(append([]any{"request_id", id, "action", "create"}, auditAttrs(pr)...)...)
+	by, perr := s.caller(r, log)
+	log = log.With(append([]any{"request_id", id, "action", "create"}, auditAttrs(by)...)...)
 	if err == nil {
 		err = perr
 	}
-	if err == nil {
-		var d authz.Decision
-		if d, err = s.authorize(pr, authz.ActionCreate, req.Workspace); err == nil {
-			err = capLifetime(&req, d)
-		}
-	}
 	if err != nil {
-		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, requestedBy(pr), err)
+		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, requestedBy(by), err)
 		logOutcome(log, start, "create refused", err, "workspace", workspaceText(req.Workspace))
 		writeError(w, err)
 		return
@@ -82,15 +75,24 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, log *slog.L
 	log = log.With("workspace", req.Workspace.String())
 	ctx, cancel := s.budget(r.Context())
 	defer cancel()
-	res, err := s.svc.Create(ctx, req, tokens.CreateOptions{})
+	res, err := s.svc.Create(ctx, by, req, tokens.CreateOptions{})
 	if err != nil {
-		s.publishFailure(r, log, id, req.Workspace.String(), id, requestedBy(pr), err)
-		logOutcome(log, start, "create failed", err)
+		s.publishFailure(r, log, id, req.Workspace.String(), id, requestedBy(by), err)
+		msg := "create failed"
+		if tokens.CodeOf(err) == tokens.CodeNotAuthorized {
+			msg = "create refused"
+		}
+		logOutcome(log, start, msg, err)
 		writeError(w, err)
 		return
 	}
+	// A value minted over HTTP goes to its caller only: never into a result,
+	// whatever RESULTS_INCLUDE_TOKEN_VALUE says (that is for queued creates,
+	// whose result is the only way the value travels).
+	published := res.Record
+	published.Value = tokens.Secret{}
 	s.publish(r, log, tokens.Outcome{Type: tokens.Created, RequestID: id, Workspace: req.Workspace.String(),
-		TokenID: res.Record.TokenID, CorrelationID: id, RequestedBy: requestedBy(pr), Record: &res.Record})
+		TokenID: res.Record.TokenID, CorrelationID: id, RequestedBy: requestedBy(by), Record: &published})
 	status := http.StatusOK
 	if res.Issued {
 		status = http.StatusCreated
@@ -114,37 +116,32 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, log *slog.L
 		err = idErr
 	}
 	req.RequestID = id
-	pr, perr := s.caller(r, log)
-	log = log.With(append([]any{"request_id", id, "action", "revoke"}, auditAttrs(pr)...)...)
+	by, perr := s.caller(r, log)
+	log = log.With(append([]any{"request_id", id, "action", "revoke"}, auditAttrs(by)...)...)
 	if err == nil {
 		err = perr
 	}
-	if err == nil && req.SecretURI == "" {
-		_, err = s.authorize(pr, authz.ActionRevoke, req.Workspace)
-	}
 	if err != nil {
-		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, requestedBy(pr), err)
+		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, requestedBy(by), err)
 		logOutcome(log, start, "revoke refused", err, "workspace", workspaceText(req.Workspace))
 		writeError(w, err)
 		return
 	}
-	// A secretUri names its workspace only in the secret's tags: the
-	// service asks once it has read them, before anything is revoked.
-	req.Authorize = func(ws tokens.WorkspaceID) error {
-		_, err := s.authorize(pr, authz.ActionRevoke, ws)
-		return err
-	}
 	ctx, cancel := s.budget(r.Context())
 	defer cancel()
-	res, err := s.svc.Revoke(ctx, req)
+	res, err := s.svc.Revoke(ctx, by, req)
 	if err != nil {
-		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, requestedBy(pr), err)
-		logOutcome(log, start, "revoke failed", err)
+		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, requestedBy(by), err)
+		msg := "revoke failed"
+		if tokens.CodeOf(err) == tokens.CodeNotAuthorized {
+			msg = "revoke refused"
+		}
+		logOutcome(log, start, msg, err, "workspace", workspaceText(req.Workspace))
 		writeError(w, err)
 		return
 	}
 	s.publish(r, log, tokens.Outcome{Type: tokens.Revoked, RequestID: id, Workspace: res.Workspace.String(),
-		TokenID: res.TokenID, CorrelationID: id, RequestedBy: requestedBy(pr), Revoke: &res})
+		TokenID: res.TokenID, CorrelationID: id, RequestedBy: requestedBy(by), Revoke: &res})
 	logOutcome(log, start, "revoke done", nil, "workspace", res.Workspace.String(), "token_id", res.TokenID, "status", string(res.Status))
 	writeJSON(w, http.StatusOK, api.RevokeResponse{TokenID: res.TokenID, Status: string(res.Status)})
 }
@@ -153,13 +150,10 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, log *slog.Lo
 	start := time.Now()
 	q := r.URL.Query()
 	id, err := tokens.ParseListQuery(q.Get("workspaceResourceId"))
-	pr, perr := s.caller(r, log)
-	log = log.With(append([]any{"action", "list"}, auditAttrs(pr)...)...)
+	by, perr := s.caller(r, log)
+	log = log.With(append([]any{"action", "list"}, auditAttrs(by)...)...)
 	if err == nil {
 		err = perr
-	}
-	if err == nil {
-		_, err = s.authorize(pr, authz.ActionList, id)
 	}
 	if err != nil {
 		logOutcome(log, start, "list refused", err)
@@ -169,9 +163,13 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, log *slog.Lo
 	log = log.With("workspace", id.String())
 	ctx, cancel := s.budget(r.Context())
 	defer cancel()
-	list, err := s.svc.List(ctx, id)
+	list, err := s.svc.List(ctx, by, id)
 	if err != nil {
-		logOutcome(log, start, "list failed", err)
+		msg := "list failed"
+		if tokens.CodeOf(err) == tokens.CodeNotAuthorized {
+			msg = "list refused"
+		}
+		logOutcome(log, start, msg, err)
 		writeError(w, err)
 		return
 	}

@@ -6,10 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"time"
 
-	"github.com/contoso/databricks-token-broker/internal/authz"
 	"github.com/contoso/databricks-token-broker/internal/events"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 	"github.com/contoso/databricks-token-broker/internal/upstream"
@@ -117,14 +117,6 @@ func (s *Server) tokenRequests(w http.ResponseWriter, r *http.Request, log *slog
 	}
 	o.RequestID = reqID
 	log = log.With("request_id", reqID, "action", cmd.action, "caller", "queue")
-	if err == nil {
-		switch {
-		case cmd.action == "create":
-			err = s.authorizeQueue(authz.ActionCreate, cmd.create.Workspace)
-		case cmd.revoke.SecretURI == "":
-			err = s.authorizeQueue(authz.ActionRevoke, cmd.revoke.Workspace)
-		}
-	}
 	if err != nil {
 		o.Workspace = workspaceText(cmd.create.Workspace)
 		if o.Workspace == "" {
@@ -154,17 +146,13 @@ func (s *Server) tokenRequests(w http.ResponseWriter, r *http.Request, log *slog
 			s.settle(w, r, log, msg, o, err)
 			return
 		}
-		res, err := s.svc.Create(ctx, req, tokens.CreateOptions{ReissueUndelivered: msg.DeliveryCount > 1})
+		res, err := s.svc.Create(ctx, queueCaller, req, tokens.CreateOptions{ReissueUndelivered: msg.DeliveryCount > 1})
 		if err != nil {
 			s.notReadyOrSettle(w, r, log, start, msg, o, err, s.opts.TokenRequestsQueue)
 			return
 		}
 		o.Type, o.TokenID, o.Record = tokens.Created, res.Record.TokenID, &res.Record
-		if err := s.publishOutcome(r, o); err != nil {
-			// The value is lost with this invocation: fail it, and the
-			// redelivery revokes the token and issues another.
-			logOutcome(log, start, "create not delivered", upstream.Unavailable("Azure Service Bus", 0, err), "token_id", res.Record.TokenID)
-			reply(w, http.StatusServiceUnavailable, "created a token but could not publish the result; Service Bus will redeliver")
+		if !s.deliverResult(w, r, log, start, o, "create") {
 			return
 		}
 		logOutcome(log, start, "create done", nil, "token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked))
@@ -172,9 +160,8 @@ func (s *Server) tokenRequests(w http.ResponseWriter, r *http.Request, log *slog
 	case "revoke":
 		req := cmd.revoke
 		req.RequestID = reqID
-		req.Authorize = func(ws tokens.WorkspaceID) error { return s.authorizeQueue(authz.ActionRevoke, ws) }
 		o.Workspace = workspaceText(req.Workspace)
-		res, err := s.svc.Revoke(ctx, req)
+		res, err := s.svc.Revoke(ctx, queueCaller, req)
 		if err != nil {
 			logOutcome(log, start, "revoke failed", err)
 			s.settle(w, r, log, msg, o, err)
@@ -189,6 +176,34 @@ func (s *Server) tokenRequests(w http.ResponseWriter, r *http.Request, log *slog
 		logOutcome(log, start, "revoke done", nil, "token_id", res.TokenID, "status", string(res.Status))
 		reply(w, http.StatusOK, "token "+res.TokenID+" "+string(res.Status))
 	}
+}
+
+// deliverResult publishes the Created result of a queued create or event.
+// If the publish fails, the invocation fails (503) so Service Bus
+// redelivers. With Key Vault the value is safe in the vault and the
+// redelivery finds it. Inline, the value travelled only in this result and
+// is lost: the token is revoked now, whatever the delivery count (on the
+// last delivery there is no redelivery to do it), and the redelivery
+// issues another. It reports whether the result got out.
+func (s *Server) deliverResult(w http.ResponseWriter, r *http.Request, log *slog.Logger, start time.Time, o tokens.Outcome, what string) bool {
+	perr := s.publishOutcome(r, o)
+	if perr == nil {
+		return true
+	}
+	cause := upstream.Unavailable("Azure Service Bus", 0, perr)
+	if o.Record.Value.IsZero() {
+		logOutcome(log, start, what+" not reported", cause, "token_id", o.TokenID)
+		reply(w, http.StatusServiceUnavailable, "issued a token but could not publish the result; Service Bus will redeliver")
+		return false
+	}
+	if werr := s.svc.Withdraw(r.Context(), *o.Record); werr != nil {
+		logOutcome(log, start, what+" not delivered, and revoking the undelivered token failed", cause, "token_id", o.TokenID, "revoke_error", tokens.AsError(werr).Message)
+		reply(w, http.StatusServiceUnavailable, "issued a token but could not publish the result, nor revoke the token; Service Bus will redeliver, and the redelivery revokes it")
+		return false
+	}
+	logOutcome(log, start, what+" not delivered; the token was revoked", cause, "token_id", o.TokenID)
+	reply(w, http.StatusServiceUnavailable, "could not publish the result that carried the token, so the token was revoked; Service Bus will redeliver")
+	return false
 }
 
 // canDeliver reports whether a queued create has somewhere to put the value.
@@ -230,11 +245,6 @@ func (s *Server) workspaceEvents(w http.ResponseWriter, r *http.Request, log *sl
 	}
 	o.Workspace = id.String()
 	log = log.With("request_id", o.RequestID, "workspace", o.Workspace, "action", "create", "caller", "queue")
-	if err := s.authorizeQueue(authz.ActionCreate, id); err != nil {
-		logOutcome(log, start, "event refused", err)
-		s.settle(w, r, log, msg, o, err)
-		return
-	}
 	if !s.canDeliver() {
 		err := &tokens.Error{Code: tokens.CodeDeliveryNotConfigured,
 			Message: "workspace events need somewhere to deliver the token: set KEY_VAULT_URI, or RESULTS_INCLUDE_TOKEN_VALUE=true"}
@@ -244,7 +254,7 @@ func (s *Server) workspaceEvents(w http.ResponseWriter, r *http.Request, log *sl
 	}
 	ctx, cancel := s.budget(r.Context())
 	defer cancel()
-	res, err := s.svc.EnsureLive(ctx, id, tokens.EnsureOptions{RequestID: o.RequestID, Lifetime: s.opts.Limits.DefaultLifetime,
+	res, err := s.svc.EnsureLive(ctx, queueCaller, id, tokens.EnsureOptions{RequestID: o.RequestID, Lifetime: s.opts.Limits.DefaultLifetime,
 		RotateBefore: s.opts.RotateBefore, ReissueUndelivered: msg.DeliveryCount > 1})
 	if err != nil {
 		s.notReadyOrSettle(w, r, log, start, msg, o, err, s.opts.WorkspaceEventsQueue)
@@ -256,9 +266,7 @@ func (s *Server) workspaceEvents(w http.ResponseWriter, r *http.Request, log *sl
 		return
 	}
 	o.Type, o.TokenID, o.Record = tokens.Created, res.Record.TokenID, &res.Record
-	if err := s.publishOutcome(r, o); err != nil {
-		logOutcome(log, start, "event token not delivered", upstream.Unavailable("Azure Service Bus", 0, err), "token_id", res.Record.TokenID)
-		reply(w, http.StatusServiceUnavailable, "issued a token but could not publish the result; Service Bus will redeliver")
+	if !s.deliverResult(w, r, log, start, o, "event token") {
 		return
 	}
 	logOutcome(log, start, "event: token issued", nil, "token_id", res.Record.TokenID, "revoked_undelivered", len(res.Revoked))
@@ -276,7 +284,10 @@ func (s *Server) notReadyOrSettle(w http.ResponseWriter, r *http.Request, log *s
 		s.settle(w, r, log, msg, o, err)
 		return
 	}
-	attempt := propInt(msg.Properties[propAttempt])
+	attempt, ok := retryAttempt(msg.Properties[propAttempt], s.opts.NotReadyAttempts)
+	if !ok {
+		log.Warn("ignoring an unusable "+propAttempt+" message property", "value", clip(fmt.Sprint(msg.Properties[propAttempt]), 40))
+	}
 	if attempt+1 >= s.opts.NotReadyAttempts {
 		final := &tokens.Error{Code: tokens.CodeWorkspaceNotReady, Message: e.Message + fmt.Sprintf("; gave up after %d attempts", attempt+1), Err: e.Err}
 		logOutcome(log, start, "workspace never became ready", final)
@@ -288,11 +299,11 @@ func (s *Server) notReadyOrSettle(w http.ResponseWriter, r *http.Request, log *s
 		reply(w, http.StatusOK, "gave up waiting for the workspace")
 		return
 	}
-	delay := min(s.opts.NotReadyBackoff<<attempt, 15*time.Minute)
+	delay := notReadyDelay(s.opts.NotReadyBackoff, attempt)
 	props := map[string]any{propAttempt: int64(attempt + 1), propRequestID: o.RequestID}
 	for k, v := range msg.Properties {
-		if _, ours := props[k]; !ours {
-			props[k] = v
+		if _, ours := props[k]; !ours && scalar(v) {
+			props[k] = v // the sender's own properties travel with the copy
 		}
 	}
 	next := fmt.Sprintf("%s/retry-%d", o.RequestID, attempt+1)
@@ -307,19 +318,63 @@ func (s *Server) notReadyOrSettle(w http.ResponseWriter, r *http.Request, log *s
 	reply(w, http.StatusOK, fmt.Sprintf("workspace not ready; retry %d scheduled in %s", attempt+1, delay))
 }
 
-func propInt(v any) int {
-	switch n := v.(type) {
-	case float64:
-		return int(n)
-	case json.Number:
-		i, _ := n.Int64()
-		return int(i)
-	case int64:
-		return int(n)
-	case int:
-		return n
+// maxNotReadyDelay bounds the wait between two tries of a workspace that
+// is still being provisioned.
+const maxNotReadyDelay = 15 * time.Minute
+
+// notReadyDelay is backoff doubled attempt times, at most maxNotReadyDelay.
+func notReadyDelay(backoff time.Duration, attempt int) time.Duration {
+	d := backoff
+	for i := 0; i < attempt && d < maxNotReadyDelay; i++ {
+		d *= 2
 	}
-	return 0
+	return min(d, maxNotReadyDelay)
+}
+
+// retryAttempt reads the attempt number the service set on a rescheduled
+// copy. Any sender can set application properties, so the value is input:
+// anything but a whole number in [0, max) is unusable (ok false). A number
+// past the last attempt counts as the last (the message gives up rather
+// than wait); anything else counts as 0, as if absent. Either way the
+// handler never crashes on it, and the copy it schedules carries the
+// service's own count, never the sender's.
+func retryAttempt(v any, max int) (attempt int, ok bool) {
+	var n float64
+	switch x := v.(type) {
+	case nil:
+		return 0, true
+	case float64:
+		n = x
+	case int64:
+		n = float64(x)
+	case int:
+		n = float64(x)
+	case json.Number:
+		f, err := x.Float64()
+		if err != nil {
+			return 0, false
+		}
+		n = f
+	default:
+		return 0, false
+	}
+	switch {
+	case math.IsNaN(n) || n != math.Trunc(n) || n < 0:
+		return 0, false
+	case n >= float64(max):
+		return max - 1, false
+	}
+	return int(n), true
+}
+
+// scalar reports whether v is a value Service Bus application properties
+// carry as such (a sender's map or list is not copied to a rescheduled copy).
+func scalar(v any) bool {
+	switch v.(type) {
+	case string, bool, float64, int64, int, json.Number:
+		return true
+	}
+	return false
 }
 
 // messageRequestID is a command's request id when its body has none: the
@@ -383,7 +438,7 @@ func (s *Server) publishOutcome(r *http.Request, o tokens.Outcome) error {
 	if s.pub == nil {
 		return nil
 	}
-	ctx, cancel := upstream.Detached(r.Context(), 15*time.Second)
+	ctx, cancel := upstream.Detached(r.Context(), publishTimeout)
 	defer cancel()
 	return s.pub.Publish(ctx, o)
 }

@@ -24,12 +24,16 @@ import (
 )
 
 // Service is what the handler needs of the token service.
+// Each call names the caller; the service authorizes it.
 type Service interface {
-	Create(ctx context.Context, req tokens.CreateRequest, opts tokens.CreateOptions) (tokens.CreateResult, error)
-	Revoke(ctx context.Context, req tokens.RevokeRequest) (tokens.RevokeResult, error)
-	List(ctx context.Context, id tokens.WorkspaceID) ([]tokens.TokenSummary, error)
-	EnsureLive(ctx context.Context, id tokens.WorkspaceID, opts tokens.EnsureOptions) (tokens.CreateResult, error)
+	Create(ctx context.Context, by tokens.Caller, req tokens.CreateRequest, opts tokens.CreateOptions) (tokens.CreateResult, error)
+	Revoke(ctx context.Context, by tokens.Caller, req tokens.RevokeRequest) (tokens.RevokeResult, error)
+	List(ctx context.Context, by tokens.Caller, id tokens.WorkspaceID) ([]tokens.TokenSummary, error)
+	EnsureLive(ctx context.Context, by tokens.Caller, id tokens.WorkspaceID, opts tokens.EnsureOptions) (tokens.CreateResult, error)
 	Rotate(ctx context.Context, opts tokens.RotateOptions) ([]tokens.Outcome, error)
+	// Withdraw revokes an issued token whose value can no longer reach
+	// anyone (its inline result could not be published).
+	Withdraw(ctx context.Context, rec tokens.Record) error
 }
 
 // Publisher sends outcomes to the results queue, and schedules a queue
@@ -58,9 +62,13 @@ type Options struct {
 	// NotReadyBackoff × 2^attempt later (at most 15 minutes).
 	NotReadyAttempts int
 	NotReadyBackoff  time.Duration
-	// Policy decides which caller may do what; nil: no policy.
+	// Policy is AUTHZ_POLICY (nil: none). The service applies it; the
+	// handler only needs to know whether callers must be authenticated.
 	Policy *authz.Policy
-	Now    func() time.Time
+	// TrustCallerHeaders: the platform vouches for the caller headers
+	// (config.TrustsCallerHeaders). Without it callers are unknown.
+	TrustCallerHeaders bool
+	Now                func() time.Time
 }
 
 // Server serves the functions.
@@ -87,6 +95,19 @@ func New(log *slog.Logger, svc Service, pub Publisher, opts Options) http.Handle
 	}
 	s := &Server{log: log, svc: svc, pub: pub, opts: opts}
 	return s.routes()
+}
+
+// publishTimeout bounds the publish of one result, which runs on a context
+// of its own so the outcome gets out even when the budget is spent.
+const publishTimeout = 15 * time.Second
+
+// LongestOperation is the longest one create, revoke, list or queue
+// message can take: the retry budget, then clean-up after a failure
+// (tokens.CleanupTimeout), then the result's publish, each with a deadline
+// of its own. The server's write timeout and the drain on shutdown are
+// sized from it; a rotation run lifts the write deadline for itself.
+func LongestOperation(budget time.Duration) time.Duration {
+	return budget + tokens.CleanupTimeout + publishTimeout
 }
 
 // MaxBody is the largest request or envelope the handler reads.

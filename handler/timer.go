@@ -34,9 +34,13 @@ func (s *Server) rotateTokens(w http.ResponseWriter, r *http.Request, log *slog.
 		reply(w, http.StatusOK, "rotation skipped: KEY_VAULT_URI is not set")
 		return
 	}
+	// A run outlasts the server's WriteTimeout, which is sized for one
+	// operation: lift it for this reply, or the host gets no answer (the
+	// Functions host's functionTimeout is the bound that matters here).
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	ctx, cancel := upstream.WithBudget(r.Context(), min(8*s.opts.RetryBudget, maxRotationRun))
 	defer cancel()
-	outcomes, err := s.svc.Rotate(ctx, tokens.RotateOptions{Before: s.opts.RotateBefore, DefaultLifetime: s.opts.Limits.DefaultLifetime})
+	outcomes, err := s.svc.Rotate(ctx, tokens.RotateOptions{Before: s.opts.RotateBefore, DefaultLifetime: s.opts.Limits.DefaultLifetime, Queue: queueCaller})
 	if errors.Is(err, tokens.ErrRotationRunning) {
 		logOutcome(log, start, "rotation already running in this instance; this run does nothing", nil)
 		reply(w, http.StatusOK, "rotation already running")

@@ -155,7 +155,7 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	uri, _ := rec["secretUri"].(string)
-	d.showVault("databricks-dbw-01")
+	d.showVault(stack.SecretName(0))
 
 	d.say("It retries the same call (same requestId): the same token and secret, 200, no second token")
 	if _, err := d.call(ctx, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": ws, "comment": "demo: nightly ETL", "lifetimeSeconds": 86400, "requestId": "demo-1"}, 200); err != nil {
@@ -186,7 +186,7 @@ func (d *demo) run(ctx context.Context) error {
 	if _, err := d.call(ctx, http.MethodPost, "/api/revoke-token", map[string]any{"secretUri": uri}, 200); err != nil {
 		return err
 	}
-	d.showVault("databricks-dbw-01")
+	d.showVault(stack.SecretName(0))
 
 	sb, err := azservicebus.NewClientFromConnectionString(d.st.Broker.ConnectionString(), nil)
 	if err != nil {

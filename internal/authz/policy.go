@@ -15,15 +15,24 @@ import (
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
 
-// The actions a rule may grant.
+// The actions a rule may grant (the domain's typed actions).
 const (
-	ActionCreate = "create"
-	ActionRevoke = "revoke"
-	ActionList   = "list"
+	ActionCreate = tokens.ActionCreate
+	ActionRevoke = tokens.ActionRevoke
+	ActionList   = tokens.ActionList
 )
 
 // Actions are the actions a rule may grant, in the order messages list them.
-var Actions = []string{ActionCreate, ActionRevoke, ActionList}
+var Actions = []tokens.Action{ActionCreate, ActionRevoke, ActionList}
+
+// actionNames is Actions for messages.
+func actionNames() string {
+	names := make([]string, len(Actions))
+	for i, a := range Actions {
+		names[i] = string(a)
+	}
+	return strings.Join(names, ", ")
+}
 
 // PolicyVersion is the only policy format version.
 const PolicyVersion = 1
@@ -46,7 +55,7 @@ type Policy struct {
 
 type rule struct {
 	principals  []principalSpec
-	actions     []string
+	actions     []tokens.Action
 	workspaces  []scopePattern
 	maxLifetime time.Duration // 0: no limit of its own
 }
@@ -94,7 +103,7 @@ type Decision struct {
 //
 // A nil policy means no policy is configured: everything is allowed
 // (Allowed true, Rule -1), as before authorization existed.
-func (p *Policy) Decide(pr *Principal, action string, workspace tokens.WorkspaceID) Decision {
+func (p *Policy) Decide(pr *Principal, action tokens.Action, workspace tokens.WorkspaceID) Decision {
 	if p == nil {
 		return Decision{Allowed: true, Rule: -1}
 	}
@@ -151,7 +160,7 @@ func (p *Policy) CheckMaxLifetime(serviceMax time.Duration) error {
 
 // DeniedMessage is the caller-facing message for a denied action: it names
 // the action and the workspace and nothing of the policy.
-func DeniedMessage(action string, workspace tokens.WorkspaceID) string {
+func DeniedMessage(action tokens.Action, workspace tokens.WorkspaceID) string {
 	return fmt.Sprintf("the caller is not authorized to %s tokens in workspace %s", action, workspace)
 }
 
@@ -159,7 +168,7 @@ func DeniedMessage(action string, workspace tokens.WorkspaceID) string {
 // lifetime is above the caller's Decision.MaxLifetime: it tells the caller
 // its own limit and nothing else of the policy.
 func LifetimeDeniedMessage(max time.Duration, workspace tokens.WorkspaceID) string {
-	return fmt.Sprintf("lifetimeSeconds may be at most %d for this caller in workspace %s", int64(max/time.Second), workspace)
+	return tokens.LifetimeDeniedMessage(max, workspace)
 }
 
 func (s principalSpec) matches(pr *Principal) bool {
@@ -442,14 +451,15 @@ func parseRule(ps *problems, path string, raw json.RawMessage) (rule, bool) {
 		}
 		r.principals = append(r.principals, spec)
 	}
-	for j, item := range array(ps, path+".actions", f["actions"], strings.Join(Actions, ", ")) {
+	for j, item := range array(ps, path+".actions", f["actions"], actionNames()) {
 		at := fmt.Sprintf("%s.actions[%d]", path, j)
-		a, ok := str(item)
+		name, ok := str(item)
+		a := tokens.Action(name)
 		switch {
 		case !ok:
-			ps.add(at, "must be a string: %s", strings.Join(Actions, ", "))
+			ps.add(at, "must be a string: %s", actionNames())
 		case !slices.Contains(Actions, a):
-			ps.add(at, "unknown action %q; want %s", clip(a), strings.Join(Actions, ", "))
+			ps.add(at, "unknown action %q; want %s", clip(name), actionNames())
 		case slices.Contains(r.actions, a):
 			ps.add(at, "repeats action %q", a)
 		default:
@@ -677,4 +687,31 @@ func (p *Policy) HasQueueRules() bool {
 		}
 	}
 	return false
+}
+
+// Authorizer applies a Policy to the token service's callers: it is the
+// tokens.Authorizer of main. A nil Policy allows everything, as before
+// authorization existed. Queue commands, workspace events and the rotation
+// of queue-issued tokens act as the Queue principal, which the policy
+// restricts only when it has rules for it (HasQueueRules): the queue's
+// RBAC is the control there.
+type Authorizer struct{ Policy *Policy }
+
+var _ tokens.Authorizer = Authorizer{}
+
+// Authorize implements tokens.Authorizer. by is a *Principal (nil: nobody
+// vouched for the caller, which any policy denies).
+func (a Authorizer) Authorize(by tokens.Caller, act tokens.Action, ws tokens.WorkspaceID) (tokens.Grant, error) {
+	if a.Policy == nil {
+		return tokens.Grant{}, nil
+	}
+	pr, _ := by.(*Principal)
+	if pr.IsQueue() && !a.Policy.HasQueueRules() {
+		return tokens.Grant{}, nil
+	}
+	d := a.Policy.Decide(pr, act, ws)
+	if !d.Allowed {
+		return tokens.Grant{}, &tokens.Error{Code: tokens.CodeNotAuthorized, Target: "workspaceResourceId", Message: DeniedMessage(act, ws)}
+	}
+	return tokens.Grant{MaxLifetime: d.MaxLifetime}, nil
 }

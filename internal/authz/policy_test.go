@@ -242,7 +242,7 @@ func TestDecide(t *testing.T) {
 	tests := []struct {
 		name   string
 		pr     *Principal
-		action string
+		action tokens.Action
 		ws     tokens.WorkspaceID
 		want   Decision
 	}{

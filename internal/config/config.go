@@ -91,7 +91,17 @@ type Config struct {
 	// Policy decides which caller may do what (AUTHZ_POLICY); nil means no
 	// policy: a function key is the only control.
 	Policy *authz.Policy
+	// PlatformAuth is App Service Authentication being on for the app
+	// (WEBSITE_AUTH_ENABLED, set by the platform): the caller headers are
+	// then the platform's, not the caller's.
+	PlatformAuth bool
 }
+
+// TrustsCallerHeaders reports whether the X-MS-CLIENT-PRINCIPAL headers can
+// be believed: App Service Authentication is on, or a policy is configured
+// (which the settings allow only behind a loopback listener and, in Azure,
+// with App Service Authentication on). Otherwise any caller could set them.
+func (c Config) TrustsCallerHeaders() bool { return c.PlatformAuth || c.Policy != nil }
 
 // Address is the host:port to listen on.
 func (c Config) Address() string { return net.JoinHostPort(c.ListenAddress, c.Port) }
@@ -245,6 +255,7 @@ func parse(e env) (Config, error) {
 	default:
 		p.add("LOG_LEVEL", "%q is not one of debug, info, warn, error", e.LogLevel)
 	}
+	c.PlatformAuth = authz.PlatformAuthEnabled(getenv)
 	if pol, err := authz.LoadPolicy(strings.TrimSpace(e.AuthzPolicy), nil); err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
 			p.add("AUTHZ_POLICY", "%s", line)

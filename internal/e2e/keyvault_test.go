@@ -43,10 +43,10 @@ func TestKeyVaultDelivery(t *testing.T) {
 		t.Fatalf("the response carries the token value with Key Vault delivery: %s", r.Body)
 	}
 	uri, _ := rec["secretUri"].(string)
-	if !strings.HasPrefix(uri, e.stack.Vault.URL()+"/secrets/databricks-dbw-01/") {
+	if !strings.HasPrefix(uri, e.stack.Vault.URL()+"/secrets/"+stack.SecretName(0)+"/") {
 		t.Fatalf("secretUri = %q", uri)
 	}
-	vs := versions(e, "databricks-dbw-01")
+	vs := versions(e, stack.SecretName(0))
 	live := dbw.LiveTokens()
 	if len(vs) != 1 || len(live) != 1 || vs[0].Value != live[0].Value || vs[0].ID != uri {
 		t.Fatalf("vault holds %d versions, workspace %d live tokens; the version must hold the live token", len(vs), len(live))
@@ -81,7 +81,7 @@ func TestKeyVaultDelivery(t *testing.T) {
 	if tok, _ := dbw.Token(live[0].ID); tok.State != databricks.Revoked {
 		t.Errorf("token state %s after revoke", tok.State)
 	}
-	if vs := versions(e, "databricks-dbw-01"); vs[0].Enabled {
+	if vs := versions(e, stack.SecretName(0)); vs[0].Enabled {
 		t.Error("the revoked version is still enabled")
 	}
 	rv = e.do(http.MethodPost, "/api/revoke-token", map[string]any{"secretUri": uri})
@@ -101,7 +101,7 @@ func TestKeyVaultBadInput(t *testing.T) {
 		body map[string]any
 		code string
 	}{
-		{"another vault", map[string]any{"secretUri": "https://other.vault.azure.net/secrets/databricks-dbw-01/abc"}, "InvalidRequest"},
+		{"another vault", map[string]any{"secretUri": "https://other.vault.azure.net/secrets/" + stack.SecretName(0) + "/abc"}, "InvalidRequest"},
 		{"unmanaged secret", map[string]any{"secretUri": e.stack.Vault.URL() + "/secrets/someone-elses"}, "InvalidRequest"},
 		{"not a secret URI", map[string]any{"secretUri": e.stack.Vault.URL() + "/keys/k1"}, "InvalidRequest"},
 	}
@@ -115,7 +115,7 @@ func TestKeyVaultBadInput(t *testing.T) {
 		t.Errorf("bad secret name: %d %s", r.Status, r.Body)
 	}
 	// A vault that refuses (no RBAC role): the create fails, and the token it made is revoked.
-	e.stack.Vault.Forbid("databricks-dbw-01", true)
+	e.stack.Vault.Forbid(stack.SecretName(0), true)
 	r := e.create(map[string]any{"workspaceResourceId": ws(0)})
 	if r.Status != 502 || r.errorCode(t) != "UpstreamError" || !strings.Contains(string(r.Body), "Key Vault") {
 		t.Errorf("vault 403: %d %s", r.Status, r.Body)
@@ -155,7 +155,7 @@ func TestRotation(t *testing.T) {
 		}
 	}
 	e.results(2, 20*time.Second)
-	first := [2]keyvault.Secret{versions(e, "databricks-dbw-01")[0], versions(e, "databricks-dbw-02")[0]}
+	first := [2]keyvault.Secret{versions(e, stack.SecretName(0))[0], versions(e, stack.SecretName(1))[0]}
 
 	// The second workspace fails; the first still rotates.
 	e.stack.Workspaces[1].InjectFault(databricks.OpCreate, databricks.HTML403{})
@@ -171,7 +171,7 @@ func TestRotation(t *testing.T) {
 	if rot.Event == nil || failed.Event == nil || !strings.EqualFold(failed.Event["source"].(string), ws(1)) {
 		t.Fatalf("results: %+v", rs)
 	}
-	v1 := versions(e, "databricks-dbw-01")
+	v1 := versions(e, stack.SecretName(0))
 	if len(v1) != 2 || rot.data()["secretUri"] != v1[1].ID || rot.data()["comment"] != "short-lived" || v1[1].Tags["lifetimeSeconds"] != "4" {
 		t.Fatalf("rotation wrote %d versions; result %v", len(v1), rot.data())
 	}
@@ -186,7 +186,7 @@ func TestRotation(t *testing.T) {
 	}
 	e.waitIdle()
 	time.Sleep(500 * time.Millisecond)
-	if v := versions(e, "databricks-dbw-01"); v[0].Enabled {
+	if v := versions(e, stack.SecretName(0)); v[0].Enabled {
 		t.Errorf("the superseded, expired version is still enabled")
 	}
 }
@@ -208,7 +208,7 @@ func TestDoubleTimerFireMakesOneReplacement(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if v := versions(e, "databricks-dbw-01"); len(v) != 2 {
+	if v := versions(e, stack.SecretName(0)); len(v) != 2 {
 		t.Errorf("%d versions after three concurrent timer runs; want 2 (one replacement)", len(v))
 	}
 	if n := len(e.stack.Workspaces[0].LiveTokens()); n != 2 {
@@ -222,7 +222,7 @@ func TestWorkspaceEventWithKeyVault(t *testing.T) {
 	e := startVault(t, envOptions{})
 	e.send("workspace-events", gridEvent(ws(0), "ev-kv-1", "Microsoft.Databricks/workspaces/write"), "sb-kv-1")
 	r := e.results(1, 20*time.Second)[0]
-	vs := versions(e, "databricks-dbw-01")
+	vs := versions(e, stack.SecretName(0))
 	if r.Subject != "Databricks.Token.Created" || len(vs) != 1 || r.data()["secretUri"] != vs[0].ID || r.data()["tokenValue"] != nil {
 		t.Fatalf("result %v; %d versions", r.data(), len(vs))
 	}

@@ -412,7 +412,7 @@ func TestOpenAPIResponsesConformToDocument(t *testing.T) {
 		{name: "Key Vault: revoke by secret again", op: "RevokeToken", path: "/revoke-token", docValid: true, status: 200,
 			body: func() any { return map[string]any{"secretUri": secretURI} }, check: wantRevokeStatus("notFound")},
 		{name: "Key Vault: revoke a secret of another vault", op: "RevokeToken", path: "/revoke-token", docValid: true, status: 400, code: "InvalidRequest",
-			body: map[string]any{"secretUri": "https://other.vault.azure.net/secrets/databricks-dbw-01/abc"}},
+			body: map[string]any{"secretUri": "https://other.vault.azure.net/secrets/" + stack.SecretName(0) + "/abc"}},
 	} {
 		if c.before != nil {
 			c.before()

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -36,6 +37,13 @@ const (
 	// stamps versions to the second, so two versions written in one second
 	// (a rotation right after a create) are ordered by this tag.
 	TagIssuedAt = "issuedAt"
+	// TagKind is the token's marker kind ("req" or "evt"): a rotation
+	// issues the successor with the same kind, so an event token stays one.
+	TagKind = "kind"
+	// TagOrigin is how the token was asked for: "queue" (commands, events,
+	// rotations of those) or "http". Rotation re-authorizes queue-issued
+	// tokens as the queue principal.
+	TagOrigin = "origin"
 	// ManagedBy is the managedBy tag's value: secrets without it are never
 	// touched, rotated or revoked.
 	ManagedBy   = "databricks-token-broker"
@@ -98,15 +106,19 @@ func (v *Vault) Put(ctx context.Context, name string, value tokens.Secret, st to
 		Tags: map[string]*string{
 			TagManagedBy: ptr(ManagedBy),
 			TagTokenID:   ptr(st.TokenID),
-			TagWorkspace: ptr(st.Workspace.String()),
 			TagLifetime:  ptr(strconv.FormatInt(int64(st.Lifetime/time.Second), 10)),
 			TagRequestID: ptr(st.RequestID),
 			TagIssuedAt:  ptr(st.IssuedAt.UTC().Format(time.RFC3339Nano)),
 		},
 		SecretAttributes: &azsecrets.SecretAttributes{Enabled: ptr(true)},
 	}
-	if st.Comment != "" {
-		params.Tags[TagComment] = ptr(st.Comment)
+	putLong(params.Tags, TagWorkspace, st.Workspace.String())
+	putLong(params.Tags, TagComment, st.Comment)
+	if st.Kind != "" {
+		params.Tags[TagKind] = ptr(st.Kind)
+	}
+	if st.Origin != "" {
+		params.Tags[TagOrigin] = ptr(st.Origin)
 	}
 	if !st.ExpiresAt.IsZero() {
 		params.SecretAttributes.Expires = &exp
@@ -161,6 +173,36 @@ func (v *Vault) versions(ctx context.Context, name string) ([]tokens.StoredToken
 		return b.IssuedAt.Compare(a.IssuedAt)
 	})
 	return out, nil
+}
+
+// Claim checks, before a token is created for it, that secret name may
+// receive a token of workspace ws: it must not exist, or every version must
+// be one this service wrote for ws. A secret that holds another workspace's
+// tokens (consumers of that workspace read its latest version), or that
+// someone else wrote, is refused as InvalidRequest.
+func (v *Vault) Claim(ctx context.Context, name string, ws tokens.WorkspaceID) error {
+	pager := v.client.NewListSecretPropertiesVersionsPager(name, nil)
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			if isStatus(err, http.StatusNotFound) {
+				return nil
+			}
+			return translate("list versions of "+name, err)
+		}
+		for _, p := range page.Value {
+			st, managed := stored(p)
+			switch {
+			case !managed:
+				return tokens.FieldError(tokens.CodeInvalidRequest, "secretName",
+					fmt.Sprintf("Key Vault secret %s exists and was not written by this service; choose another secretName", name))
+			case !st.Workspace.Equal(ws):
+				return tokens.FieldError(tokens.CodeInvalidRequest, "secretName",
+					fmt.Sprintf("Key Vault secret %s holds tokens of another workspace (%s); choose another secretName", name, st.Workspace))
+			}
+		}
+	}
+	return nil
 }
 
 // Get reads the managed version a secret URI names (the latest when the
@@ -252,14 +294,14 @@ func stored(p *azsecrets.SecretProperties) (tokens.StoredToken, bool) {
 	if p == nil || p.ID == nil || tag(p.Tags, TagManagedBy) != ManagedBy || tag(p.Tags, TagTokenID) == "" {
 		return tokens.StoredToken{}, false
 	}
-	ws, err := tokens.ParseWorkspaceID(tag(p.Tags, TagWorkspace))
+	ws, err := tokens.ParseWorkspaceID(getLong(p.Tags, TagWorkspace))
 	if err != nil {
 		return tokens.StoredToken{}, false
 	}
 	secs, _ := strconv.ParseInt(tag(p.Tags, TagLifetime), 10, 64)
 	st := tokens.StoredToken{URI: string(*p.ID), Name: p.ID.Name(), Version: p.ID.Version(), TokenID: tag(p.Tags, TagTokenID),
 		Workspace: ws, Lifetime: time.Duration(secs) * time.Second, RequestID: tag(p.Tags, TagRequestID),
-		Comment: tag(p.Tags, TagComment), Tags: map[string]string{}}
+		Comment: getLong(p.Tags, TagComment), Kind: tag(p.Tags, TagKind), Origin: tag(p.Tags, TagOrigin), Tags: map[string]string{}}
 	st.IssuedAt, _ = time.Parse(time.RFC3339Nano, tag(p.Tags, TagIssuedAt))
 	for k, v := range p.Tags {
 		if v != nil {
@@ -276,6 +318,43 @@ func stored(p *azsecrets.SecretProperties) (tokens.StoredToken, bool) {
 		}
 	}
 	return st, true
+}
+
+// maxTagValue is Key Vault's limit on a tag value (256 characters; kept
+// in bytes here, which is never more). A workspace resource id can be 264
+// characters and a comment 200 characters of up to 4 bytes each, so longer
+// values are split over the tags k, k2, k3, … at character boundaries,
+// and getLong joins them. Validation bounds both, so the number of tags
+// stays under Key Vault's 15 (at most 14 with every field at its longest).
+const maxTagValue = 256
+
+func putLong(tags map[string]*string, k, v string) {
+	for i := 1; v != ""; i++ {
+		cut := len(v)
+		if cut > maxTagValue {
+			cut = maxTagValue
+			for cut > 0 && !utf8.RuneStart(v[cut]) {
+				cut--
+			}
+		}
+		name := k
+		if i > 1 {
+			name = k + strconv.Itoa(i)
+		}
+		tags[name] = ptr(v[:cut])
+		v = v[cut:]
+	}
+}
+
+func getLong(tags map[string]*string, k string) string {
+	v := tag(tags, k)
+	for i := 2; ; i++ {
+		part := tag(tags, k+strconv.Itoa(i))
+		if part == "" {
+			return v
+		}
+		v += part
+	}
 }
 
 func tag(tags map[string]*string, k string) string {

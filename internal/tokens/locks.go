@@ -40,90 +40,63 @@ func (k *keyedMutex) lock(key string) (unlock func()) {
 	}
 }
 
-// recentRecords remembers the records of recent creates (never the values),
-// so a retried call on this instance is answered without a list call.
-type recentRecords struct {
+// ttlCache is a small map with a time to live and a bound on its size:
+// every cache of the service is keyed by something callers choose, so none
+// may grow without limit. Past max entries the oldest insertion goes.
+type ttlCache[V any] struct {
 	mu    sync.Mutex
 	max   int
 	ttl   time.Duration
-	m     map[string]recentEntry
+	m     map[string]ttlEntry[V]
 	order []string
 }
 
-type recentEntry struct {
-	rec Record
-	at  time.Time
-}
-
-func newRecentRecords(max int, ttl time.Duration) *recentRecords {
-	return &recentRecords{max: max, ttl: ttl, m: make(map[string]recentEntry)}
-}
-
-func (r *recentRecords) get(key string, now time.Time) (Record, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e, ok := r.m[key]
-	if !ok || now.Sub(e.at) > r.ttl || (!e.rec.ExpiresAt.IsZero() && !e.rec.ExpiresAt.After(now)) {
-		return Record{}, false
-	}
-	return e.rec, true
-}
-
-func (r *recentRecords) put(key string, rec Record, now time.Time) {
-	rec.Value = Secret{}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, ok := r.m[key]; !ok {
-		r.order = append(r.order, key)
-	}
-	r.m[key] = recentEntry{rec: rec, at: now}
-	for len(r.order) > r.max {
-		delete(r.m, r.order[0])
-		r.order = r.order[1:]
-	}
-}
-
-// policyCache remembers workspace settings for a while: they change rarely,
-// and reading them on every create would double the Databricks calls.
-type policyCache struct {
-	mu  sync.Mutex
-	ttl time.Duration
-	m   map[string]policyEntry
-}
-
-type policyEntry struct {
-	p  WorkspacePolicy
+type ttlEntry[V any] struct {
+	v  V
 	at time.Time
 }
 
-func newPolicyCache(ttl time.Duration) *policyCache {
-	return &policyCache{ttl: ttl, m: map[string]policyEntry{}}
+func newTTLCache[V any](max int, ttl time.Duration) *ttlCache[V] {
+	return &ttlCache[V]{max: max, ttl: ttl, m: make(map[string]ttlEntry[V])}
 }
 
-func (c *policyCache) get(key string, now time.Time) (WorkspacePolicy, bool) {
+func (c *ttlCache[V]) get(key string, now time.Time) (V, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[key]
 	if !ok || now.Sub(e.at) > c.ttl {
-		return WorkspacePolicy{}, false
+		var zero V
+		return zero, false
 	}
-	return e.p, true
+	return e.v, true
 }
 
-func (c *policyCache) put(key string, p WorkspacePolicy, now time.Time) {
+func (c *ttlCache[V]) put(key string, v V, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.m[key] = policyEntry{p: p, at: now}
+	if _, ok := c.m[key]; !ok {
+		c.order = append(c.order, key)
+	}
+	c.m[key] = ttlEntry[V]{v: v, at: now}
+	for len(c.order) > c.max {
+		delete(c.m, c.order[0])
+		c.order = c.order[1:]
+	}
 }
 
-// forgetToken drops the records of a revoked token, so that a later call
-// with its request id does not answer with a token that no longer works.
-func (r *recentRecords) forgetToken(tokenID string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for k, e := range r.m {
-		if e.rec.TokenID == tokenID {
-			delete(r.m, k)
+// deleteFunc drops the entries for which drop is true.
+func (c *ttlCache[V]) deleteFunc(drop func(V) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, e := range c.m {
+		if drop(e.v) {
+			delete(c.m, k)
 		}
 	}
+}
+
+func (c *ttlCache[V]) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
 }

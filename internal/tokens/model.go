@@ -100,6 +100,15 @@ type Record struct {
 	SecretURI    string    // Key Vault delivery only
 }
 
+// expired reports whether the record's token has expired at now.
+func (r Record) expired(now time.Time) bool { return !r.ExpiresAt.IsZero() && !r.ExpiresAt.After(now) }
+
+// withoutValue is the record without its value: what may be kept.
+func (r Record) withoutValue() Record {
+	r.Value = Secret{}
+	return r
+}
+
 // TokenSummary is one entry of list-tokens.
 type TokenSummary struct {
 	TokenID   string

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -55,7 +56,10 @@ type Deps struct {
 	API      TokenAPI
 	// Vault is Key Vault delivery; nil means inline delivery.
 	Vault Vault
-	Now   func() time.Time
+	// Authorizer decides who may do what; nil allows everything (no
+	// AUTHZ_POLICY).
+	Authorizer Authorizer
+	Now        func() time.Time
 }
 
 // Service issues, lists, revokes and rotates tokens. It is safe for
@@ -64,21 +68,38 @@ type Service struct {
 	resolver Resolver
 	api      TokenAPI
 	vault    Vault
+	authz    Authorizer
 	now      func() time.Time
 
-	locks    keyedMutex
-	recent   *recentRecords
-	policies *policyCache
+	locks keyedMutex
+	// recent answers a repeated request id on this instance without a list
+	// call, but only briefly: another instance (or the Databricks UI) may
+	// revoke the token, and a repeat must not be answered with a dead one
+	// for long. Bursts of retries and concurrent duplicates are what it is for.
+	recent *ttlCache[Record]
+	// policies caches workspace token settings (maxTokenLifetimeDays).
+	policies *ttlCache[WorkspacePolicy]
+	// claims remembers which workspace's tokens a secret name holds, once
+	// Key Vault said so (the name is then the workspace's for good).
+	claims   *ttlCache[string]
 	rotating sync.Mutex
 }
+
+// recentTTL is how long a create's record answers repeats on this
+// instance without asking Databricks.
+const recentTTL = 5 * time.Second
 
 // NewService returns a Service.
 func NewService(d Deps) *Service {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	return &Service{resolver: d.Resolver, api: d.API, vault: d.Vault, now: d.Now,
-		recent: newRecentRecords(10000, 24*time.Hour), policies: newPolicyCache(time.Hour)}
+	if d.Authorizer == nil {
+		d.Authorizer = allowAll{}
+	}
+	return &Service{resolver: d.Resolver, api: d.API, vault: d.Vault, authz: d.Authorizer, now: d.Now,
+		recent: newTTLCache[Record](10000, recentTTL), policies: newTTLCache[WorkspacePolicy](1000, time.Hour),
+		claims: newTTLCache[string](10000, time.Hour)}
 }
 
 // CreateOptions say how a create arrived.
@@ -107,8 +128,22 @@ type CreateResult struct {
 }
 
 // Create issues a token for req, at most one live token per request id,
-// and delivers it: into Key Vault, or inline in the returned record.
-func (s *Service) Create(ctx context.Context, req CreateRequest, opts CreateOptions) (CreateResult, error) {
+// and delivers it: into Key Vault, or inline in the returned record. by is
+// the caller, authorized here before any upstream call.
+//
+// Errors: NotAuthorized, InvalidRequest (a lifetime the workspace refuses,
+// a secret of another workspace), WorkspaceNotAllowed, WorkspaceNotFound,
+// WorkspaceNotReady, TokenQuotaExceeded, UpstreamError, UpstreamUnavailable
+// (also when clean-up after a failure failed: a retry with the same request
+// id repairs it).
+func (s *Service) Create(ctx context.Context, by Caller, req CreateRequest, opts CreateOptions) (CreateResult, error) {
+	grant, err := s.authz.Authorize(by, ActionCreate, req.Workspace)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	if err := capLifetime(&req, grant); err != nil {
+		return CreateResult{}, err
+	}
 	ws, err := s.resolver.Resolve(ctx, req.Workspace)
 	if err != nil {
 		return CreateResult{}, err
@@ -123,10 +158,11 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, opts CreateOpti
 	unlock := s.locks.lock(key)
 	defer unlock()
 
-	if rec, ok := s.recent.get(key, s.now()); ok && !opts.ReissueUndelivered {
+	if rec, ok := s.recent.get(key, s.now()); ok && !opts.ReissueUndelivered && !rec.expired(s.now()) {
 		return CreateResult{Record: rec}, nil
 	}
 	var res CreateResult
+	name := SecretName(req)
 	if req.RequestIDGiven {
 		earlier, err := s.findByRequest(ctx, ws, req.RequestID)
 		if err != nil {
@@ -134,13 +170,13 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, opts CreateOpti
 		}
 		if len(earlier) > 0 {
 			// Keep the oldest; any others lost an earlier race.
-			uri, delivered, err := s.delivered(ctx, req, earlier[0], opts)
+			uri, delivered, err := s.delivered(ctx, name, earlier[0], opts)
 			if err != nil {
 				return CreateResult{}, err
 			}
 			if delivered {
-				if res.Revoked, err = s.revokeAll(ctx, ws, earlier[1:]); err != nil {
-					return CreateResult{}, err
+				if res.Revoked, err = s.revokeHeld(ctx, ws, earlier[1:]); err != nil {
+					return CreateResult{}, cleanupFailed(err)
 				}
 				rec := s.record(req.RequestID, ws, earlier[0].Token, earlier[0].caller)
 				rec.SecretURI = uri
@@ -150,8 +186,11 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, opts CreateOpti
 			}
 		}
 		if res.Revoked, err = s.revokeAll(ctx, ws, earlier); err != nil {
-			return CreateResult{}, err
+			return CreateResult{}, cleanupFailed(err)
 		}
+	}
+	if err := s.claim(ctx, name, ws.ID); err != nil {
+		return CreateResult{}, err
 	}
 
 	issued, gc, err := s.createOnce(ctx, ws, Marker{Kind: opts.MarkerKind, RequestID: req.RequestID}, req.Comment, req.Lifetime)
@@ -161,42 +200,105 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, opts CreateOpti
 	}
 	rec := s.record(req.RequestID, ws, issued.Token, req.Comment)
 	if s.vault != nil {
-		if rec.SecretURI, err = s.deliver(ctx, ws, SecretName(req), issued, req.RequestID, req.Comment, req.Lifetime); err != nil {
+		st := StoredToken{RequestID: req.RequestID, Comment: req.Comment, Lifetime: req.Lifetime, Kind: opts.MarkerKind, Origin: originOf(by)}
+		if rec.SecretURI, err = s.deliver(ctx, ws, name, issued, st); err != nil {
 			return CreateResult{}, err
 		}
 	} else {
 		rec.Value = issued.Value
 	}
-	s.recent.put(key, rec, s.now())
+	s.recent.put(key, rec.withoutValue(), s.now())
 	res.Record, res.Issued = rec, true
 	return res, nil
+}
+
+func originOf(by Caller) string {
+	if isQueue(by) {
+		return OriginQueue
+	}
+	return OriginHTTP
+}
+
+// claim checks, before any token exists, that the secret may receive a
+// token of this workspace (so a create never fails after the token is made
+// for a reason the service could have known). A name once confirmed is
+// remembered for an hour.
+func (s *Service) claim(ctx context.Context, name string, ws WorkspaceID) error {
+	if s.vault == nil {
+		return nil
+	}
+	key := strings.ToLower(name) // Key Vault names ignore case
+	if owner, ok := s.claims.get(key, s.now()); ok && owner == ws.Key() {
+		return nil
+	}
+	if err := s.vault.Claim(ctx, name, ws); err != nil {
+		return err
+	}
+	s.claims.put(key, ws.Key(), s.now())
+	return nil
 }
 
 // delivered says whether an earlier attempt's token reached its consumer:
 // with Key Vault, when a version of the secret holds it; inline, unless the
 // caller says this is a redelivery of an attempt that died.
-func (s *Service) delivered(ctx context.Context, req CreateRequest, t found, opts CreateOptions) (string, bool, error) {
+func (s *Service) delivered(ctx context.Context, name string, t found, opts CreateOptions) (string, bool, error) {
 	if s.vault == nil {
 		return "", !opts.ReissueUndelivered, nil
 	}
-	st, ok, err := s.vault.Find(ctx, SecretName(req), t.ID)
+	st, ok, err := s.vault.Find(ctx, name, t.ID)
 	return st.URI, ok, err
 }
 
 // deliver writes the value to Key Vault. When that fails the value is lost
-// for good, so the token is revoked before the error is returned: no orphan.
-func (s *Service) deliver(ctx context.Context, ws Workspace, name string, issued Issued, requestID, comment string, lifetime time.Duration) (string, error) {
-	uri, err := s.vault.Put(ctx, name, issued.Value, StoredToken{TokenID: issued.ID, Workspace: ws.ID, Lifetime: lifetime,
-		ExpiresAt: issued.ExpiresAt, IssuedAt: issued.CreatedAt, RequestID: requestID, Comment: comment})
+// for good, so the token is revoked before the error is returned: no
+// orphan. If the revoke fails too, the error is transient whatever the
+// write's was: only a retry (which finds the token by its marker and
+// revokes it) repairs that.
+func (s *Service) deliver(ctx context.Context, ws Workspace, name string, issued Issued, st StoredToken) (string, error) {
+	st.TokenID, st.Workspace, st.ExpiresAt, st.IssuedAt = issued.ID, ws.ID, issued.ExpiresAt, issued.CreatedAt
+	uri, err := s.vault.Put(ctx, name, issued.Value, st)
 	if err == nil {
 		return uri, nil
 	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-	defer cancel()
-	if _, rerr := s.api.DeleteToken(cctx, ws, issued.ID); rerr != nil {
-		return "", fmt.Errorf("%w (and revoking the undelivered token %s failed: %v)", err, issued.ID, rerr)
+	if rerr := s.withdraw(ctx, ws, issued.ID); rerr != nil {
+		return "", cleanupFailed(errors.Join(err, rerr))
 	}
 	return "", err
+}
+
+// withdraw revokes a token whose value can no longer reach anyone, on a
+// deadline of its own: the usual reason is that the invocation's budget
+// ran out or its caller went away.
+func (s *Service) withdraw(ctx context.Context, ws Workspace, tokenID string) error {
+	cctx, cancel := Detached(ctx, CleanupTimeout)
+	defer cancel()
+	if _, err := s.api.DeleteToken(cctx, ws, tokenID); err != nil {
+		return fmt.Errorf("revoke undelivered token %s: %w", tokenID, err)
+	}
+	s.recent.deleteFunc(func(r Record) bool { return r.TokenID == tokenID })
+	return nil
+}
+
+// Withdraw revokes a token the service issued whose value can no longer
+// reach anyone: inline delivery, and the result that was to carry it could
+// not be published. It runs on a deadline of its own.
+//
+// Errors: UpstreamError, UpstreamUnavailable (the caller should fail the
+// invocation, so a redelivery finds the token by its marker and revokes it).
+func (s *Service) Withdraw(ctx context.Context, rec Record) error {
+	// The record's URL is the one ARM returned and the allow-list accepted
+	// when the token was made.
+	return s.withdraw(ctx, Workspace{ID: rec.Workspace, URL: rec.WorkspaceURL}, rec.TokenID)
+}
+
+// cleanupFailed turns a failure to clean up (revoke a token whose value
+// never reached anyone) into a transient error, whatever the cause was: a
+// token may be live with its value nowhere, and only a retry of the same
+// request, which finds it by its marker, revokes it.
+func cleanupFailed(err error) error {
+	e := AsError(err)
+	return &Error{Code: CodeUpstreamUnavailable, RetryAfter: 5 * time.Second, Err: err,
+		Message: e.Message + "; cleaning up failed, so retry the request with the same request id (the retry revokes what was left)"}
 }
 
 // checkLifetime refuses, before any create, a lifetime the workspace would
@@ -228,11 +330,13 @@ func (s *Service) checkLifetime(ctx context.Context, ws Workspace, lifetime time
 	return nil
 }
 
-// createOnce creates the token. After an ambiguous failure it lists the
-// workspace's tokens: whatever the lost attempt created is revoked (its
-// value never reached us), and the create is tried once more. When the
-// identity holds the maximum number of tokens, the service's own
-// superseded tokens are revoked to make room, and the create tried once more.
+// createOnce creates the token. After an ambiguous failure (the workspace
+// may have carried the create out: a dropped connection, a 5xx, an answer
+// that came after the budget ran out or the caller went away) it finds
+// whatever the lost attempt created by its marker and revokes it, on a
+// deadline of its own, then tries once more if the budget allows. When the
+// identity holds the maximum number of tokens, the service's own superseded
+// tokens are revoked to make room, and the create tried once more.
 func (s *Service) createOnce(ctx context.Context, ws Workspace, m Marker, comment string, lifetime time.Duration) (Issued, []string, error) {
 	full := m.Comment(comment)
 	var collected []string
@@ -251,18 +355,31 @@ func (s *Service) createOnce(ctx context.Context, ws Workspace, m Marker, commen
 		case !errors.Is(err, ErrAmbiguous):
 			return Issued{}, collected, err
 		}
-		lost, lerr := s.findByRequest(ctx, ws, m.RequestID)
-		if lerr != nil {
-			return Issued{}, collected, lerr
+		if rerr := s.reconcile(ctx, ws, m.RequestID); rerr != nil {
+			return Issued{}, collected, cleanupFailed(errors.Join(err, rerr))
 		}
-		if _, rerr := s.revokeAll(ctx, ws, lost); rerr != nil {
-			return Issued{}, collected, rerr
+		if ctx.Err() != nil {
+			return Issued{}, collected, &Error{Code: CodeUpstreamUnavailable, RetryAfter: 5 * time.Second, Err: err,
+				Message: "the workspace did not answer the create within the retry budget (UPSTREAM_RETRY_BUDGET); nothing was left behind"}
 		}
 		if attempt >= 1 {
 			return Issued{}, collected, &Error{Code: CodeUpstreamUnavailable, RetryAfter: 5 * time.Second, Err: err,
 				Message: "the workspace dropped the connection twice while creating the token; nothing was left behind"}
 		}
 	}
+}
+
+// reconcile revokes whatever tokens carry requestID's marker: the work of
+// an interrupted create, whose value never arrived.
+func (s *Service) reconcile(ctx context.Context, ws Workspace, requestID string) error {
+	cctx, cancel := Detached(ctx, CleanupTimeout)
+	defer cancel()
+	lost, err := s.findByRequest(cctx, ws, requestID)
+	if err != nil {
+		return err
+	}
+	_, err = s.revokeAll(cctx, ws, lost)
+	return err
 }
 
 type found struct {
@@ -276,6 +393,10 @@ func (s *Service) findByRequest(ctx context.Context, ws Workspace, requestID str
 	if err != nil {
 		return nil, err
 	}
+	return byRequest(all, requestID), nil
+}
+
+func byRequest(all []Token, requestID string) []found {
 	var out []found
 	for _, t := range all {
 		if m, caller, ok := SplitComment(t.Comment); ok && m.RequestID == requestID {
@@ -283,7 +404,7 @@ func (s *Service) findByRequest(ctx context.Context, ws Workspace, requestID str
 		}
 	}
 	sortOldestFirst(out)
-	return out, nil
+	return out
 }
 
 func sortOldestFirst(ts []found) {
@@ -291,20 +412,12 @@ func sortOldestFirst(ts []found) {
 		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
 			return c
 		}
-		return compareStrings(a.ID, b.ID)
+		return strings.Compare(a.ID, b.ID)
 	})
 }
 
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
+// revokeAll revokes tokens whose values never reached a consumer (nothing
+// holds them).
 func (s *Service) revokeAll(ctx context.Context, ws Workspace, toks []found) ([]string, error) {
 	var ids []string
 	for _, t := range toks {
@@ -314,6 +427,39 @@ func (s *Service) revokeAll(ctx context.Context, ws Workspace, toks []found) ([]
 		ids = append(ids, t.ID)
 	}
 	return ids, nil
+}
+
+// revokeHeld revokes tokens that a Key Vault version may hold (the loser
+// of a race, a superseded version's token) and disables those versions,
+// so no secret's latest version is left enabled with a dead token.
+func (s *Service) revokeHeld(ctx context.Context, ws Workspace, toks []found) ([]string, error) {
+	ids, err := s.revokeAll(ctx, ws, toks)
+	if err != nil || len(ids) == 0 {
+		return ids, err
+	}
+	return ids, s.disableHeld(ctx, ws.ID, ids...)
+}
+
+// disableHeld disables every enabled managed version that holds one of
+// the tokens (which were just revoked).
+func (s *Service) disableHeld(ctx context.Context, ws WorkspaceID, tokenIDs ...string) error {
+	if s.vault == nil || len(tokenIDs) == 0 {
+		return nil
+	}
+	secrets, err := s.vault.Managed(ctx)
+	if err != nil {
+		return err
+	}
+	for _, sec := range secrets {
+		for _, v := range sec.Versions {
+			if v.Enabled && v.Workspace.Equal(ws) && slices.Contains(tokenIDs, v.TokenID) {
+				if err := s.vault.Disable(ctx, v); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // collect revokes the service's own superseded tokens in a workspace, to
@@ -332,9 +478,11 @@ func (s *Service) collect(ctx context.Context, ws Workspace) ([]string, error) {
 			return nil, err
 		}
 		for _, sec := range secrets {
-			for i, v := range sec.Versions {
-				if i > 0 && v.Workspace.Equal(ws.ID) {
-					superseded[v.TokenID] = true
+			for _, group := range byWorkspace(sec.Versions) {
+				if group[0].Workspace.Equal(ws.ID) {
+					for _, v := range group[1:] {
+						superseded[v.TokenID] = true
+					}
 				}
 			}
 		}
@@ -356,7 +504,27 @@ func (s *Service) collect(ctx context.Context, ws Workspace) ([]string, error) {
 		sortOldestFirst(events)
 		victims = append(victims, events[:len(events)-1]...)
 	}
-	return s.revokeAll(ctx, ws, victims)
+	return s.revokeHeld(ctx, ws, victims)
+}
+
+// byWorkspace splits a secret's versions (newest first) by the workspace
+// whose token each holds, each group newest first. A secret normally holds
+// one workspace's tokens; one written before default names were unique per
+// workspace may hold several, and each workspace's newest is its current.
+func byWorkspace(versions []StoredToken) [][]StoredToken {
+	var groups [][]StoredToken
+	index := map[string]int{}
+	for _, v := range versions {
+		k := v.Workspace.Key()
+		i, ok := index[k]
+		if !ok {
+			i = len(groups)
+			index[k] = i
+			groups = append(groups, nil)
+		}
+		groups[i] = append(groups[i], v)
+	}
+	return groups
 }
 
 func (s *Service) record(requestID string, ws Workspace, t Token, caller string) Record {
@@ -372,9 +540,16 @@ func (s *Service) record(requestID string, ws Workspace, t Token, caller string)
 }
 
 // Revoke revokes a token by id, or the token a managed Key Vault secret
-// version holds (and disables that version). Unknown, expired and already
-// revoked tokens are StatusNotFound.
-func (s *Service) Revoke(ctx context.Context, req RevokeRequest) (RevokeResult, error) {
+// version holds, and disables the versions that hold it (consumers reading
+// the secret then get no dead token: a disabled latest version answers
+// 403 Forbidden). by is authorized once the workspace is known (for a
+// secretUri, from the secret's tags) and before anything is revoked.
+// Unknown, expired and already revoked tokens are StatusNotFound.
+//
+// Errors: InvalidRequest (a secretUri of another vault or an unmanaged
+// secret), NotAuthorized, WorkspaceNotAllowed, WorkspaceNotFound,
+// UpstreamError, UpstreamUnavailable.
+func (s *Service) Revoke(ctx context.Context, by Caller, req RevokeRequest) (RevokeResult, error) {
 	var st StoredToken
 	if req.SecretURI != "" {
 		if s.vault == nil {
@@ -386,10 +561,8 @@ func (s *Service) Revoke(ctx context.Context, req RevokeRequest) (RevokeResult, 
 		}
 		req.Workspace, req.TokenID = st.Workspace, st.TokenID
 	}
-	if req.Authorize != nil {
-		if err := req.Authorize(req.Workspace); err != nil {
-			return RevokeResult{}, err
-		}
+	if _, err := s.authz.Authorize(by, ActionRevoke, req.Workspace); err != nil {
+		return RevokeResult{}, err
 	}
 	ws, err := s.resolver.Resolve(ctx, req.Workspace)
 	if err != nil {
@@ -403,18 +576,30 @@ func (s *Service) Revoke(ctx context.Context, req RevokeRequest) (RevokeResult, 
 	if ok {
 		res.Status = StatusRevoked
 	}
-	s.recent.forgetToken(req.TokenID)
-	if st.URI != "" && st.Enabled {
-		if err := s.vault.Disable(ctx, st); err != nil {
-			return RevokeResult{}, err
+	s.recent.deleteFunc(func(r Record) bool { return r.TokenID == req.TokenID })
+	switch {
+	case st.URI != "":
+		if st.Enabled {
+			err = s.vault.Disable(ctx, st)
 		}
+	default:
+		err = s.disableHeld(ctx, ws.ID, req.TokenID)
+	}
+	if err != nil {
+		return RevokeResult{}, err
 	}
 	return res, nil
 }
 
 // List returns the service identity's live tokens in a workspace, newest
 // first, with the service's markers removed from the comments.
-func (s *Service) List(ctx context.Context, id WorkspaceID) ([]TokenSummary, error) {
+//
+// Errors: NotAuthorized, WorkspaceNotAllowed, WorkspaceNotFound,
+// WorkspaceNotReady, UpstreamError, UpstreamUnavailable.
+func (s *Service) List(ctx context.Context, by Caller, id WorkspaceID) ([]TokenSummary, error) {
+	if _, err := s.authz.Authorize(by, ActionList, id); err != nil {
+		return nil, err
+	}
 	ws, err := s.resolver.Resolve(ctx, id)
 	if err != nil {
 		return nil, err
@@ -440,7 +625,9 @@ func (s *Service) List(ctx context.Context, id WorkspaceID) ([]TokenSummary, err
 type EnsureOptions struct {
 	// RequestID identifies the triggering event; it goes into the marker.
 	RequestID string
-	Lifetime  time.Duration
+	// Lifetime of a new token (TOKEN_DEFAULT_LIFETIME); the caller's grant
+	// may shorten it.
+	Lifetime time.Duration
 	// RotateBefore: a held token expiring sooner than this is replaced.
 	RotateBefore time.Duration
 	// ReissueUndelivered as in CreateOptions (a redelivered event).
@@ -448,14 +635,23 @@ type EnsureOptions struct {
 }
 
 // EnsureLive makes sure the workspace has a live token that this service
-// issued for workspace events. It issues one, with the default lifetime,
-// only when there is none or the one held is inside the rotation window;
-// otherwise it returns Issued false and an empty record. With Key Vault
-// delivery a held token counts only if the workspace's secret holds it.
-// Events for one workspace are handled one at a time, so a burst of
-// "workspace written" events (ARM sends several per deployment) yields one
-// token.
-func (s *Service) EnsureLive(ctx context.Context, id WorkspaceID, opts EnsureOptions) (CreateResult, error) {
+// issued for workspace events. It issues one, with the default lifetime
+// (capped by what the policy grants by), only when there is none or the
+// one held is inside the rotation window; otherwise it returns Issued
+// false and an empty record. With Key Vault delivery a held token counts
+// only if the workspace's secret holds it. Events for one workspace are
+// handled one at a time, so a burst of "workspace written" events (ARM
+// sends several per deployment) yields one token.
+//
+// Errors: as Create.
+func (s *Service) EnsureLive(ctx context.Context, by Caller, id WorkspaceID, opts EnsureOptions) (CreateResult, error) {
+	grant, err := s.authz.Authorize(by, ActionCreate, id)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	if grant.MaxLifetime > 0 && opts.Lifetime > grant.MaxLifetime {
+		opts.Lifetime = grant.MaxLifetime
+	}
 	ws, err := s.resolver.Resolve(ctx, id)
 	if err != nil {
 		return CreateResult{}, err
@@ -466,7 +662,7 @@ func (s *Service) EnsureLive(ctx context.Context, id WorkspaceID, opts EnsureOpt
 	if err != nil {
 		return CreateResult{}, err
 	}
-	req := CreateRequest{Workspace: ws.ID, Lifetime: opts.Lifetime, RequestID: opts.RequestID, RequestIDGiven: true}
+	name := DefaultSecretName(ws.ID)
 	now := s.now()
 	var stale []found
 	for _, t := range all {
@@ -483,7 +679,7 @@ func (s *Service) EnsureLive(ctx context.Context, id WorkspaceID, opts EnsureOpt
 			continue // inside the rotation window: replace it (a rotation run revokes it later)
 		}
 		if s.vault != nil {
-			_, held, err := s.vault.Find(ctx, SecretName(req), t.ID)
+			_, held, err := s.vault.Find(ctx, name, t.ID)
 			if err != nil {
 				return CreateResult{}, err
 			}
@@ -496,6 +692,9 @@ func (s *Service) EnsureLive(ctx context.Context, id WorkspaceID, opts EnsureOpt
 	}
 	var res CreateResult
 	if res.Revoked, err = s.revokeAll(ctx, ws, stale); err != nil {
+		return CreateResult{}, cleanupFailed(err)
+	}
+	if err := s.claim(ctx, name, ws.ID); err != nil {
 		return CreateResult{}, err
 	}
 	issued, gc, err := s.createOnce(ctx, ws, Marker{Kind: MarkerEvent, RequestID: opts.RequestID}, "", opts.Lifetime)
@@ -505,7 +704,8 @@ func (s *Service) EnsureLive(ctx context.Context, id WorkspaceID, opts EnsureOpt
 	}
 	rec := s.record(opts.RequestID, ws, issued.Token, "")
 	if s.vault != nil {
-		if rec.SecretURI, err = s.deliver(ctx, ws, SecretName(req), issued, opts.RequestID, "", opts.Lifetime); err != nil {
+		st := StoredToken{RequestID: opts.RequestID, Lifetime: opts.Lifetime, Kind: MarkerEvent, Origin: originOf(by)}
+		if rec.SecretURI, err = s.deliver(ctx, ws, name, issued, st); err != nil {
 			return CreateResult{}, err
 		}
 	} else {
@@ -525,14 +725,21 @@ type RotateOptions struct {
 	Before time.Duration
 	// DefaultLifetime is used for versions whose lifetime tag is missing.
 	DefaultLifetime time.Duration
+	// Queue is the caller the rotation of queue-issued tokens (commands,
+	// workspace events) acts as: the policy's rules for the queue decide
+	// whether such a token is renewed and how long the successor may live,
+	// as they did when it was issued. Tokens issued over HTTP keep the
+	// lifetime their caller was granted.
+	Queue Caller
 }
 
 // Rotate renews every managed Key Vault token inside the rotation window:
-// a new token with the same lifetime and comment becomes the secret's new
-// latest version, and consumers reading the latest version never see an
-// expired token. The superseded token keeps working until it expires; a
-// later run then revokes it, if still live, and disables its version.
-// Every secret's outcome is returned; one failing never stops the others.
+// a new token with the same lifetime, comment and kind becomes the
+// secret's new latest version, and consumers reading the latest version
+// never see an expired token. The superseded token keeps working until it
+// expires; a later run then revokes it, if still live, and disables its
+// version. Each workspace's tokens in a secret are rotated on their own.
+// Every outcome is returned; one failing never stops the others.
 func (s *Service) Rotate(ctx context.Context, opts RotateOptions) ([]Outcome, error) {
 	if s.vault == nil {
 		return nil, nil
@@ -547,10 +754,12 @@ func (s *Service) Rotate(ctx context.Context, opts RotateOptions) ([]Outcome, er
 	}
 	var out []Outcome
 	for _, sec := range secrets {
-		if o, ok := s.rotateSecret(ctx, sec, opts); ok {
-			out = append(out, o)
+		for _, group := range byWorkspace(sec.Versions) {
+			if o, ok := s.rotateVersion(ctx, sec.Name, group[0], opts); ok {
+				out = append(out, o)
+			}
+			out = append(out, s.retire(ctx, group[1:])...)
 		}
-		out = append(out, s.retire(ctx, sec)...)
 	}
 	return out, nil
 }
@@ -563,17 +772,30 @@ func rotationRequestID(sec string, version string) string {
 	return "rot-" + hex.EncodeToString(sum[:12])
 }
 
-func (s *Service) rotateSecret(ctx context.Context, sec ManagedSecret, opts RotateOptions) (Outcome, bool) {
-	latest := sec.Versions[0]
+func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredToken, opts RotateOptions) (Outcome, bool) {
 	now := s.now()
 	if !latest.Enabled || latest.ExpiresAt.IsZero() || latest.ExpiresAt.After(now.Add(opts.Before)) {
 		return Outcome{}, false
 	}
-	reqID := rotationRequestID(sec.Name, latest.Version)
+	reqID := rotationRequestID(name, latest.Version)
 	o := Outcome{Type: Failed, RequestID: reqID, Workspace: latest.Workspace.String(), CorrelationID: reqID}
 	fail := func(err error) (Outcome, bool) {
 		o.Err = AsError(err)
 		return o, true
+	}
+	lifetime := latest.Lifetime
+	if lifetime <= 0 {
+		lifetime = opts.DefaultLifetime
+	}
+	if latest.Origin == OriginQueue {
+		o.RequestedBy = OriginQueue
+		grant, err := s.authz.Authorize(opts.Queue, ActionCreate, latest.Workspace)
+		if err != nil {
+			return fail(err)
+		}
+		if grant.MaxLifetime > 0 && lifetime > grant.MaxLifetime {
+			lifetime = grant.MaxLifetime
+		}
 	}
 	ws, err := s.resolver.Resolve(ctx, latest.Workspace)
 	if err != nil {
@@ -581,29 +803,36 @@ func (s *Service) rotateSecret(ctx context.Context, sec ManagedSecret, opts Rota
 	}
 	unlock := s.locks.lock(ws.ID.Key() + "|" + reqID)
 	defer unlock()
-	earlier, err := s.findByRequest(ctx, ws, reqID)
+	all, err := s.api.ListTokens(ctx, ws)
 	if err != nil {
 		return fail(err)
 	}
+	earlier := byRequest(all, reqID)
 	for _, e := range earlier {
-		if _, held, err := s.vault.Find(ctx, sec.Name, e.ID); err != nil {
+		if _, held, err := s.vault.Find(ctx, name, e.ID); err != nil {
 			return fail(err)
 		} else if held {
 			return Outcome{}, false // another run already rotated this version
 		}
 	}
 	if _, err := s.revokeAll(ctx, ws, earlier); err != nil {
-		return fail(err)
+		return fail(cleanupFailed(err))
 	}
-	lifetime := latest.Lifetime
-	if lifetime <= 0 {
-		lifetime = opts.DefaultLifetime
+	kind := latest.Kind
+	if kind == "" { // versions written before the kind was recorded: ask the token itself
+		kind = MarkerRequest
+		for _, t := range all {
+			if m, _, ok := SplitComment(t.Comment); ok && t.ID == latest.TokenID {
+				kind = m.Kind
+			}
+		}
 	}
-	issued, _, err := s.createOnce(ctx, ws, Marker{Kind: MarkerRequest, RequestID: reqID}, latest.Comment, lifetime)
+	issued, _, err := s.createOnce(ctx, ws, Marker{Kind: kind, RequestID: reqID}, latest.Comment, lifetime)
 	if err != nil {
 		return fail(err)
 	}
-	uri, err := s.deliver(ctx, ws, sec.Name, issued, reqID, latest.Comment, lifetime)
+	st := StoredToken{RequestID: reqID, Comment: latest.Comment, Lifetime: lifetime, Kind: kind, Origin: latest.Origin}
+	uri, err := s.deliver(ctx, ws, name, issued, st)
 	if err != nil {
 		return fail(err)
 	}
@@ -615,10 +844,10 @@ func (s *Service) rotateSecret(ctx context.Context, sec ManagedSecret, opts Rota
 
 // retire revokes the tokens of superseded versions once they expired (if
 // Databricks still lists them) and disables those versions.
-func (s *Service) retire(ctx context.Context, sec ManagedSecret) []Outcome {
+func (s *Service) retire(ctx context.Context, superseded []StoredToken) []Outcome {
 	var out []Outcome
 	now := s.now()
-	for _, v := range sec.Versions[1:] {
+	for _, v := range superseded {
 		if !v.Enabled || v.ExpiresAt.IsZero() || v.ExpiresAt.After(now) {
 			continue
 		}

@@ -95,7 +95,7 @@ func TestCreateIssuesWithMarkerAndKeepsCallerComment(t *testing.T) {
 	t.Parallel()
 	api := newFakeAPI(fixedNow)
 	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
-	res, err := svc.Create(t.Context(), CreateRequest{Workspace: testWS, Comment: "nightly", Lifetime: time.Hour, RequestID: "r1"}, CreateOptions{})
+	res, err := svc.Create(t.Context(), nil, CreateRequest{Workspace: testWS, Comment: "nightly", Lifetime: time.Hour, RequestID: "r1"}, CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,12 +114,12 @@ func TestSameRequestIDReturnsTheSameToken(t *testing.T) {
 	t.Parallel()
 	api := newFakeAPI(fixedNow)
 	req := CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1", RequestIDGiven: true}
-	first, err := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow}).Create(t.Context(), req, CreateOptions{})
+	first, err := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow}).Create(t.Context(), nil, req, CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A new instance (another worker, or after a restart) finds it by listing.
-	again, err := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow}).Create(t.Context(), req, CreateOptions{})
+	again, err := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow}).Create(t.Context(), nil, req, CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestConcurrentSameRequestIDMakesOneToken(t *testing.T) {
 	issued, ids := 0, map[string]bool{}
 	for range 16 {
 		wg.Go(func() {
-			res, err := svc.Create(context.Background(), req, CreateOptions{})
+			res, err := svc.Create(context.Background(), nil, req, CreateOptions{})
 			if err != nil {
 				t.Error(err)
 				return
@@ -165,7 +165,7 @@ func TestAmbiguousCreateLeavesNoOrphan(t *testing.T) {
 	api := newFakeAPI(fixedNow)
 	api.dropped = 1
 	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
-	res, err := svc.Create(t.Context(), CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1"}, CreateOptions{})
+	res, err := svc.Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1"}, CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +182,7 @@ func TestAmbiguousTwiceGivesUpCleanly(t *testing.T) {
 	api := newFakeAPI(fixedNow)
 	api.dropped = 2
 	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
-	_, err := svc.Create(t.Context(), CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1"}, CreateOptions{})
+	_, err := svc.Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1"}, CreateOptions{})
 	if CodeOf(err) != CodeUpstreamUnavailable {
 		t.Fatalf("err = %v, want UpstreamUnavailable", err)
 	}
@@ -195,9 +195,9 @@ func TestRedeliveryReissuesUndeliveredToken(t *testing.T) {
 	t.Parallel()
 	api := newFakeAPI(fixedNow)
 	req := CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "m1", RequestIDGiven: true}
-	first, _ := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow}).Create(t.Context(), req, CreateOptions{})
+	first, _ := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow}).Create(t.Context(), nil, req, CreateOptions{})
 	// The first attempt died before delivering; its redelivery runs on a fresh process.
-	res, err := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow}).Create(t.Context(), req, CreateOptions{ReissueUndelivered: true})
+	res, err := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow}).Create(t.Context(), nil, req, CreateOptions{ReissueUndelivered: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,18 +216,18 @@ func TestEnsureLive(t *testing.T) {
 	api := newFakeAPI(clock)
 	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: clock})
 	opts := EnsureOptions{RequestID: "evt-1", Lifetime: 30 * 24 * time.Hour, RotateBefore: 7 * 24 * time.Hour}
-	res, err := svc.EnsureLive(t.Context(), testWS, opts)
+	res, err := svc.EnsureLive(t.Context(), nil, testWS, opts)
 	if err != nil || !res.Issued {
 		t.Fatalf("first event: %+v %v, want a token", res, err)
 	}
 	opts.RequestID = "evt-2"
-	if res, err := svc.EnsureLive(t.Context(), testWS, opts); err != nil || res.Issued {
+	if res, err := svc.EnsureLive(t.Context(), nil, testWS, opts); err != nil || res.Issued {
 		t.Fatalf("second event: %+v %v, want nothing (a live token is held)", res, err)
 	}
 	// Manual tokens do not count: only the service's event tokens do.
 	now = now.Add(24*24*time.Hour + time.Minute) // inside the rotation window
 	opts.RequestID = "evt-3"
-	res, err = svc.EnsureLive(t.Context(), testWS, opts)
+	res, err = svc.EnsureLive(t.Context(), nil, testWS, opts)
 	if err != nil || !res.Issued {
 		t.Fatalf("event inside the rotation window: %+v %v, want a new token", res, err)
 	}
@@ -260,7 +260,7 @@ func TestQuotaMakesRoomFromSupersededEventTokens(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	res, err := svc.Create(t.Context(), CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1"}, CreateOptions{})
+	res, err := svc.Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1"}, CreateOptions{})
 	if err != nil {
 		t.Fatalf("create at quota: %v", err)
 	}
@@ -268,7 +268,7 @@ func TestQuotaMakesRoomFromSupersededEventTokens(t *testing.T) {
 		t.Errorf("revoked %v; want only the superseded event token tok001", res.Revoked)
 	}
 	// Now nothing of ours is superseded: the quota error stands.
-	if _, err := svc.Create(t.Context(), CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r2"}, CreateOptions{}); CodeOf(err) != CodeTokenQuotaExceeded {
+	if _, err := svc.Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r2"}, CreateOptions{}); CodeOf(err) != CodeTokenQuotaExceeded {
 		t.Errorf("err = %v; want TokenQuotaExceeded", err)
 	}
 	if _, ok := api.live["tok003"]; !ok {
@@ -281,7 +281,7 @@ func TestLifetimeCheckedAgainstWorkspacePolicy(t *testing.T) {
 	api := newFakeAPI(fixedNow)
 	api.policy = WorkspacePolicy{TokensEnabled: true, MaxLifetime: 7 * 24 * time.Hour}
 	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
-	_, err := svc.Create(t.Context(), CreateRequest{Workspace: testWS, Lifetime: 8 * 24 * time.Hour, RequestID: "r1"}, CreateOptions{})
+	_, err := svc.Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: 8 * 24 * time.Hour, RequestID: "r1"}, CreateOptions{})
 	if e := AsError(err); e == nil || e.Code != CodeInvalidRequest || e.Target != "lifetimeSeconds" {
 		t.Fatalf("err = %v", err)
 	}
@@ -289,7 +289,7 @@ func TestLifetimeCheckedAgainstWorkspacePolicy(t *testing.T) {
 		t.Error("a create was sent anyway")
 	}
 	for range 3 {
-		if _, err := svc.Create(t.Context(), CreateRequest{Workspace: testWS, Lifetime: 2 * 24 * time.Hour, RequestID: fmt.Sprint(time.Now().UnixNano())}, CreateOptions{}); err != nil {
+		if _, err := svc.Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: 2 * 24 * time.Hour, RequestID: fmt.Sprint(time.Now().UnixNano())}, CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -298,12 +298,12 @@ func TestLifetimeCheckedAgainstWorkspacePolicy(t *testing.T) {
 	}
 	// Tokens of a day or less never need the settings.
 	api2 := newFakeAPI(fixedNow)
-	if _, err := NewService(Deps{Resolver: fakeResolver{}, API: api2, Now: fixedNow}).Create(t.Context(), CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "x"}, CreateOptions{}); err != nil || api2.count("policy") != 0 {
+	if _, err := NewService(Deps{Resolver: fakeResolver{}, API: api2, Now: fixedNow}).Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "x"}, CreateOptions{}); err != nil || api2.count("policy") != 0 {
 		t.Errorf("short token: err %v, settings reads %d", err, api2.count("policy"))
 	}
 	api.policy.TokensEnabled = false
 	svc3 := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
-	if _, err := svc3.Create(t.Context(), CreateRequest{Workspace: testWS, Lifetime: 2 * 24 * time.Hour, RequestID: "y"}, CreateOptions{}); CodeOf(err) != CodeUpstreamError {
+	if _, err := svc3.Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: 2 * 24 * time.Hour, RequestID: "y"}, CreateOptions{}); CodeOf(err) != CodeUpstreamError {
 		t.Errorf("tokens disabled: %v", err)
 	}
 }
@@ -313,11 +313,11 @@ func TestRevokedTokenIsNotAnsweredForItsRequestID(t *testing.T) {
 	api := newFakeAPI(fixedNow)
 	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
 	req := CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1", RequestIDGiven: true}
-	first, _ := svc.Create(t.Context(), req, CreateOptions{})
-	if _, err := svc.Revoke(t.Context(), RevokeRequest{Workspace: testWS, TokenID: first.Record.TokenID}); err != nil {
+	first, _ := svc.Create(t.Context(), nil, req, CreateOptions{})
+	if _, err := svc.Revoke(t.Context(), nil, RevokeRequest{Workspace: testWS, TokenID: first.Record.TokenID}); err != nil {
 		t.Fatal(err)
 	}
-	again, err := svc.Create(t.Context(), req, CreateOptions{})
+	again, err := svc.Create(t.Context(), nil, req, CreateOptions{})
 	if err != nil || !again.Issued || again.Record.TokenID == first.Record.TokenID {
 		t.Errorf("after revoking, the same request id answered %+v %v; want a new token", again, err)
 	}

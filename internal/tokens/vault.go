@@ -2,6 +2,8 @@ package tokens
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"strings"
 	"time"
 )
@@ -20,8 +22,13 @@ type StoredToken struct {
 	IssuedAt  time.Time
 	RequestID string
 	Comment   string
-	Enabled   bool
-	Created   time.Time
+	// Kind is the token's marker kind (MarkerRequest, MarkerEvent); empty
+	// for versions written before it was recorded.
+	Kind string
+	// Origin is OriginQueue or OriginHTTP; empty for older versions.
+	Origin  string
+	Enabled bool
+	Created time.Time
 	// Tags are all the version's tags, kept so an update keeps them.
 	Tags map[string]string
 }
@@ -39,6 +46,10 @@ type ManagedSecret struct {
 type Vault interface {
 	// Put writes value as a new version of secret name and returns its URI.
 	Put(ctx context.Context, name string, value Secret, st StoredToken) (string, error)
+	// Claim checks that secret name may receive a token of workspace ws:
+	// it does not exist, or holds only this service's versions for ws.
+	// Errors: InvalidRequest (another workspace's or an unmanaged secret).
+	Claim(ctx context.Context, name string, ws WorkspaceID) error
 	// Find returns the version of secret name that holds tokenID.
 	Find(ctx context.Context, name, tokenID string) (StoredToken, bool, error)
 	// Get reads the managed version a secret URI names.
@@ -49,15 +60,35 @@ type Vault interface {
 	Managed(ctx context.Context) ([]ManagedSecret, error)
 }
 
-// SecretName is the secret a create delivers to: the caller's, or
-// databricks-<workspace name> (Key Vault names allow no underscore).
+// Origins of a stored token (StoredToken.Origin).
+const (
+	OriginQueue = "queue"
+	OriginHTTP  = "http"
+)
+
+// SecretName is the secret a create delivers to: the caller's, or the
+// workspace's default (DefaultSecretName).
 func SecretName(req CreateRequest) string {
 	if req.SecretName != "" {
 		return req.SecretName
 	}
-	n := "databricks-" + strings.ReplaceAll(req.Workspace.Name, "_", "-")
-	if len(n) > 127 {
-		n = n[:127]
+	return DefaultSecretName(req.Workspace)
+}
+
+// DefaultSecretName is databricks-<name>-<h> (contract section 3): the
+// workspace name with '_' as '-' (Key Vault names allow no underscore),
+// and h the first 8 hex digits of the SHA-256 of the lower-cased resource
+// id. Key Vault compares names without case, and etl_prod and etl-prod
+// map to one name, so the name alone could be shared by two workspaces
+// (same name in another resource group or subscription); the hash keeps
+// every workspace's secret its own, and anyone can compute it.
+func DefaultSecretName(ws WorkspaceID) string {
+	sum := sha256.Sum256([]byte(ws.Key()))
+	h := hex.EncodeToString(sum[:4])
+	name := strings.ReplaceAll(ws.Name, "_", "-")
+	const prefix, maxName = "databricks-", 127
+	if room := maxName - len(prefix) - 1 - len(h); len(name) > room {
+		name = name[:room] // workspace names are at most 64: never in practice
 	}
-	return n
+	return prefix + name + "-" + h
 }

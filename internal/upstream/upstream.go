@@ -20,28 +20,22 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
 	"github.com/contoso/databricks-token-broker/internal/allowlist"
+	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
 
-type budgetKey struct{}
-
-// WithBudget bounds the upstream work of one invocation.
+// WithBudget bounds the upstream work of one invocation (tokens.WithBudget).
 func WithBudget(ctx context.Context, budget time.Duration) (context.Context, context.CancelFunc) {
-	deadline := time.Now().Add(budget)
-	ctx = context.WithValue(ctx, budgetKey{}, deadline)
-	return context.WithDeadline(ctx, deadline)
+	return tokens.WithBudget(ctx, budget)
 }
 
 // Deadline returns the budget's deadline, if the context has one.
-func Deadline(ctx context.Context) (time.Time, bool) {
-	d, ok := ctx.Value(budgetKey{}).(time.Time)
-	return d, ok
-}
+func Deadline(ctx context.Context) (time.Time, bool) { return tokens.BudgetDeadline(ctx) }
 
 // Detached returns a context for clean-up work that must run even though
-// the invocation's budget is spent (revoking a token whose value was lost):
-// it keeps the values but not the cancellation, with its own short timeout.
+// the invocation's budget is spent (tokens.Detached): no cancellation, and
+// a fresh budget of timeout.
 func Detached(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	return tokens.Detached(ctx, timeout)
 }
 
 // Retriable are the statuses worth another try for an idempotent call.

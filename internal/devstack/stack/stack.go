@@ -21,6 +21,7 @@ import (
 	"github.com/contoso/databricks-token-broker/internal/devstack/entra"
 	"github.com/contoso/databricks-token-broker/internal/devstack/keyvault"
 	"github.com/contoso/databricks-token-broker/internal/devstack/servicebus"
+	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
 
 // Subscription is the stand-in subscription every workspace lives in.
@@ -220,4 +221,14 @@ func (s *Stack) Close() {
 	if s.CAFile != "" {
 		_ = os.Remove(s.CAFile)
 	}
+}
+
+// SecretName is the Key Vault secret that workspace i's tokens go to by
+// default (contract section 3: databricks-<name>-<hash of the id>).
+func SecretName(i int) string {
+	id, err := tokens.ParseWorkspaceID(WorkspaceResourceID(i))
+	if err != nil {
+		panic(err) // WorkspaceResourceID always parses
+	}
+	return tokens.DefaultSecretName(id)
 }

@@ -1,0 +1,75 @@
+package tokens
+
+import (
+	"fmt"
+	"time"
+)
+
+// Action is what a caller asks the service to do, as a policy names it.
+type Action string
+
+// The actions a policy can grant.
+const (
+	ActionCreate Action = "create"
+	ActionRevoke Action = "revoke"
+	ActionList   Action = "list"
+)
+
+// Caller is who asks, as the transport authenticated it: an App Service
+// Authentication principal, the queue principal for queue commands,
+// workspace events and rotation, or nil when nothing vouches for the
+// caller. The domain never looks inside; it hands the caller to the
+// Authorizer and names it in results (String is requestedBy).
+type Caller interface {
+	String() string
+	// IsQueue reports whether this is the queue principal: automation
+	// without a caller identity (queue commands, workspace events, the
+	// rotation of what those issued).
+	IsQueue() bool
+}
+
+// isQueue is Caller.IsQueue for a possibly nil caller.
+func isQueue(by Caller) bool { return by != nil && by.IsQueue() }
+
+// Grant is what an Authorizer allows beyond "yes".
+type Grant struct {
+	// MaxLifetime caps the lifetime of a token the caller may create: a
+	// request without a lifetime gets at most this, one asking for more is
+	// refused. Zero means no cap of the policy's own (TOKEN_MAX_LIFETIME
+	// still applies).
+	MaxLifetime time.Duration
+}
+
+// Authorizer decides who may do what. The service asks it on every path
+// that issues, revokes or lists, before any upstream call (a revoke by
+// secretUri once the secret's tags named the workspace).
+//
+// Errors: NotAuthorized, with a message that names the action and the
+// workspace and never the policy.
+type Authorizer interface {
+	Authorize(by Caller, a Action, ws WorkspaceID) (Grant, error)
+}
+
+// allowAll is the Authorizer when no policy is configured.
+type allowAll struct{}
+
+func (allowAll) Authorize(Caller, Action, WorkspaceID) (Grant, error) { return Grant{}, nil }
+
+// capLifetime applies a grant's maximum lifetime to a create: a default
+// lifetime is shortened to it; an explicit longer one is refused.
+func capLifetime(req *CreateRequest, g Grant) error {
+	if g.MaxLifetime <= 0 || req.Lifetime <= g.MaxLifetime {
+		return nil
+	}
+	if !req.LifetimeGiven {
+		req.Lifetime = g.MaxLifetime
+		return nil
+	}
+	return FieldError(CodeNotAuthorized, "lifetimeSeconds", LifetimeDeniedMessage(g.MaxLifetime, req.Workspace))
+}
+
+// LifetimeDeniedMessage says that a lifetime is over what the caller may
+// have, without quoting the policy beyond the caller's own limit.
+func LifetimeDeniedMessage(max time.Duration, ws WorkspaceID) string {
+	return fmt.Sprintf("lifetimeSeconds may be at most %d for this caller in workspace %s", int64(max/time.Second), ws)
+}
