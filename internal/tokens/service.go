@@ -369,17 +369,41 @@ func (s *Service) createOnce(ctx context.Context, ws Workspace, m Marker, commen
 	}
 }
 
+// lateCreateWatch is how long after giving up on a create's answer the
+// service keeps looking for the token it may still make: a create whose
+// answer came too late (the budget ran out, the caller went away) can
+// still be under way at the workspace when the first look finds nothing.
+var lateCreateWatch = []time.Duration{time.Second, 2 * time.Second}
+
 // reconcile revokes whatever tokens carry requestID's marker: the work of
-// an interrupted create, whose value never arrived.
+// an interrupted create, whose value never arrived. It runs on a deadline
+// of its own, since the usual reason is that the invocation's budget ran
+// out, and holds the request id's lock throughout, so a retry on this
+// instance waits for it rather than having its new token taken for a lost one.
 func (s *Service) reconcile(ctx context.Context, ws Workspace, requestID string) error {
 	cctx, cancel := Detached(ctx, CleanupTimeout)
 	defer cancel()
-	lost, err := s.findByRequest(cctx, ws, requestID)
-	if err != nil {
-		return err
+	looks := []time.Duration{0}
+	if ctx.Err() != nil {
+		looks = append(looks, lateCreateWatch...)
 	}
-	_, err = s.revokeAll(cctx, ws, lost)
-	return err
+	for _, wait := range looks {
+		if wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-cctx.Done():
+				return cctx.Err()
+			}
+		}
+		lost, err := s.findByRequest(cctx, ws, requestID)
+		if err != nil {
+			return err
+		}
+		if _, err := s.revokeAll(cctx, ws, lost); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type found struct {

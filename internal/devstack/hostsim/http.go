@@ -167,13 +167,16 @@ func parseParam(p string) (name, pattern string, optional, catchAll bool) {
 
 // ServeHTTP is the host's front door.
 func (h *Host) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// App Service removes client-sent principal headers before Easy Auth.
-	for k := range r.Header {
-		if strings.HasPrefix(strings.ToUpper(k), "X-MS-CLIENT-PRINCIPAL") {
-			delete(r.Header, k)
-		}
-	}
 	if h.opts.Authenticate != nil {
+		// App Service Authentication removes client-sent principal headers
+		// before it adds its own. Without it nothing does: the app sees
+		// whatever the caller sent (which is why the handler believes these
+		// headers only when WEBSITE_AUTH_ENABLED or a policy says so).
+		for k := range r.Header {
+			if strings.HasPrefix(strings.ToUpper(k), "X-MS-CLIENT-PRINCIPAL") {
+				delete(r.Header, k)
+			}
+		}
 		add, status := h.opts.Authenticate(r)
 		if status != 0 {
 			w.WriteHeader(status)

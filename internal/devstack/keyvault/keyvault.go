@@ -81,6 +81,10 @@ type Fault struct {
 	Code, Message string
 	// Drop closes the connection without an answer.
 	Drop bool
+	// Op, when set, keeps the fault for the next request of that operation
+	// ("set", "versions", "update", … as Calls names them); empty: the
+	// next request of any kind.
+	Op string
 }
 
 // Request records one call without secrets.
@@ -410,10 +414,12 @@ func (v *Vault) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	v.mu.Lock()
 	v.calls[op]++
 	var f *Fault
-	if len(v.faults) > 0 {
-		first := v.faults[0]
-		f = &first
-		v.faults = v.faults[1:]
+	for i, cand := range v.faults {
+		if cand.Op == "" || cand.Op == op {
+			f = &cand
+			v.faults = append(v.faults[:i:i], v.faults[i+1:]...)
+			break
+		}
 	}
 	v.mu.Unlock()
 	if f != nil {

@@ -51,6 +51,10 @@ type QueueConfig struct {
 	MaxDeliveryCount         int
 	LockDuration             time.Duration
 	DuplicateDetectionWindow time.Duration
+	// DenySend refuses every message sent to the queue with
+	// amqp:unauthorized-access, as Service Bus does when the sender's
+	// identity lacks the Data Sender role.
+	DenySend bool
 }
 
 // Options configure Start.
@@ -138,6 +142,7 @@ type brokerQueue struct {
 	MaxDeliveryCount           int    `json:"maxDeliveryCount,omitempty"`
 	LockDurationMs             int64  `json:"lockDurationMs,omitempty"`
 	DuplicateDetectionWindowMs int64  `json:"duplicateDetectionWindowMs,omitempty"`
+	DenySend                   bool   `json:"denySend,omitempty"`
 }
 
 func toBrokerQueue(q QueueConfig) (brokerQueue, error) {
@@ -158,6 +163,7 @@ func toBrokerQueue(q QueueConfig) (brokerQueue, error) {
 		MaxDeliveryCount:           q.MaxDeliveryCount,
 		LockDurationMs:             q.LockDuration.Milliseconds(),
 		DuplicateDetectionWindowMs: q.DuplicateDetectionWindow.Milliseconds(),
+		DenySend:                   q.DenySend,
 	}, nil
 }
 

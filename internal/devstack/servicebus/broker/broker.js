@@ -381,6 +381,7 @@ class Queue {
     this.maxDeliveryCount = cfg.maxDeliveryCount;
     this.lockDurationMs = cfg.lockDurationMs;
     this.duplicateDetectionWindowMs = cfg.duplicateDetectionWindowMs;
+    this.denySend = Boolean(cfg.denySend);
     this.messages = new Map(); // seq -> StoredMessage, in sequence order
     this.available = []; // sorted seqs of active messages
     this.locks = new Map(); // lock token hex -> StoredMessage
@@ -589,6 +590,8 @@ function normalizeQueueConfig(c) {
     lockDurationMs: num(c.lockDurationMs, DEFAULTS.lockDurationMs, 'lockDurationMs', 1),
     duplicateDetectionWindowMs: num(c.duplicateDetectionWindowMs, DEFAULTS.duplicateDetectionWindowMs,
       'duplicateDetectionWindowMs', 0),
+    // Refuse sends, as Service Bus does for a sender without the Data Sender role.
+    denySend: Boolean(c.denySend),
   };
 }
 
@@ -600,6 +603,7 @@ function defineQueue(c) {
     existing.maxDeliveryCount = cfg.maxDeliveryCount;
     existing.lockDurationMs = cfg.lockDurationMs;
     existing.duplicateDetectionWindowMs = cfg.duplicateDetectionWindowMs;
+    existing.denySend = cfg.denySend;
     existing.dlq.lockDurationMs = cfg.lockDurationMs;
     return existing;
   }
@@ -1036,6 +1040,7 @@ function onIncoming(context) {
     const q = target.queue;
     if (!q) throw Object.assign(new Error('no entity in the link target address'), { condition: 'amqp:not-found' });
     if (q.isDLQ) throw Object.assign(new Error('cannot send to a dead-letter queue'), { condition: 'amqp:not-allowed' });
+    if (q.denySend) throw Object.assign(new Error(`Unauthorized access. 'Send' claim(s) are required to perform this operation. Resource: 'sb://localhost/${q.name}'.`), { condition: 'amqp:unauthorized-access' });
     const msgs = [];
     if (format === BATCH_FORMAT) {
       for (const s of splitSections(raw)) {
