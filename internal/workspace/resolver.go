@@ -92,6 +92,10 @@ func New(cred azcore.TokenCredential, opts Options) *Resolver {
 			cloud.ResourceManager: {Endpoint: opts.ARMEndpoint, Audience: opts.ManagementAudience},
 		},
 	}
+	// An ARM endpoint that redirects would otherwise get the ARM token
+	// re-sent wherever it points, and that host's answer — the workspace
+	// URL the management token then goes to — taken as ARM's own.
+	opts.ClientOptions.Transport = upstream.NoRedirects(opts.ClientOptions.Transport)
 	opts.ClientOptions.Retry = upstream.RetryOptions(upstream.Retriable, true)
 	opts.ClientOptions.PerCallPolicies = append(opts.ClientOptions.PerCallPolicies, upstream.PlainHTTPGuard(opts.AllowInsecureLoopback))
 	// The bearer policy refuses http outright; the guard above keeps the
