@@ -87,7 +87,14 @@ func NewCache(cred azcore.TokenCredential, now func() time.Time) *Cache {
 
 // GetToken implements azcore.TokenCredential.
 func (c *Cache) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (azcore.AccessToken, error) {
-	key := strings.Join(opts.Scopes, " ") + "|" + opts.TenantID + "|" + opts.Claims
+	if opts.Claims != "" {
+		// A claims challenge (continuous access evaluation) asks for a
+		// token with claims the upstream chose, for the one retry it
+		// answers; caching it under those claims would serve no one and
+		// grow without bound.
+		return c.cred.GetToken(ctx, opts)
+	}
+	key := strings.Join(opts.Scopes, " ") + "|" + opts.TenantID
 	c.mu.Lock()
 	e := c.entries[key]
 	if e == nil {
@@ -98,7 +105,7 @@ func (c *Cache) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if c.fresh(e.tok) && opts.Claims == "" {
+	if c.fresh(e.tok) {
 		return e.tok, nil
 	}
 	tok, err := c.cred.GetToken(ctx, opts)
