@@ -29,6 +29,7 @@ import (
 	"github.com/contoso/databricks-token-broker/internal/keyvault"
 	"github.com/contoso/databricks-token-broker/internal/results"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
+	"github.com/contoso/databricks-token-broker/internal/upstream"
 	"github.com/contoso/databricks-token-broker/internal/workspace"
 )
 
@@ -58,11 +59,15 @@ func main() {
 func run(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
-	cred, err := identity.New(cfg.Cloud.SDK)
+	// One transport for every Azure HTTP client, Entra included. It never
+	// follows a redirect (the adapters insist on that too): a 3xx would
+	// re-send tokens to wherever it points.
+	transport := upstream.NoRedirects(httpClient())
+	cred, err := identity.New(cfg.Cloud.SDK, transport)
 	if err != nil {
 		return err
 	}
-	co := policy.ClientOptions{Transport: httpClient()}
+	co := policy.ClientOptions{Transport: transport}
 	resolver := workspace.New(cred, workspace.Options{
 		ARMEndpoint: cfg.ARMEndpoint, ManagementAudience: cfg.Cloud.ManagementAudience,
 		Hosts: cfg.AllowedHosts, Subscriptions: cfg.AllowedSubscriptions, ClientOptions: co,
@@ -160,7 +165,8 @@ func delivery(cfg config.Config) string {
 	return "inline"
 }
 
-// httpClient is the transport of every Azure client. HTTP/1.1 with a pool
+// httpClient is the transport of every Azure HTTP client (Service Bus is
+// AMQP, which has no redirects). HTTP/1.1 with a pool
 // of keep-alive connections per host: concurrent invocations get a
 // connection each instead of queueing on one HTTP/2 connection, which the
 // benchmarks showed costs latency under load (docs/PERFORMANCE.md).

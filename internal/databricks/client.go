@@ -59,6 +59,10 @@ const moduleName, moduleVersion = "databricks-token-broker/databricks", "v1"
 // New returns a Client. It makes no network call.
 func New(cred azcore.TokenCredential, opts Options) *Client {
 	co := opts.ClientOptions
+	// A workspace host that redirects would otherwise get the management
+	// token re-sent wherever it points, and that host's answer taken as
+	// Databricks' own.
+	co.Transport = upstream.NoRedirects(co.Transport)
 	co.Retry = upstream.RetryOptions(upstream.Retriable, true)
 	co.Logging.AllowedHeaders = append(co.Logging.AllowedHeaders, "X-Databricks-Org-Id", "X-Request-Id")
 	co.PerCallPolicies = append(co.PerCallPolicies, upstream.PlainHTTPGuard(opts.AllowInsecureLoopback))

@@ -25,19 +25,23 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/contoso/databricks-token-broker/internal/allowlist"
+	"github.com/contoso/databricks-token-broker/internal/upstream"
 )
 
 // New returns the default credential for the given cloud, wrapped in a Cache.
 // It does not contact Entra: tokens are fetched on first use, so start-up
-// never waits on the network.
-func New(c cloud.Configuration) (*Cache, error) {
+// never waits on the network. transport is the shared HTTP client (nil: a
+// default one); either way it never follows redirects, so a token request
+// — with a client secret, assertion or the identity endpoint's header —
+// goes only to the endpoint configured, and a token only comes from there.
+func New(c cloud.Configuration, transport policy.Transporter) (*Cache, error) {
 	// azidentity reads AZURE_AUTHORITY_HOST only when the cloud names no
 	// authority; the setting is documented as azidentity's own, so it wins.
 	if host := os.Getenv("AZURE_AUTHORITY_HOST"); host != "" {
 		c.ActiveDirectoryAuthorityHost = host
 	}
 	cred, err := azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{
-		ClientOptions: azcore.ClientOptions{Cloud: c},
+		ClientOptions: azcore.ClientOptions{Cloud: c, Transport: upstream.NoRedirects(transport)},
 		// MSAL validates an authority host it does not know by asking
 		// login.microsoftonline.com, which an Entra stand-in on this
 		// machine is not; only for a loopback AZURE_AUTHORITY_HOST is that
@@ -83,7 +87,14 @@ func NewCache(cred azcore.TokenCredential, now func() time.Time) *Cache {
 
 // GetToken implements azcore.TokenCredential.
 func (c *Cache) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (azcore.AccessToken, error) {
-	key := strings.Join(opts.Scopes, " ") + "|" + opts.TenantID + "|" + opts.Claims
+	if opts.Claims != "" {
+		// A claims challenge (continuous access evaluation) asks for a
+		// token with claims the upstream chose, for the one retry it
+		// answers; caching it under those claims would serve no one and
+		// grow without bound.
+		return c.cred.GetToken(ctx, opts)
+	}
+	key := strings.Join(opts.Scopes, " ") + "|" + opts.TenantID
 	c.mu.Lock()
 	e := c.entries[key]
 	if e == nil {
@@ -94,7 +105,7 @@ func (c *Cache) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if c.fresh(e.tok) && opts.Claims == "" {
+	if c.fresh(e.tok) {
 		return e.tok, nil
 	}
 	tok, err := c.cred.GetToken(ctx, opts)

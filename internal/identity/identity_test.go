@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -62,5 +63,41 @@ func TestCacheSharesAndRenewsEarly(t *testing.T) {
 	tok, _ := c.GetToken(context.Background(), opts)
 	if cred.calls.Load() != 3 || tok.ExpiresOn.Sub(clock()) < 59*time.Minute {
 		t.Errorf("not renewed with under 5 minutes left (calls %d)", cred.calls.Load())
+	}
+}
+
+// A claims challenge (continuous access evaluation) names claims the
+// upstream chose; each such token is fetched for that one retry and is
+// never served from the cache, so it must not be kept either.
+func TestClaimsChallengesAreNotKept(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	cred := &countingCred{lifetime: time.Hour, now: clock}
+	c := NewCache(cred, clock)
+	scopes := []string{"https://management.azure.com/.default"}
+	for i := range 200 {
+		claims := fmt.Sprintf(`{"access_token":{"nbf":{"essential":true,"value":"%d"}}}`, i)
+		if _, err := c.GetToken(context.Background(), policy.TokenRequestOptions{Scopes: scopes, Claims: claims}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := cred.calls.Load(); n != 200 {
+		t.Errorf("%d Entra requests for 200 claims challenges; want 200 (never from the cache)", n)
+	}
+	c.mu.Lock()
+	n := len(c.entries)
+	c.mu.Unlock()
+	if n != 0 {
+		t.Errorf("the cache keeps %d entries after 200 claims challenges; want 0", n)
+	}
+	// The plain token is still cached as before.
+	for range 2 {
+		if _, err := c.GetToken(context.Background(), policy.TokenRequestOptions{Scopes: scopes}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := cred.calls.Load(); n != 201 {
+		t.Errorf("%d Entra requests; want 201", n)
 	}
 }

@@ -76,6 +76,10 @@ func New(vaultURL string, cred azcore.TokenCredential, opts Options) (*Vault, er
 		return nil, fmt.Errorf("keyvault: %q is not a vault URL", vaultURL)
 	}
 	co := opts.ClientOptions
+	// A vault that redirects would otherwise get the bearer token and the
+	// token value re-sent wherever it points, and that host's answer
+	// taken as a delivered secret.
+	co.Transport = upstream.NoRedirects(co.Transport)
 	co.Retry = upstream.RetryOptions(upstream.Retriable, true)
 	sdkURL := vaultURL
 	if u.Scheme == "http" {
@@ -87,7 +91,7 @@ func New(vaultURL string, cred azcore.TokenCredential, opts Options) (*Vault, er
 			return nil, fmt.Errorf("keyvault: %q: plain http only for a loopback vault", vaultURL)
 		}
 		sdkURL = "https://" + u.Host
-		co.Transport = plainHTTP{host: u.Host, next: transporter(co.Transport)}
+		co.Transport = plainHTTP{host: u.Host, next: co.Transport}
 	}
 	c, err := azsecrets.NewClient(sdkURL, cred, &azsecrets.ClientOptions{ClientOptions: co, DisableChallengeResourceVerification: opts.Loopback})
 	if err != nil {
@@ -405,11 +409,4 @@ func (p plainHTTP) Do(req *http.Request) (*http.Response, error) {
 		req.URL.Scheme = "http"
 	}
 	return p.next.Do(req)
-}
-
-func transporter(t policy.Transporter) policy.Transporter {
-	if t == nil {
-		return http.DefaultClient
-	}
-	return t
 }

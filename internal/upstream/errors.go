@@ -25,9 +25,9 @@ func Unavailable(service string, retryAfter time.Duration, err error) *tokens.Er
 		Message: service + " is throttling or unavailable and did not recover within the retry budget (UPSTREAM_RETRY_BUDGET)"}
 }
 
-// Common translates the failures every Azure call can have: an Entra token
-// that could not be had, the budget running out, a transport error, or a
-// throttling/5xx answer that outlasted the retries. It returns nil for
+// Common translates the failures every Azure call can have: a redirect, an
+// Entra token that could not be had, the budget running out, a transport
+// error, or a throttling/5xx answer that outlasted the retries. It returns nil for
 // anything else, which the caller translates itself.
 func Common(service string, err error) *tokens.Error {
 	var authErr *azidentity.AuthenticationFailedError
@@ -35,7 +35,14 @@ func Common(service string, err error) *tokens.Error {
 	// identity endpoint, no CLI login) as non-retriable.
 	var unavailable interface{ NonRetriable() }
 	var respErr *azcore.ResponseError
+	var redirect *RedirectError
 	switch {
+	// First: a redirect met while fetching an Entra token is still a
+	// redirect, and it is also NonRetriable, which the last case would
+	// misread as "no credential".
+	case errors.As(err, &redirect):
+		return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err,
+			Message: service + ": " + redirect.Error()}
 	case errors.As(err, &authErr):
 		if authErr.RawResponse != nil && isTransient(authErr.RawResponse.StatusCode) {
 			return Unavailable("Microsoft Entra ID", RetryAfter(authErr.RawResponse), err)

@@ -56,8 +56,14 @@ type Resolver struct {
 	cred azcore.TokenCredential
 	opts Options
 
+	// Callers choose the ids, so nothing is kept for one that failed: a
+	// client only for a subscription where a workspace resolved, a cache
+	// entry only for a workspace that resolved (dropped once expired), a
+	// flight only while its lookup runs. All three are then bounded by the
+	// workspaces that exist and are allowed, not by what callers send
+	// (issue 11: 20,000 made-up subscriptions kept ~97 MiB of clients).
 	mu      sync.Mutex
-	clients map[string]*armdatabricks.WorkspacesClient // by subscription
+	clients map[string]*armdatabricks.WorkspacesClient // by subscription, after a success
 	cache   map[string]cached                          // by WorkspaceID.Key
 	flights map[string]*flight
 }
@@ -92,6 +98,10 @@ func New(cred azcore.TokenCredential, opts Options) *Resolver {
 			cloud.ResourceManager: {Endpoint: opts.ARMEndpoint, Audience: opts.ManagementAudience},
 		},
 	}
+	// An ARM endpoint that redirects would otherwise get the ARM token
+	// re-sent wherever it points, and that host's answer — the workspace
+	// URL the management token then goes to — taken as ARM's own.
+	opts.ClientOptions.Transport = upstream.NoRedirects(opts.ClientOptions.Transport)
 	opts.ClientOptions.Retry = upstream.RetryOptions(upstream.Retriable, true)
 	opts.ClientOptions.PerCallPolicies = append(opts.ClientOptions.PerCallPolicies, upstream.PlainHTTPGuard(opts.AllowInsecureLoopback))
 	// The bearer policy refuses http outright; the guard above keeps the
@@ -110,9 +120,13 @@ func (r *Resolver) Resolve(ctx context.Context, id tokens.WorkspaceID) (tokens.W
 	}
 	key := id.Key()
 	r.mu.Lock()
-	if c, ok := r.cache[key]; ok && r.opts.Now().Before(c.exp) {
-		r.mu.Unlock()
-		return c.ws, nil
+	if c, ok := r.cache[key]; ok {
+		if r.opts.Now().Before(c.exp) {
+			r.mu.Unlock()
+			return c.ws, nil
+		}
+		// Expired: a workspace deleted since would otherwise stay forever.
+		delete(r.cache, key)
 	}
 	f, joined := r.flights[key]
 	if !joined {
@@ -140,25 +154,36 @@ func (r *Resolver) Resolve(ctx context.Context, id tokens.WorkspaceID) (tokens.W
 	}
 }
 
-func (r *Resolver) client(subscription string) (*armdatabricks.WorkspacesClient, error) {
+// client returns the subscription's kept client, or a new one that
+// lookup keeps only if the workspace resolves.
+func (r *Resolver) client(subscription string) (c *armdatabricks.WorkspacesClient, kept bool, err error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if c, ok := r.clients[subscription]; ok {
-		return c, nil
+	c, kept = r.clients[subscription]
+	r.mu.Unlock()
+	if kept {
+		return c, true, nil
 	}
-	c, err := armdatabricks.NewWorkspacesClient(subscription, r.cred, &arm.ClientOptions{ClientOptions: r.opts.ClientOptions})
-	if err != nil {
-		return nil, err
-	}
-	r.clients[subscription] = c
-	return c, nil
+	c, err = armdatabricks.NewWorkspacesClient(subscription, r.cred, &arm.ClientOptions{ClientOptions: r.opts.ClientOptions})
+	return c, false, err
 }
 
 func (r *Resolver) lookup(ctx context.Context, id tokens.WorkspaceID) (tokens.Workspace, error) {
-	c, err := r.client(id.Subscription)
+	c, kept, err := r.client(id.Subscription)
 	if err != nil {
 		return tokens.Workspace{}, fmt.Errorf("workspace: arm client: %w", err)
 	}
+	ws, err := r.get(ctx, c, id)
+	if err == nil && !kept {
+		r.mu.Lock()
+		if _, ok := r.clients[id.Subscription]; !ok {
+			r.clients[id.Subscription] = c
+		}
+		r.mu.Unlock()
+	}
+	return ws, err
+}
+
+func (r *Resolver) get(ctx context.Context, c *armdatabricks.WorkspacesClient, id tokens.WorkspaceID) (tokens.Workspace, error) {
 	resp, err := c.Get(ctx, id.ResourceGroup, id.Name, nil)
 	if err != nil {
 		return tokens.Workspace{}, r.translate(id, err)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math/big"
 	"net/http"
@@ -95,7 +96,15 @@ type Fault struct {
 	Code, Message string
 	// Drop closes the connection without an answer.
 	Drop bool
+	// Location, with a 3xx Status, makes the answer a redirect there
+	// (body RedirectBody) instead of an error: a client that followed it
+	// would re-send the request, bearer token included, to Location.
+	Location string
 }
+
+// RedirectBody is the text/plain body of a redirect fault, recognisable so
+// that tests can check a client never shows it.
+const RedirectBody = "REDIRECT-BODY: ARM has moved, follow the Location"
 
 // Request records one call without secrets.
 type Request struct {
@@ -430,6 +439,13 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 		if f.Drop {
 			panic(http.ErrAbortHandler)
+		}
+		if f.Status != 0 && f.Location != "" {
+			rw.Header().Set("Location", f.Location)
+			rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			rw.WriteHeader(f.Status)
+			_, _ = io.WriteString(rw, RedirectBody)
+			return
 		}
 		if f.Status != 0 {
 			if f.RetryAfter != "" {

@@ -624,3 +624,31 @@ func TestUntrustedClientFails(t *testing.T) {
 		t.Fatalf("a client without the test CA: err = %v", err)
 	}
 }
+
+func TestRedirectFault(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, databricks.Options{})
+	// Look at the redirect itself rather than where it points.
+	e.client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	h := sp.headers()
+	e.ws.InjectFault(databricks.OpCreate, databricks.Redirect{Location: "https://elsewhere.example/api/2.0/token/create"})
+	e.ws.InjectFault(databricks.OpList, databricks.Redirect{Location: "http://elsewhere.example/", Status: http.StatusMovedPermanently})
+	for _, tt := range []struct {
+		r        response
+		status   int
+		location string
+	}{
+		{e.create(h, map[string]any{"lifetime_seconds": 60}), http.StatusTemporaryRedirect, "https://elsewhere.example/api/2.0/token/create"},
+		{e.list(h), http.StatusMovedPermanently, "http://elsewhere.example/"},
+	} {
+		if tt.r.err != nil || tt.r.status != tt.status || tt.r.header.Get("Location") != tt.location || string(tt.r.body) != databricks.RedirectBody {
+			t.Errorf("redirect: %d Location %q body %q %v; want %d to %s", tt.r.status, tt.r.header.Get("Location"), tt.r.body, tt.r.err, tt.status, tt.location)
+		}
+	}
+	if len(e.ws.Tokens()) != 0 {
+		t.Error("a redirected create made a token")
+	}
+	if n := e.ws.Requests(); len(n) != 2 || n[0].Fault != "redirect" {
+		t.Errorf("requests: %+v", n)
+	}
+}

@@ -51,6 +51,19 @@ type DropAfterCreate struct{}
 // Drop closes the connection without performing the operation or answering.
 type Drop struct{}
 
+// RedirectBody is the text/plain body of a Redirect answer, recognisable so
+// that tests can check a client never shows it.
+const RedirectBody = "REDIRECT-BODY: this workspace has moved, follow the Location"
+
+// Redirect answers Status (default 307 Temporary Redirect) with a Location
+// header and RedirectBody instead of performing the operation: what a
+// compromised or misconfigured front door would do. A client that followed
+// it would re-send the request, management token included, to Location.
+type Redirect struct {
+	Location string
+	Status   int
+}
+
 func (Status429) faultName() string       { return "429" }
 func (Status503) faultName() string       { return "503" }
 func (Status500) faultName() string       { return "500" }
@@ -59,6 +72,7 @@ func (Delay) faultName() string           { return "delay" }
 func (PlainText) faultName() string       { return "plaintext" }
 func (DropAfterCreate) faultName() string { return "dropAfter" }
 func (Drop) faultName() string            { return "drop" }
+func (Redirect) faultName() string        { return "redirect" }
 
 // FaultRates are per-call probabilities (0…1, summing to at most 1) for
 // SetRandomFaults. Queued faults (InjectFault) take precedence.

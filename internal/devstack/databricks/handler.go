@@ -161,6 +161,16 @@ func (w *Workspace) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			rw.WriteHeader(f.Status)
 			_, _ = io.WriteString(rw, f.Body)
 			return
+		case Redirect:
+			status := f.Status
+			if status == 0 {
+				status = http.StatusTemporaryRedirect
+			}
+			rw.Header().Set("Location", f.Location)
+			rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			rw.WriteHeader(status)
+			_, _ = io.WriteString(rw, RedirectBody)
+			return
 		}
 	}
 

@@ -85,7 +85,15 @@ type Fault struct {
 	// ("set", "versions", "update", … as Calls names them); empty: the
 	// next request of any kind.
 	Op string
+	// Location, with a 3xx Status, makes the answer a redirect there
+	// (body RedirectBody) instead of an error: a client that followed it
+	// would re-send the request, bearer token included, to Location.
+	Location string
 }
+
+// RedirectBody is the text/plain body of a redirect fault, recognisable so
+// that tests can check a client never shows it.
+const RedirectBody = "REDIRECT-BODY: the vault has moved, follow the Location"
 
 // Request records one call without secrets.
 type Request struct {
@@ -435,6 +443,13 @@ func (v *Vault) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 		if f.Drop {
 			panic(http.ErrAbortHandler)
+		}
+		if f.Status != 0 && f.Location != "" {
+			rw.Header().Set("Location", f.Location)
+			rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			rw.WriteHeader(f.Status)
+			_, _ = io.WriteString(rw, RedirectBody)
+			return
 		}
 		if f.Status != 0 {
 			e := &kvError{status: f.Status, code: f.Code, msg: f.Message, retryAfter: f.RetryAfter}
