@@ -79,6 +79,9 @@ type env struct {
 	stack  *stack.Stack
 	host   *hostsim.Host
 	output *syncBuffer
+	// seen collects every HTTP answer and result message the test read,
+	// for the secret scan.
+	seen *syncBuffer
 }
 
 type envOptions struct {
@@ -127,7 +130,7 @@ func start(t *testing.T, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, stack: st, host: h, output: out}
+	e := &env{t: t, stack: st, host: h, output: out, seen: &syncBuffer{}}
 	t.Cleanup(func() {
 		_ = h.Close()
 		e.assertNoSecretsInLogs()
@@ -136,11 +139,25 @@ func start(t *testing.T, o envOptions) *env {
 }
 
 // assertNoSecretsInLogs fails the test if any Entra access token or
-// Databricks token value the stand-ins handed out appears in the handler's
-// output.
+// Databricks token value the stand-ins handed out appears anywhere a value
+// could escape: the handler's stdout and stderr, the Logs and bodies of its
+// replies to the host, and every HTTP answer and result message the test
+// read — except the tokenValue field, where the contract puts a value.
 func (e *env) assertNoSecretsInLogs() {
 	e.t.Helper()
-	logs := e.output.String()
+	var b strings.Builder
+	b.WriteString(e.output.String())
+	for _, inv := range e.host.Invocations() {
+		for _, l := range inv.Logs {
+			b.WriteString(l + "\n")
+		}
+		if inv.Trigger != hostsim.TriggerHTTP {
+			b.Write(inv.Body)
+			b.WriteString("\n")
+		}
+	}
+	b.WriteString(e.seen.String())
+	logs := b.String()
 	lines := strings.Count(logs, "\n")
 	for _, s := range e.stack.Secrets() {
 		if s != "" && strings.Contains(logs, s) {
@@ -204,7 +221,35 @@ func (e *env) do(method, path string, body any, header ...string) response {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
+	e.see(b)
 	return response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+// see keeps an answer or a result for the secret scan, without its
+// tokenValue fields (the one place a value belongs).
+func (e *env) see(body []byte) {
+	var v any
+	if json.Unmarshal(body, &v) != nil {
+		_, _ = e.seen.Write(append(body, '\n'))
+		return
+	}
+	var strip func(any)
+	strip = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			delete(x, "tokenValue")
+			for _, c := range x {
+				strip(c)
+			}
+		case []any:
+			for _, c := range x {
+				strip(c)
+			}
+		}
+	}
+	strip(v)
+	b, _ := json.Marshal(v)
+	_, _ = e.seen.Write(append(b, '\n'))
 }
 
 func (e *env) create(body map[string]any, header ...string) response {

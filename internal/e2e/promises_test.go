@@ -10,8 +10,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"os/exec"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -385,6 +390,88 @@ func TestForgedCallerHeadersAreNotRecorded(t *testing.T) {
 		}
 		if !platform && !strings.Contains(e.output.String(), `"caller":"unknown"`) {
 			t.Errorf("the audit line does not mark the caller unknown")
+		}
+	}
+}
+
+// SIGTERM while a create is under way drains it: the caller gets its
+// token, rather than a cut connection and a token nobody holds. (The
+// drain used to stop after 20 s; an operation may take its whole budget
+// and its clean-up.)
+func TestSIGTERMDrainsAnInFlightCreate(t *testing.T) {
+	t.Parallel()
+	st, err := stack.Start(t.Context(), stack.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	out := &syncBuffer{}
+	cmd := exec.Command(handlerBinary)
+	cmd.Env = append(append([]string{"PATH=/usr/bin:/bin", "FUNCTIONS_CUSTOMHANDLER_PORT=" + port}, st.Env()...), "UPSTREAM_RETRY_BUDGET=40s")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	base := "http://127.0.0.1:" + port
+	if !waitFor(10*time.Second, func() bool {
+		resp, err := http.Get(base + "/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == http.StatusOK
+	}) {
+		t.Fatalf("the handler did not get ready:\n%s", out)
+	}
+
+	// A slow list (the request id is the caller's) and a slow create: 24 s
+	// in all, each call under the 20 s per-try timeout.
+	w := st.Workspaces[0]
+	w.InjectFault(databricks.OpList, databricks.Delay{D: 12 * time.Second})
+	w.InjectFault(databricks.OpCreate, databricks.Delay{D: 12 * time.Second})
+	type answer struct {
+		status int
+		body   string
+		err    error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		resp, err := http.Post(base+"/api/create-token", "application/json", strings.NewReader(`{"workspaceResourceId":"`+ws(0)+`","requestId":"drain-1"}`))
+		if err != nil {
+			answered <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		answered <- answer{status: resp.StatusCode, body: string(b)}
+	}()
+	if !waitFor(5*time.Second, func() bool { return w.Calls()[databricks.OpList] == 1 }) {
+		t.Fatal("the create never reached the workspace")
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	a := <-answered
+	if a.err != nil || a.status != http.StatusCreated {
+		t.Fatalf("the in-flight create after SIGTERM: %d %s %v", a.status, a.body, a.err)
+	}
+	if err := <-exited; err != nil {
+		t.Errorf("the handler's exit after draining: %v\n%s", err, out)
+	}
+	if n := len(w.LiveTokens()); n != 1 {
+		t.Errorf("%d live tokens; want the one the caller received", n)
+	}
+	for _, s := range st.Secrets() {
+		if s != "" && strings.Contains(out.String(), s) {
+			t.Errorf("a secret appears in the handler's output")
 		}
 	}
 }

@@ -81,6 +81,7 @@ func (e *env) results(n int, timeout time.Duration) []result {
 			e.t.Fatal(err)
 		}
 		for _, m := range msgs {
+			e.see(m.Body)
 			out = append(out, toResult(e.t, m))
 			if err := rcv.CompleteMessage(e.t.Context(), m, nil); err != nil {
 				e.t.Fatal(err)

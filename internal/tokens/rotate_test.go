@@ -1,0 +1,207 @@
+package tokens
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeVault keeps managed secrets in memory, versions newest first.
+type fakeVault struct {
+	mu       sync.Mutex
+	secrets  map[string][]StoredToken
+	disabled []string
+	n        int
+}
+
+func newFakeVault() *fakeVault { return &fakeVault{secrets: map[string][]StoredToken{}} }
+
+func (v *fakeVault) Put(_ context.Context, name string, _ Secret, st StoredToken) (string, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.n++
+	st.Name, st.Version, st.Enabled, st.Created = name, fmt.Sprintf("v%02d", v.n), true, st.IssuedAt
+	st.URI = "https://kv.vault.azure.net/secrets/" + name + "/" + st.Version
+	v.secrets[name] = append([]StoredToken{st}, v.secrets[name]...)
+	return st.URI, nil
+}
+
+func (v *fakeVault) Claim(context.Context, string, WorkspaceID) error { return nil }
+
+func (v *fakeVault) Find(_ context.Context, name, tokenID string) (StoredToken, bool, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, st := range v.secrets[name] {
+		if st.TokenID == tokenID {
+			return st, true, nil
+		}
+	}
+	return StoredToken{}, false, nil
+}
+
+func (v *fakeVault) Get(context.Context, string) (StoredToken, error) { return StoredToken{}, nil }
+
+func (v *fakeVault) Disable(_ context.Context, st StoredToken) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	vs := v.secrets[st.Name]
+	for i := range vs {
+		if vs[i].Version == st.Version {
+			vs[i].Enabled = false
+		}
+	}
+	v.disabled = append(v.disabled, st.Version)
+	return nil
+}
+
+func (v *fakeVault) Managed(context.Context) ([]ManagedSecret, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []ManagedSecret
+	for name, vs := range v.secrets {
+		out = append(out, ManagedSecret{Name: name, Versions: slices.Clone(vs)})
+	}
+	return out, nil
+}
+
+// queueOnly grants the queue caller create with a lifetime cap, or denies it.
+type queueOnly struct {
+	max  time.Duration
+	deny bool
+	mu   sync.Mutex
+	asks []Action
+}
+
+type testCaller string
+
+func (c testCaller) String() string { return string(c) }
+func (c testCaller) IsQueue() bool  { return c == "queue" }
+
+func (a *queueOnly) Authorize(by Caller, act Action, ws WorkspaceID) (Grant, error) {
+	a.mu.Lock()
+	a.asks = append(a.asks, act)
+	a.mu.Unlock()
+	if by == nil || !by.IsQueue() || a.deny {
+		return Grant{}, &Error{Code: CodeNotAuthorized, Message: "not authorized"}
+	}
+	return Grant{MaxLifetime: a.max}, nil
+}
+
+// plant issues a token in the fake workspace and stores it as the latest
+// version of secret name, as an earlier create would have.
+func plant(t *testing.T, api *fakeAPI, vault *fakeVault, name, origin, kind string, lifetime time.Duration) Issued {
+	t.Helper()
+	issued, err := api.CreateToken(t.Context(), Workspace{ID: testWS}, Marker{Kind: kind, RequestID: "first"}.Comment("etl"), lifetime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vault.Put(t.Context(), name, issued.Value, StoredToken{TokenID: issued.ID, Workspace: testWS, Lifetime: lifetime,
+		ExpiresAt: issued.ExpiresAt, IssuedAt: issued.CreatedAt, RequestID: "first", Comment: "etl", Kind: kind, Origin: origin}); err != nil {
+		t.Fatal(err)
+	}
+	return issued
+}
+
+// Rotation renews a queue-issued token under the queue's rules as they are
+// now (a rule's maxLifetime shortens the successor; a rule that no longer
+// grants create stops the renewal), keeps the token's kind, and leaves the
+// lifetime of an HTTP caller's token as that caller was granted it.
+func TestRotationAppliesTheQueuePolicyAndKeepsTheKind(t *testing.T) {
+	t.Parallel()
+	// Tokens of 2 h are inside the 168 h window at once.
+	cases := []struct {
+		name, origin string
+		deny         bool
+		wantLifetime time.Duration // 0: no successor
+		wantAsked    bool
+	}{
+		{"queue-issued, capped", OriginQueue, false, 24 * time.Hour, true},
+		{"queue-issued, no longer granted", OriginQueue, true, 0, true},
+		{"http-issued", OriginHTTP, false, 30 * 24 * time.Hour, false},
+	}
+	for _, c := range cases {
+		api, vault := newFakeAPI(fixedNow), newFakeVault()
+		authz := &queueOnly{max: 24 * time.Hour, deny: c.deny}
+		svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Authorizer: authz, Now: fixedNow})
+		old := plant(t, api, vault, "sec", c.origin, MarkerEvent, 30*24*time.Hour)
+		// Bring the token inside the window: it was made long ago.
+		vault.secrets["sec"][0].ExpiresAt = fixedNow().Add(2 * time.Hour)
+		out, err := svc.Rotate(t.Context(), RotateOptions{Before: 168 * time.Hour, DefaultLifetime: time.Hour, Queue: testCaller("queue")})
+		if err != nil || len(out) != 1 {
+			t.Fatalf("%s: %v %+v", c.name, err, out)
+		}
+		if asked := len(authz.asks) > 0; asked != c.wantAsked {
+			t.Errorf("%s: policy asked %v; want %v", c.name, asked, c.wantAsked)
+		}
+		if c.wantLifetime == 0 {
+			if out[0].Type != Failed || out[0].Err.Code != CodeNotAuthorized || api.count("create") != 1 {
+				t.Errorf("%s: %+v, %d creates; want Failed NotAuthorized and no new token", c.name, out[0], api.count("create"))
+			}
+			continue
+		}
+		if out[0].Type != Rotated {
+			t.Fatalf("%s: %+v", c.name, out[0])
+		}
+		latest := vault.secrets["sec"][0]
+		if latest.Lifetime != c.wantLifetime || latest.Kind != MarkerEvent || latest.Origin != c.origin || latest.TokenID == old.ID {
+			t.Errorf("%s: successor lifetime %s kind %q origin %q; want %s, %q, %q", c.name, latest.Lifetime, latest.Kind, latest.Origin, c.wantLifetime, MarkerEvent, c.origin)
+		}
+		toks, _ := api.ListTokens(t.Context(), Workspace{})
+		for _, tok := range toks {
+			if tok.ID == latest.TokenID && !strings.HasPrefix(tok.Comment, "[dtb:evt:rot-") {
+				t.Errorf("%s: successor's Databricks comment %q is not an event marker", c.name, tok.Comment)
+			}
+		}
+	}
+}
+
+// A version written before the kind was recorded takes it from the
+// token's own marker.
+func TestRotationReadsTheKindOfOlderVersionsFromTheToken(t *testing.T) {
+	t.Parallel()
+	api, vault := newFakeAPI(fixedNow), newFakeVault()
+	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Now: fixedNow})
+	plant(t, api, vault, "sec", "", MarkerEvent, 2*time.Hour)
+	vault.secrets["sec"][0].Kind = ""
+	out, err := svc.Rotate(t.Context(), RotateOptions{Before: 168 * time.Hour, DefaultLifetime: time.Hour})
+	if err != nil || len(out) != 1 || out[0].Type != Rotated {
+		t.Fatalf("%v %+v", err, out)
+	}
+	if k := vault.secrets["sec"][0].Kind; k != MarkerEvent {
+		t.Errorf("successor kind %q; want %q", k, MarkerEvent)
+	}
+}
+
+// Revoking by token id disables the versions that hold it.
+func TestRevokeDisablesHoldingVersions(t *testing.T) {
+	t.Parallel()
+	api, vault := newFakeAPI(fixedNow), newFakeVault()
+	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Now: fixedNow})
+	issued := plant(t, api, vault, "sec", OriginHTTP, MarkerRequest, time.Hour)
+	res, err := svc.Revoke(t.Context(), nil, RevokeRequest{Workspace: testWS, TokenID: issued.ID})
+	if err != nil || res.Status != StatusRevoked || vault.secrets["sec"][0].Enabled {
+		t.Errorf("revoke: %+v %v; version enabled %v", res, err, vault.secrets["sec"][0].Enabled)
+	}
+}
+
+func TestDefaultSecretName(t *testing.T) {
+	t.Parallel()
+	a, _ := ParseWorkspaceID("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-a/providers/Microsoft.Databricks/workspaces/etl_prod")
+	b, _ := ParseWorkspaceID("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-b/providers/Microsoft.Databricks/workspaces/etl-prod")
+	upper, _ := ParseWorkspaceID("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/RG-A/providers/Microsoft.Databricks/workspaces/ETL_PROD")
+	long, _ := ParseWorkspaceID("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/" + strings.Repeat("g", 90) + "/providers/Microsoft.Databricks/workspaces/" + strings.Repeat("w", 64))
+	na, nb := DefaultSecretName(a), DefaultSecretName(b)
+	if !strings.HasPrefix(na, "databricks-etl-prod-") || len(na) != len("databricks-etl-prod-")+8 || strings.EqualFold(na, nb) {
+		t.Errorf("names %q and %q", na, nb)
+	}
+	if !strings.EqualFold(DefaultSecretName(upper), na) { // Key Vault names ignore case
+		t.Errorf("the same workspace in other casing got %q, not %q", DefaultSecretName(upper), na)
+	}
+	if n := DefaultSecretName(long); ValidSecretName(n) != nil {
+		t.Errorf("%q is not a valid Key Vault name", n)
+	}
+}
