@@ -78,7 +78,14 @@ func auditAttrs(pr *authz.Principal) []any {
 	if pr.IsQueue() {
 		return []any{"caller", "queue"}
 	}
-	return []any{"caller_object_id", pr.ObjectID, "caller_app_id", pr.AppID}
+	return []any{"caller", "principal", "caller_object_id", pr.ObjectID, "caller_app_id", pr.AppID}
+}
+
+// principalOf is the caller as far as the headers tell, for the audit line
+// of a request refused before its caller was checked.
+func principalOf(r *http.Request) *authz.Principal {
+	pr, _ := authz.PrincipalFromHeaders(r.Header)
+	return pr
 }
 
 // requestedBy is the caller as result messages name it.

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/contoso/databricks-token-broker/internal/api"
+	"github.com/contoso/databricks-token-broker/internal/audit"
 	"github.com/contoso/databricks-token-broker/internal/authz"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
@@ -52,7 +53,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, log *slog.L
 	start := time.Now()
 	body, err := readBody(w, r, MaxBody)
 	if err != nil {
-		logOutcome(log, start, "create refused", err)
+		logOutcome(log, start, audit.TokenRefused, "create refused", err, auditAttrs(principalOf(r))...)
 		writeError(w, err)
 		return
 	}
@@ -75,7 +76,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, log *slog.L
 	}
 	if err != nil {
 		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, requestedBy(pr), err)
-		logOutcome(log, start, "create refused", err, "workspace", workspaceText(req.Workspace))
+		logOutcome(log, start, audit.TokenRefused, "create refused", err, "workspace", workspaceText(req.Workspace))
 		writeError(w, err)
 		return
 	}
@@ -85,7 +86,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, log *slog.L
 	res, err := s.svc.Create(ctx, req, tokens.CreateOptions{})
 	if err != nil {
 		s.publishFailure(r, log, id, req.Workspace.String(), id, requestedBy(pr), err)
-		logOutcome(log, start, "create failed", err)
+		logOutcome(log, start, audit.TokenFailed, "create failed", err)
 		writeError(w, err)
 		return
 	}
@@ -95,7 +96,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, log *slog.L
 	if res.Issued {
 		status = http.StatusCreated
 	}
-	logOutcome(log, start, "create done", nil, "token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked))
+	logOutcome(log, start, createdEvent(res.Issued), "create done", nil, append([]any{"token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked)}, expiryAttrs(res.Record.ExpiresAt)...)...)
 	w.Header().Set("x-ms-request-id", id)
 	writeJSON(w, status, api.NewRecord(res.Record, true))
 }
@@ -104,7 +105,7 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, log *slog.L
 	start := time.Now()
 	body, err := readBody(w, r, MaxBody)
 	if err != nil {
-		logOutcome(log, start, "revoke refused", err)
+		logOutcome(log, start, audit.TokenRefused, "revoke refused", err, auditAttrs(principalOf(r))...)
 		writeError(w, err)
 		return
 	}
@@ -124,7 +125,7 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, log *slog.L
 	}
 	if err != nil {
 		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, requestedBy(pr), err)
-		logOutcome(log, start, "revoke refused", err, "workspace", workspaceText(req.Workspace))
+		logOutcome(log, start, audit.TokenRefused, "revoke refused", err, "workspace", workspaceText(req.Workspace))
 		writeError(w, err)
 		return
 	}
@@ -139,13 +140,13 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, log *slog.L
 	res, err := s.svc.Revoke(ctx, req)
 	if err != nil {
 		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, requestedBy(pr), err)
-		logOutcome(log, start, "revoke failed", err)
+		logOutcome(log, start, audit.TokenFailed, "revoke failed", err)
 		writeError(w, err)
 		return
 	}
 	s.publish(r, log, tokens.Outcome{Type: tokens.Revoked, RequestID: id, Workspace: res.Workspace.String(),
 		TokenID: res.TokenID, CorrelationID: id, RequestedBy: requestedBy(pr), Revoke: &res})
-	logOutcome(log, start, "revoke done", nil, "workspace", res.Workspace.String(), "token_id", res.TokenID, "status", string(res.Status))
+	logOutcome(log, start, audit.TokenRevoked, "revoke done", nil, "workspace", res.Workspace.String(), "token_id", res.TokenID, "status", string(res.Status))
 	writeJSON(w, http.StatusOK, api.RevokeResponse{TokenID: res.TokenID, Status: string(res.Status)})
 }
 
@@ -162,7 +163,7 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, log *slog.Lo
 		_, err = s.authorize(pr, authz.ActionList, id)
 	}
 	if err != nil {
-		logOutcome(log, start, "list refused", err)
+		logOutcome(log, start, audit.TokenRefused, "list refused", err)
 		writeError(w, err)
 		return
 	}
@@ -171,11 +172,11 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, log *slog.Lo
 	defer cancel()
 	list, err := s.svc.List(ctx, id)
 	if err != nil {
-		logOutcome(log, start, "list failed", err)
+		logOutcome(log, start, audit.TokenFailed, "list failed", err)
 		writeError(w, err)
 		return
 	}
-	logOutcome(log, start, "list done", nil, "count", len(list))
+	logOutcome(log, start, audit.TokensListed, "list done", nil, "count", len(list))
 	writeJSON(w, http.StatusOK, api.NewList(list))
 }
 

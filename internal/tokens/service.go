@@ -570,7 +570,7 @@ func (s *Service) rotateSecret(ctx context.Context, sec ManagedSecret, opts Rota
 		return Outcome{}, false
 	}
 	reqID := rotationRequestID(sec.Name, latest.Version)
-	o := Outcome{Type: Failed, RequestID: reqID, Workspace: latest.Workspace.String(), CorrelationID: reqID}
+	o := Outcome{Type: Failed, RequestID: reqID, Workspace: latest.Workspace.String(), CorrelationID: reqID, Rotating: &latest}
 	fail := func(err error) (Outcome, bool) {
 		o.Err = AsError(err)
 		return o, true
