@@ -226,7 +226,7 @@ func (r *Resolver) translate(id tokens.WorkspaceID, err error) error {
 	if errors.As(err, &respErr) {
 		switch {
 		case respErr.StatusCode == http.StatusNotFound:
-			return &tokens.Error{Code: tokens.CodeWorkspaceNotFound, Target: "workspaceResourceId", Err: err,
+			return &tokens.Error{Code: tokens.CodeWorkspaceNotFound, Target: "workspaceResourceId", Err: err, Upstream: upstream.ServiceARM,
 				Message: fmt.Sprintf("Azure Resource Manager has no Databricks workspace %s (%s)", id, respErr.ErrorCode)}
 		case respErr.StatusCode == http.StatusForbidden:
 			return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err, Upstream: upstream.ServiceARM, PermissionDenied: true,
