@@ -1,6 +1,7 @@
 package deploycheck
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -91,5 +92,38 @@ func TestAlertsModule(t *testing.T) {
 		if !strings.Contains(string(mainSrc), want) {
 			t.Errorf("main.bicep lacks %q", want)
 		}
+	}
+}
+
+// TestHostJSONKeepsAuditLines: the alerts read the handler's stdout lines,
+// which the host logs as traces of category Host.Function.Console at
+// Information. host.json must not filter that category out, and adaptive
+// sampling (on by default) must not drop traces, or an alert could miss
+// the one line that matters.
+func TestHostJSONKeepsAuditLines(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(root(t), "host.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h struct {
+		Logging struct {
+			LogLevel            map[string]string `json:"logLevel"`
+			ApplicationInsights struct {
+				SamplingSettings struct {
+					IsEnabled     *bool  `json:"isEnabled"`
+					ExcludedTypes string `json:"excludedTypes"`
+				} `json:"samplingSettings"`
+			} `json:"applicationInsights"`
+		} `json:"logging"`
+	}
+	if err := json.Unmarshal(raw, &h); err != nil {
+		t.Fatal(err)
+	}
+	if lvl := h.Logging.LogLevel["Host.Function.Console"]; lvl != "Information" && lvl != "Debug" && lvl != "Trace" {
+		t.Errorf(`logging.logLevel["Host.Function.Console"] = %q; the audit lines are logged at Information`, lvl)
+	}
+	s := h.Logging.ApplicationInsights.SamplingSettings
+	if (s.IsEnabled == nil || *s.IsEnabled) && !slices.Contains(strings.Split(s.ExcludedTypes, ";"), "Trace") {
+		t.Errorf("sampling is on and excludedTypes %q does not exclude Trace: audit lines could be sampled away", s.ExcludedTypes)
 	}
 }
