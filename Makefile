@@ -1,6 +1,6 @@
 # Everything runs locally: the stand-ins (internal/devstack) replace Azure.
 # Needs Go 1.26 and Node.js 20 with npm (the Service Bus stand-in and the
-# Bicep check are Node packages, installed from the npm registry by `deps`).
+# Bicep and KQL checks are Node packages, installed from the npm registry by `deps`).
 
 GO      ?= go
 NPM     ?= npm
@@ -8,6 +8,7 @@ BIN     := bin
 HANDLER := $(BIN)/handler
 BROKER  := internal/devstack/servicebus/broker
 BICEP   := tools/bicepcheck
+KQL     := tools/kqlcheck
 
 .PHONY: all demo up test deps build check bench soak fuzz package stage clean
 
@@ -30,13 +31,16 @@ check:
 	  if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-deps: $(BROKER)/node_modules/.package-lock.json $(BICEP)/node_modules/.package-lock.json
+deps: $(BROKER)/node_modules/.package-lock.json $(BICEP)/node_modules/.package-lock.json $(KQL)/node_modules/.package-lock.json
 
 $(BROKER)/node_modules/.package-lock.json: $(BROKER)/package-lock.json
 	$(NPM) ci --prefix $(BROKER) --no-audit --no-fund
 
 $(BICEP)/node_modules/.package-lock.json: $(BICEP)/package-lock.json
 	$(NPM) ci --prefix $(BICEP) --no-audit --no-fund
+
+$(KQL)/node_modules/.package-lock.json: $(KQL)/package-lock.json
+	$(NPM) ci --prefix $(KQL) --no-audit --no-fund
 
 build:
 	$(GO) build -trimpath -o $(HANDLER) .

@@ -53,7 +53,7 @@ func auditAttrs(by tokens.Caller) []any {
 	case by.IsQueue():
 		return []any{"caller", "queue"}
 	case pr != nil:
-		return []any{"caller_object_id", pr.ObjectID, "caller_app_id", pr.AppID}
+		return []any{"caller", "principal", "caller_object_id", pr.ObjectID, "caller_app_id", pr.AppID}
 	}
 	return []any{"caller", by.String()}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/contoso/databricks-token-broker/internal/api"
+	"github.com/contoso/databricks-token-broker/internal/audit"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
 
@@ -51,7 +52,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, log *slog.L
 	start := time.Now()
 	body, err := readBody(w, r, MaxBody)
 	if err != nil {
-		logOutcome(log, start, "create refused", err)
+		logOutcome(log, start, audit.TokenRefused, "create refused", err)
 		writeError(w, err)
 		return
 	}
@@ -68,7 +69,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, log *slog.L
 	}
 	if err != nil {
 		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, requestedBy(by), err)
-		logOutcome(log, start, "create refused", err, "workspace", workspaceText(req.Workspace))
+		logOutcome(log, start, audit.TokenRefused, "create refused", err, "workspace", workspaceText(req.Workspace))
 		writeError(w, err)
 		return
 	}
@@ -78,11 +79,8 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, log *slog.L
 	res, err := s.svc.Create(ctx, by, req, tokens.CreateOptions{})
 	if err != nil {
 		s.publishFailure(r, log, id, req.Workspace.String(), id, requestedBy(by), err)
-		msg := "create failed"
-		if tokens.CodeOf(err) == tokens.CodeNotAuthorized {
-			msg = "create refused"
-		}
-		logOutcome(log, start, msg, err)
+		ev, msg := failure(err, "create")
+		logOutcome(log, start, ev, msg, err)
 		writeError(w, err)
 		return
 	}
@@ -97,7 +95,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, log *slog.L
 	if res.Issued {
 		status = http.StatusCreated
 	}
-	logOutcome(log, start, "create done", nil, "token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked))
+	logOutcome(log, start, createdEvent(res.Issued), "create done", nil, append([]any{"token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked)}, expiryAttrs(res.Record.ExpiresAt)...)...)
 	w.Header().Set("x-ms-request-id", id)
 	writeJSON(w, status, api.NewRecord(res.Record, true))
 }
@@ -106,7 +104,7 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, log *slog.L
 	start := time.Now()
 	body, err := readBody(w, r, MaxBody)
 	if err != nil {
-		logOutcome(log, start, "revoke refused", err)
+		logOutcome(log, start, audit.TokenRefused, "revoke refused", err)
 		writeError(w, err)
 		return
 	}
@@ -123,7 +121,7 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, log *slog.L
 	}
 	if err != nil {
 		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, requestedBy(by), err)
-		logOutcome(log, start, "revoke refused", err, "workspace", workspaceText(req.Workspace))
+		logOutcome(log, start, audit.TokenRefused, "revoke refused", err, "workspace", workspaceText(req.Workspace))
 		writeError(w, err)
 		return
 	}
@@ -132,17 +130,14 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, log *slog.L
 	res, err := s.svc.Revoke(ctx, by, req)
 	if err != nil {
 		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, requestedBy(by), err)
-		msg := "revoke failed"
-		if tokens.CodeOf(err) == tokens.CodeNotAuthorized {
-			msg = "revoke refused"
-		}
-		logOutcome(log, start, msg, err, "workspace", workspaceText(req.Workspace))
+		ev, msg := failure(err, "revoke")
+		logOutcome(log, start, ev, msg, err, "workspace", workspaceText(req.Workspace))
 		writeError(w, err)
 		return
 	}
 	s.publish(r, log, tokens.Outcome{Type: tokens.Revoked, RequestID: id, Workspace: res.Workspace.String(),
 		TokenID: res.TokenID, CorrelationID: id, RequestedBy: requestedBy(by), Revoke: &res})
-	logOutcome(log, start, "revoke done", nil, "workspace", res.Workspace.String(), "token_id", res.TokenID, "status", string(res.Status))
+	logOutcome(log, start, audit.TokenRevoked, "revoke done", nil, "workspace", res.Workspace.String(), "token_id", res.TokenID, "status", string(res.Status))
 	writeJSON(w, http.StatusOK, api.RevokeResponse{TokenID: res.TokenID, Status: string(res.Status)})
 }
 
@@ -156,7 +151,7 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, log *slog.Lo
 		err = perr
 	}
 	if err != nil {
-		logOutcome(log, start, "list refused", err)
+		logOutcome(log, start, audit.TokenRefused, "list refused", err)
 		writeError(w, err)
 		return
 	}
@@ -165,15 +160,12 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, log *slog.Lo
 	defer cancel()
 	list, err := s.svc.List(ctx, by, id)
 	if err != nil {
-		msg := "list failed"
-		if tokens.CodeOf(err) == tokens.CodeNotAuthorized {
-			msg = "list refused"
-		}
-		logOutcome(log, start, msg, err)
+		ev, msg := failure(err, "list")
+		logOutcome(log, start, ev, msg, err)
 		writeError(w, err)
 		return
 	}
-	logOutcome(log, start, "list done", nil, "count", len(list))
+	logOutcome(log, start, audit.TokensListed, "list done", nil, "count", len(list))
 	writeJSON(w, http.StatusOK, api.NewList(list))
 }
 
@@ -184,4 +176,15 @@ func workspaceText(id tokens.WorkspaceID) string {
 		return ""
 	}
 	return id.String()
+}
+
+// failure names a failed operation's audit event: a refusal by the policy
+// (decided in the service, before any upstream call) is token.refused;
+// anything else token.failed.
+func failure(err error, action string) (audit.Event, string) {
+	switch tokens.CodeOf(err) {
+	case tokens.CodeNotAuthorized, tokens.CodeUnauthenticated:
+		return audit.TokenRefused, action + " refused"
+	}
+	return audit.TokenFailed, action + " failed"
 }

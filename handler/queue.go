@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/contoso/databricks-token-broker/internal/audit"
 	"github.com/contoso/databricks-token-broker/internal/events"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 	"github.com/contoso/databricks-token-broker/internal/upstream"
@@ -106,7 +107,7 @@ func (s *Server) tokenRequests(w http.ResponseWriter, r *http.Request, log *slog
 		s.badEnvelope(w, r, log, start, msg, err)
 		return
 	}
-	log = log.With("message_id", msg.MessageID, "delivery_count", msg.DeliveryCount)
+	log = log.With("message_id", msg.MessageID, "delivery_count", msg.DeliveryCount, "caller", "queue")
 	reqID := messageRequestID(msg)
 	cmd, err := decodeCommand(msg.Body, s.opts.Limits)
 	o := tokens.Outcome{RequestID: reqID, CorrelationID: msg.MessageID, RequestedBy: "queue"}
@@ -116,13 +117,13 @@ func (s *Server) tokenRequests(w http.ResponseWriter, r *http.Request, log *slog
 		reqID = cmd.revoke.RequestID
 	}
 	o.RequestID = reqID
-	log = log.With("request_id", reqID, "action", cmd.action, "caller", "queue")
+	log = log.With("request_id", reqID, "action", cmd.action)
 	if err != nil {
 		o.Workspace = workspaceText(cmd.create.Workspace)
 		if o.Workspace == "" {
 			o.Workspace = workspaceText(cmd.revoke.Workspace)
 		}
-		logOutcome(log, start, "command refused", err)
+		logOutcome(log, start, audit.TokenRefused, "command refused", err)
 		s.settle(w, r, log, msg, o, err)
 		return
 	}
@@ -142,7 +143,7 @@ func (s *Server) tokenRequests(w http.ResponseWriter, r *http.Request, log *slog
 		if !s.canDeliver() {
 			err := &tokens.Error{Code: tokens.CodeDeliveryNotConfigured,
 				Message: "a queued create needs somewhere to deliver the token: set KEY_VAULT_URI, or RESULTS_INCLUDE_TOKEN_VALUE=true"}
-			logOutcome(log, start, "create refused", err)
+			logOutcome(log, start, audit.TokenRefused, "create refused", err)
 			s.settle(w, r, log, msg, o, err)
 			return
 		}
@@ -155,7 +156,7 @@ func (s *Server) tokenRequests(w http.ResponseWriter, r *http.Request, log *slog
 		if !s.deliverResult(w, r, log, start, o, "create") {
 			return
 		}
-		logOutcome(log, start, "create done", nil, "token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked))
+		logOutcome(log, start, createdEvent(res.Issued), "create done", nil, append([]any{"token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked)}, expiryAttrs(res.Record.ExpiresAt)...)...)
 		reply(w, http.StatusOK, "token "+res.Record.TokenID+" ready for request "+reqID)
 	case "revoke":
 		req := cmd.revoke
@@ -163,17 +164,17 @@ func (s *Server) tokenRequests(w http.ResponseWriter, r *http.Request, log *slog
 		o.Workspace = workspaceText(req.Workspace)
 		res, err := s.svc.Revoke(ctx, queueCaller, req)
 		if err != nil {
-			logOutcome(log, start, "revoke failed", err)
+			logOutcome(log, start, audit.TokenFailed, "revoke failed", err)
 			s.settle(w, r, log, msg, o, err)
 			return
 		}
 		o.Type, o.Workspace, o.TokenID, o.Revoke = tokens.Revoked, res.Workspace.String(), res.TokenID, &res
 		if err := s.publishOutcome(r, o); err != nil {
-			logOutcome(log, start, "revoke not reported", upstream.Unavailable("Azure Service Bus", 0, err), "token_id", res.TokenID)
+			logOutcome(log, start, audit.TokenFailed, "revoke not reported", upstream.Unavailable("Azure Service Bus", 0, err), "token_id", res.TokenID)
 			reply(w, http.StatusServiceUnavailable, "revoked, but could not publish the result; Service Bus will redeliver")
 			return
 		}
-		logOutcome(log, start, "revoke done", nil, "token_id", res.TokenID, "status", string(res.Status))
+		logOutcome(log, start, audit.TokenRevoked, "revoke done", nil, "token_id", res.TokenID, "status", string(res.Status))
 		reply(w, http.StatusOK, "token "+res.TokenID+" "+string(res.Status))
 	}
 }
@@ -192,16 +193,16 @@ func (s *Server) deliverResult(w http.ResponseWriter, r *http.Request, log *slog
 	}
 	cause := upstream.Unavailable("Azure Service Bus", 0, perr)
 	if o.Record.Value.IsZero() {
-		logOutcome(log, start, what+" not reported", cause, "token_id", o.TokenID)
+		logOutcome(log, start, audit.TokenFailed, what+" not reported", cause, "token_id", o.TokenID)
 		reply(w, http.StatusServiceUnavailable, "issued a token but could not publish the result; Service Bus will redeliver")
 		return false
 	}
 	if werr := s.svc.Withdraw(r.Context(), *o.Record); werr != nil {
-		logOutcome(log, start, what+" not delivered, and revoking the undelivered token failed", cause, "token_id", o.TokenID, "revoke_error", tokens.AsError(werr).Message)
+		logOutcome(log, start, audit.TokenFailed, what+" not delivered, and revoking the undelivered token failed", cause, "token_id", o.TokenID, "revoke_error", tokens.AsError(werr).Message)
 		reply(w, http.StatusServiceUnavailable, "issued a token but could not publish the result, nor revoke the token; Service Bus will redeliver, and the redelivery revokes it")
 		return false
 	}
-	logOutcome(log, start, what+" not delivered; the token was revoked", cause, "token_id", o.TokenID)
+	logOutcome(log, start, audit.TokenFailed, what+" not delivered; the token was revoked", cause, "token_id", o.TokenID)
 	reply(w, http.StatusServiceUnavailable, "could not publish the result that carried the token, so the token was revoked; Service Bus will redeliver")
 	return false
 }
@@ -218,18 +219,18 @@ func (s *Server) workspaceEvents(w http.ResponseWriter, r *http.Request, log *sl
 		s.badEnvelope(w, r, log, start, msg, err)
 		return
 	}
-	log = log.With("message_id", msg.MessageID, "delivery_count", msg.DeliveryCount)
+	log = log.With("message_id", msg.MessageID, "delivery_count", msg.DeliveryCount, "caller", "queue")
 	ev, err := events.Decode(msg.Body)
 	o := tokens.Outcome{RequestID: messageRequestID(msg), CorrelationID: msg.MessageID, RequestedBy: "queue"}
 	if err != nil {
 		err = &tokens.Error{Code: tokens.CodeInvalidRequest, Message: "the message is not an Event Grid or CloudEvents 1.0 event", Err: err}
-		logOutcome(log, start, "event refused", err)
+		logOutcome(log, start, audit.TokenRefused, "event refused", err)
 		s.settle(w, r, log, msg, o, err)
 		return
 	}
 	log = log.With("event_id", ev.ID, "event_type", ev.Type)
 	if !ev.IsWorkspaceWrite() {
-		logOutcome(log, start, "event ignored", nil, "operation", ev.OperationName)
+		logOutcome(log, start, audit.MessageIgnored, "event ignored", nil, "operation", ev.OperationName)
 		reply(w, http.StatusOK, "ignored event "+ev.ID+" ("+ev.Type+")")
 		return
 	}
@@ -239,16 +240,16 @@ func (s *Server) workspaceEvents(w http.ResponseWriter, r *http.Request, log *sl
 	id, perr := tokens.ParseWorkspaceID(ev.Resource())
 	if perr != nil {
 		err := &tokens.Error{Code: tokens.CodeInvalidRequest, Target: "data.resourceUri", Message: "the event's resource is not a Databricks workspace id: " + perr.Error()}
-		logOutcome(log, start, "event refused", err)
+		logOutcome(log, start, audit.TokenRefused, "event refused", err)
 		s.settle(w, r, log, msg, o, err)
 		return
 	}
 	o.Workspace = id.String()
-	log = log.With("request_id", o.RequestID, "workspace", o.Workspace, "action", "create", "caller", "queue")
+	log = log.With("request_id", o.RequestID, "workspace", o.Workspace, "action", "create")
 	if !s.canDeliver() {
 		err := &tokens.Error{Code: tokens.CodeDeliveryNotConfigured,
 			Message: "workspace events need somewhere to deliver the token: set KEY_VAULT_URI, or RESULTS_INCLUDE_TOKEN_VALUE=true"}
-		logOutcome(log, start, "event refused", err)
+		logOutcome(log, start, audit.TokenRefused, "event refused", err)
 		s.settle(w, r, log, msg, o, err)
 		return
 	}
@@ -261,7 +262,7 @@ func (s *Server) workspaceEvents(w http.ResponseWriter, r *http.Request, log *sl
 		return
 	}
 	if !res.Issued {
-		logOutcome(log, start, "event: workspace already has a live token", nil)
+		logOutcome(log, start, audit.TokenReused, "event: workspace already has a live token", nil)
 		reply(w, http.StatusOK, "workspace already has a live managed token")
 		return
 	}
@@ -269,7 +270,7 @@ func (s *Server) workspaceEvents(w http.ResponseWriter, r *http.Request, log *sl
 	if !s.deliverResult(w, r, log, start, o, "event token") {
 		return
 	}
-	logOutcome(log, start, "event: token issued", nil, "token_id", res.Record.TokenID, "revoked_undelivered", len(res.Revoked))
+	logOutcome(log, start, audit.TokenIssued, "event: token issued", nil, append([]any{"token_id", res.Record.TokenID, "revoked_undelivered", len(res.Revoked)}, expiryAttrs(res.Record.ExpiresAt)...)...)
 	reply(w, http.StatusOK, "issued token "+res.Record.TokenID+" for workspace event "+ev.ID)
 }
 
@@ -280,7 +281,8 @@ func (s *Server) workspaceEvents(w http.ResponseWriter, r *http.Request, log *sl
 func (s *Server) notReadyOrSettle(w http.ResponseWriter, r *http.Request, log *slog.Logger, start time.Time, msg queueMessage, o tokens.Outcome, err error, queue string) {
 	e := tokens.AsError(err)
 	if e.Code != tokens.CodeWorkspaceNotReady || s.pub == nil || queue == "" {
-		logOutcome(log, start, "operation failed", err)
+		ev, _ := failure(err, "operation")
+		logOutcome(log, start, ev, "operation failed", err)
 		s.settle(w, r, log, msg, o, err)
 		return
 	}
@@ -290,7 +292,7 @@ func (s *Server) notReadyOrSettle(w http.ResponseWriter, r *http.Request, log *s
 	}
 	if attempt+1 >= s.opts.NotReadyAttempts {
 		final := &tokens.Error{Code: tokens.CodeWorkspaceNotReady, Message: e.Message + fmt.Sprintf("; gave up after %d attempts", attempt+1), Err: e.Err}
-		logOutcome(log, start, "workspace never became ready", final)
+		logOutcome(log, start, audit.TokenFailed, "workspace never became ready", final)
 		o.Type, o.Err = tokens.Failed, final
 		if perr := s.publishOutcome(r, o); perr != nil {
 			reply(w, http.StatusServiceUnavailable, "could not publish the failure; Service Bus will redeliver")
@@ -310,11 +312,11 @@ func (s *Server) notReadyOrSettle(w http.ResponseWriter, r *http.Request, log *s
 	ctx, cancel := upstream.Detached(r.Context(), 15*time.Second)
 	defer cancel()
 	if serr := s.pub.Schedule(ctx, queue, msg.Body, next, props, s.opts.Now().Add(delay)); serr != nil {
-		logOutcome(log, start, "could not reschedule; Service Bus will redeliver", err, "schedule_error", serr.Error())
+		logOutcome(log, start, audit.TokenFailed, "could not reschedule; Service Bus will redeliver", err, "schedule_error", serr.Error())
 		reply(w, http.StatusServiceUnavailable, "workspace not ready and the retry could not be scheduled")
 		return
 	}
-	logOutcome(log, start, "workspace not ready; rescheduled", nil, "attempt", attempt+1, "delay_s", int(delay.Seconds()))
+	logOutcome(log, start, audit.MessageRescheduled, "workspace not ready; rescheduled", nil, "attempt", attempt+1, "delay_s", int(delay.Seconds()))
 	reply(w, http.StatusOK, fmt.Sprintf("workspace not ready; retry %d scheduled in %s", attempt+1, delay))
 }
 
@@ -421,7 +423,7 @@ func (s *Server) readMessage(w http.ResponseWriter, r *http.Request) (queueMessa
 // badEnvelope completes a message whose envelope or body cannot be read at
 // all: redelivery cannot change it.
 func (s *Server) badEnvelope(w http.ResponseWriter, r *http.Request, log *slog.Logger, start time.Time, msg queueMessage, err error) {
-	logOutcome(log, start, "message refused", err, "message_id", msg.MessageID)
+	logOutcome(log, start, audit.TokenRefused, "message refused", err, "message_id", msg.MessageID, "caller", "queue")
 	o := tokens.Outcome{Type: tokens.Failed, RequestID: messageRequestID(msg), CorrelationID: msg.MessageID, Err: tokens.AsError(err)}
 	if msg.MessageID == "" {
 		o.RequestID = hashID("inv-", r.Header.Get("X-Azure-Functions-InvocationId"))
@@ -440,7 +442,10 @@ func (s *Server) publishOutcome(r *http.Request, o tokens.Outcome) error {
 	}
 	ctx, cancel := upstream.Detached(r.Context(), publishTimeout)
 	defer cancel()
-	return s.pub.Publish(ctx, o)
+	began := time.Now()
+	err := s.pub.Publish(ctx, o)
+	upstream.Record(ctx, upstream.ServiceServiceBus, time.Since(began), 0)
+	return err
 }
 
 // publish is publishOutcome for HTTP functions, whose caller already has

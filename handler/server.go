@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/contoso/databricks-token-broker/internal/api"
+	"github.com/contoso/databricks-token-broker/internal/audit"
 	"github.com/contoso/databricks-token-broker/internal/authz"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 	"github.com/contoso/databricks-token-broker/internal/upstream"
@@ -128,7 +129,9 @@ func (s *Server) invocation(function string, h invocationFunc) http.Handler {
 		if id == "" {
 			id = uuid.NewString()
 		}
-		log := s.log.With("function", function, "invocation_id", id)
+		stats := upstream.NewStats()
+		r = r.WithContext(upstream.WithStats(r.Context(), stats))
+		log := slog.New(auditHandler{Handler: s.log.Handler(), stats: stats}).With("function", function, "invocation_id", id)
 		defer func() {
 			if v := recover(); v != nil {
 				log.Error("panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
@@ -162,19 +165,17 @@ func writeError(w http.ResponseWriter, err error) {
 	writeJSON(w, status, api.NewError(e))
 }
 
-// logOutcome writes the one line per invocation: what happened, and for a
+// logOutcome writes the one line per invocation (per outcome, for the
+// timer): its stable event name (internal/audit), what happened, and for a
 // failure the cause (which never holds a secret).
-func logOutcome(log *slog.Logger, start time.Time, msg string, err error, attrs ...any) {
-	attrs = append(attrs, "duration_ms", time.Since(start).Milliseconds())
+func logOutcome(log *slog.Logger, start time.Time, ev audit.Event, msg string, err error, attrs ...any) {
+	attrs = append(attrs, "event", string(ev), "duration_ms", time.Since(start).Milliseconds())
 	if err == nil {
 		log.Info(msg, attrs...)
 		return
 	}
 	e := tokens.AsError(err)
-	attrs = append(attrs, "code", string(e.Code), "error", e.Message)
-	if e.Err != nil {
-		attrs = append(attrs, "cause", e.Err.Error())
-	}
+	attrs = append(attrs, errorAttrs(e)...)
 	if e.Code == tokens.CodeInternal {
 		log.Error(msg, attrs...)
 	} else {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/contoso/databricks-token-broker/internal/audit"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 	"github.com/contoso/databricks-token-broker/internal/upstream"
 )
@@ -20,17 +21,18 @@ const maxRotationRun = 4 * time.Minute
 // result per outcome. Without KEY_VAULT_URI there is nothing it holds.
 func (s *Server) rotateTokens(w http.ResponseWriter, r *http.Request, log *slog.Logger) {
 	start := time.Now()
+	log = log.With("caller", "timer")
 	body, err := readBody(w, r, maxEnvelope)
 	if err == nil {
 		_, _, err = decodeEnvelope(body, "timer")
 	}
 	if err != nil {
-		logOutcome(log, start, "timer envelope refused", err)
+		logOutcome(log, start, audit.RotationSkipped, "timer envelope refused", err, "reason", "bad-envelope")
 		reply(w, http.StatusOK, "refused: "+tokens.AsError(err).Message)
 		return
 	}
 	if !s.opts.Limits.KeyVault {
-		logOutcome(log, start, "rotation skipped: KEY_VAULT_URI is not set", nil)
+		logOutcome(log, start, audit.RotationSkipped, "rotation skipped: KEY_VAULT_URI is not set", nil, "reason", "no-key-vault")
 		reply(w, http.StatusOK, "rotation skipped: KEY_VAULT_URI is not set")
 		return
 	}
@@ -42,14 +44,14 @@ func (s *Server) rotateTokens(w http.ResponseWriter, r *http.Request, log *slog.
 	defer cancel()
 	outcomes, err := s.svc.Rotate(ctx, tokens.RotateOptions{Before: s.opts.RotateBefore, DefaultLifetime: s.opts.Limits.DefaultLifetime, Queue: queueCaller})
 	if errors.Is(err, tokens.ErrRotationRunning) {
-		logOutcome(log, start, "rotation already running in this instance; this run does nothing", nil)
+		logOutcome(log, start, audit.RotationSkipped, "rotation already running in this instance; this run does nothing", nil, "reason", "already-running")
 		reply(w, http.StatusOK, "rotation already running")
 		return
 	}
 	if err != nil {
 		// The vault could not be listed: fail the invocation, so the
 		// timer's retry policy (or the next schedule) tries again.
-		logOutcome(log, start, "rotation failed", err)
+		logOutcome(log, start, audit.RotationFailed, "rotation failed", err)
 		reply(w, statusOf(tokens.AsError(err).Code), "rotation failed: "+tokens.AsError(err).Message)
 		return
 	}
@@ -57,18 +59,56 @@ func (s *Server) rotateTokens(w http.ResponseWriter, r *http.Request, log *slog.
 	failed := 0
 	for _, o := range outcomes {
 		s.publish(r, log, o)
-		attrs := []any{"type", string(o.Type), "request_id", o.RequestID, "workspace", o.Workspace, "token_id", o.TokenID}
-		if o.Record != nil {
-			attrs = append(attrs, "secret_uri", o.Record.SecretURI)
-		}
-		var oerr error
 		if o.Err != nil {
 			failed++
-			oerr = o.Err
 		}
-		logOutcome(log, start, "rotation outcome", oerr, attrs...)
+		logRotationOutcome(log, start, o, s.opts.Now())
 		logs = append(logs, fmt.Sprintf("%s %s %s", o.Type, o.Workspace, o.TokenID))
 	}
-	logOutcome(log, start, "rotation done", nil, "outcomes", len(outcomes), "failed", failed)
+	logOutcome(log, start, audit.RotationCompleted, "rotation done", nil, "outcomes", len(outcomes), "failed", failed)
 	reply(w, http.StatusOK, logs...)
+}
+
+// logRotationOutcome writes the audit line of one rotation outcome, and
+// for a token whose rotation failed a token.expiring line too: it stays
+// the secret's latest version, inside its rotation window, with no
+// successor, and every run says so until one exists.
+func logRotationOutcome(log *slog.Logger, start time.Time, o tokens.Outcome, now time.Time) {
+	attrs := []any{"type", string(o.Type), "request_id", o.RequestID, "workspace", o.Workspace}
+	var ev audit.Event
+	switch {
+	case o.Type == tokens.Rotated:
+		ev = audit.TokenRotated
+		attrs = append(attrs, "token_id", o.TokenID)
+		if o.Rotating != nil {
+			attrs = append(attrs, "replaces_token_id", o.Rotating.TokenID)
+		}
+		if o.Record != nil {
+			attrs = append(append(attrs, "secret_uri", o.Record.SecretURI), expiryAttrs(o.Record.ExpiresAt)...)
+		}
+	case o.Type == tokens.Revoked:
+		ev = audit.TokenRevoked
+		attrs = append(attrs, "token_id", o.TokenID)
+		if o.Revoke != nil {
+			attrs = append(attrs, "status", string(o.Revoke.Status), "secret_uri", o.Revoke.SecretURI)
+		}
+	case o.Rotating != nil:
+		ev = audit.TokenRotationFailed
+		attrs = append(append(attrs, "token_id", o.Rotating.TokenID, "secret_uri", o.Rotating.URI), expiryAttrs(o.Rotating.ExpiresAt)...)
+	default: // a superseded version that could not be retired
+		ev = audit.TokenFailed
+		attrs = append(attrs, "token_id", o.TokenID)
+	}
+	var err error
+	if o.Err != nil {
+		err = o.Err
+	}
+	logOutcome(log, start, ev, "rotation outcome", err, attrs...)
+	if ev != audit.TokenRotationFailed {
+		return
+	}
+	v := o.Rotating
+	logOutcome(log, start, audit.TokenExpiring, "token inside its rotation window has no successor", nil,
+		append([]any{"workspace", o.Workspace, "token_id", v.TokenID, "secret_name", v.Name, "secret_uri", v.URI,
+			"expires_in_s", int64(v.ExpiresAt.Sub(now).Seconds())}, expiryAttrs(v.ExpiresAt)...)...)
 }

@@ -432,5 +432,7 @@ func (d *demo) scanLogs(path string) error {
 		}
 	}
 	fmt.Printf("Secret scan of the handler's log: 0 of %d lines hold any of the %d secrets issued.\n", lines, len(secrets))
+	fmt.Println()
+	printEvents(os.Stdout, countEvents(logs))
 	return nil
 }

@@ -166,6 +166,42 @@ param eventGridSourceResourceGroupName string = ''
 ])
 param eventDeliverySchema string = 'EventGridSchema'
 
+// ------------------------------------------------- alerts and workbook
+
+@description('Deploy the alert rules and the operations workbook (infra/README.md, "Alerts and the workbook").')
+param deployAlerts bool = true
+
+@description('Email addresses every alert notifies (an action group is created when this or alertWebhookUri is set).')
+@maxLength(20)
+param alertEmailAddresses array = []
+
+@description('Webhook every alert notifies, with the common alert schema. A URL that embeds a key is a credential: prefer an action group of your own in alertActionGroupIds.')
+@maxLength(2048)
+param alertWebhookUri string = ''
+
+@description('Resource ids of existing action groups every alert notifies.')
+@maxLength(10)
+param alertActionGroupIds array = []
+
+@description('Failed requests (token.failed) in 15 minutes above which the failures alert fires.')
+@minValue(0)
+@maxValue(10000)
+param alertFailureThreshold int = 5
+
+@description('Refusals of one caller (NotAuthorized, Unauthenticated) in 15 minutes above which the refusals alert fires.')
+@minValue(0)
+@maxValue(10000)
+param alertRefusalThreshold int = 10
+
+@description('Window in which at least one rotation run must finish before the rotation-missing alert fires; longer than the ROTATE_SCHEDULE interval (ISO 8601).')
+@allowed([
+  'PT6H'
+  'PT12H'
+  'P1D'
+  'P2D'
+])
+param alertRotationHeartbeatWindow string = 'PT12H'
+
 // --------------------------------------------------------------- names
 
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
@@ -313,6 +349,22 @@ module functionApp 'modules/functionapp.bicep' = {
     authClientId: authClientId
     authOpenIdIssuer: empty(authOpenIdIssuer) ? '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0' : authOpenIdIssuer
     authzPolicy: authzPolicy
+  }
+}
+
+module alerts 'modules/alerts.bicep' = if (deployAlerts) {
+  name: 'alerts'
+  params: {
+    location: location
+    tags: tags
+    logAnalyticsName: monitoring.outputs.logAnalyticsName
+    namePrefix: 'dbxtok-${resourceToken}'
+    emailAddresses: alertEmailAddresses
+    webhookUri: alertWebhookUri
+    actionGroupIds: alertActionGroupIds
+    failureThreshold: alertFailureThreshold
+    refusalThreshold: alertRefusalThreshold
+    rotationHeartbeatWindow: alertRotationHeartbeatWindow
   }
 }
 

@@ -66,6 +66,7 @@ func New(cred azcore.TokenCredential, opts Options) *Client {
 	co.Retry = upstream.RetryOptions(upstream.Retriable, true)
 	co.Logging.AllowedHeaders = append(co.Logging.AllowedHeaders, "X-Databricks-Org-Id", "X-Request-Id")
 	co.PerCallPolicies = append(co.PerCallPolicies, upstream.PlainHTTPGuard(opts.AllowInsecureLoopback))
+	co.PerRetryPolicies = append(co.PerRetryPolicies, upstream.Measure(upstream.ServiceDatabricks))
 	pl := runtime.NewPipeline(moduleName, moduleVersion, runtime.PipelineOptions{
 		PerRetry: []policy.Policy{
 			runtime.NewBearerTokenPolicy(cred, []string{opts.DatabricksScope}, &policy.BearerTokenOptions{

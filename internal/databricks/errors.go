@@ -107,27 +107,34 @@ func (e apiError) translate(op string) error {
 	detail := e.describe()
 	cause := fmt.Errorf("databricks: %s: %s", op, detail)
 	msg := func(s string) *tokens.Error {
-		return &tokens.Error{Code: tokens.CodeUpstreamError, Message: s, Err: cause}
+		return &tokens.Error{Code: tokens.CodeUpstreamError, Message: s, Err: cause, Upstream: upstream.ServiceDatabricks}
+	}
+	// denied is a refusal of the function's identity: it lost (or never
+	// had) its membership, CAN USE on tokens, or Contributor.
+	denied := func(s string) *tokens.Error {
+		e := msg(s)
+		e.PermissionDenied = true
+		return e
 	}
 	switch {
 	case e.Code == "QUOTA_EXCEEDED":
-		return &tokens.Error{Code: tokens.CodeTokenQuotaExceeded, Err: cause,
+		return &tokens.Error{Code: tokens.CodeTokenQuotaExceeded, Err: cause, Upstream: upstream.ServiceDatabricks,
 			Message: "the function's identity already holds the maximum number of live tokens in this workspace (600): revoke some first"}
 	case e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable || e.Status >= 500 ||
 		e.Code == "REQUEST_LIMIT_EXCEEDED" || e.Code == "TEMPORARILY_UNAVAILABLE":
 		return upstream.Unavailable("Azure Databricks", upstream.RetryAfter(e.resp), cause)
 	case strings.Contains(e.Message, "Management API token must be provided"):
-		return msg("Azure Databricks does not know the function's identity yet and needs it to be able to join: give the identity Contributor on the workspace resource (or add it to the workspace with CAN USE on tokens). Databricks said: " + detail)
+		return denied("Azure Databricks does not know the function's identity yet and needs it to be able to join: give the identity Contributor on the workspace resource (or add it to the workspace with CAN USE on tokens). Databricks said: " + detail)
 	case strings.Contains(e.Message, "does not have permission to use tokens"):
-		return msg("the function's identity lacks the CAN USE permission on tokens in this workspace (Settings > Advanced > Personal Access Tokens > Permission Settings). Databricks said: " + detail)
+		return denied("the function's identity lacks the CAN USE permission on tokens in this workspace (Settings > Advanced > Personal Access Tokens > Permission Settings). Databricks said: " + detail)
 	case strings.Contains(e.Message, "On-behalf-of token creation"):
 		return msg("Azure Databricks refused on-behalf-of token creation. Databricks said: " + detail)
 	case strings.Contains(strings.ToLower(e.Message), "invalid access token") || e.Status == http.StatusUnauthorized:
-		return msg("Azure Databricks did not accept the function's Entra token (is the identity a member of the workspace, or does it hold Contributor on it?). Databricks said: " + detail)
+		return denied("Azure Databricks did not accept the function's Entra token (is the identity a member of the workspace, or does it hold Contributor on it?). Databricks said: " + detail)
 	case e.Status == http.StatusForbidden || e.Code == "PERMISSION_DENIED":
-		return msg("Azure Databricks refused: " + detail)
+		return denied("Azure Databricks refused: " + detail)
 	case e.Code == "INVALID_PARAMETER_VALUE" || e.Code == "INVALID_STATE" || e.Status == http.StatusBadRequest:
-		return &tokens.Error{Code: tokens.CodeInvalidRequest, Err: cause, Message: "Azure Databricks rejected the request: " + detail}
+		return &tokens.Error{Code: tokens.CodeInvalidRequest, Err: cause, Upstream: upstream.ServiceDatabricks, Message: "Azure Databricks rejected the request: " + detail}
 	}
 	return msg("Azure Databricks refused to " + op + ": " + detail)
 }

@@ -40,7 +40,7 @@ func TestBicepTemplatesPass(t *testing.T) {
 var requiredCases = []string{
 	"misspelled-keyword", "truncated-file", "missing-module-param", "unknown-module-param",
 	"undeclared-identifier", "no-api-version", "wrong-module-path", "duplicate-symbol", "secure-param",
-	"listkeys-in-app-settings", "connection-string-setting", "unknown-function",
+	"listkeys-in-app-settings", "connection-string-setting", "unknown-function", "missing-loaded-file",
 }
 
 // TestBicepCheckRejectsBrokenCases proves the checker is not vacuous: each

@@ -12,6 +12,7 @@ package identity
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -108,13 +109,23 @@ func (c *Cache) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (
 	if c.fresh(e.tok) {
 		return e.tok, nil
 	}
+	start := time.Now()
 	tok, err := c.cred.GetToken(ctx, opts)
+	upstream.Record(ctx, upstream.ServiceEntra, time.Since(start), entraStatus(err))
 	if err != nil {
 		// azidentity errors describe the failed flow without token values.
 		return azcore.AccessToken{}, err
 	}
 	e.tok = tok
 	return tok, nil
+}
+
+// entraStatus is the HTTP status of a failed token request, if Entra answered.
+func entraStatus(err error) int {
+	if authErr, ok := errors.AsType[*azidentity.AuthenticationFailedError](err); ok && authErr.RawResponse != nil {
+		return authErr.RawResponse.StatusCode
+	}
+	return 0
 }
 
 func (c *Cache) fresh(t azcore.AccessToken) bool {

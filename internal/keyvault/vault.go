@@ -81,6 +81,7 @@ func New(vaultURL string, cred azcore.TokenCredential, opts Options) (*Vault, er
 	// taken as a delivered secret.
 	co.Transport = upstream.NoRedirects(co.Transport)
 	co.Retry = upstream.RetryOptions(upstream.Retriable, true)
+	co.PerRetryPolicies = append(co.PerRetryPolicies, upstream.Measure(upstream.ServiceKeyVault))
 	sdkURL := vaultURL
 	if u.Scheme == "http" {
 		// A loopback stand-in over plain http (the settings allow nothing
@@ -378,10 +379,10 @@ func translate(op string, err error) error {
 	if errors.As(err, &re) {
 		switch re.StatusCode {
 		case http.StatusForbidden:
-			return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err,
+			return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err, Upstream: upstream.ServiceKeyVault, PermissionDenied: true,
 				Message: fmt.Sprintf("Key Vault refused to %s (%s): give the function's identity Key Vault Secrets Officer on the vault", op, re.ErrorCode)}
 		case http.StatusUnauthorized:
-			return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err, Message: fmt.Sprintf("Key Vault did not accept the function's token to %s (%s)", op, re.ErrorCode)}
+			return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err, Upstream: upstream.ServiceKeyVault, PermissionDenied: true, Message: fmt.Sprintf("Key Vault did not accept the function's token to %s (%s)", op, re.ErrorCode)}
 		case http.StatusBadRequest:
 			return &tokens.Error{Code: tokens.CodeInvalidRequest, Err: err, Message: fmt.Sprintf("Key Vault refused to %s (%s)", op, re.ErrorCode)}
 		case http.StatusConflict:

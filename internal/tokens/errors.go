@@ -59,7 +59,14 @@ type Error struct {
 	// RetryAfter is how long a caller should wait before trying again
 	// (UpstreamUnavailable, WorkspaceNotReady); zero means "not said".
 	RetryAfter time.Duration
-	Err        error
+	// Upstream names the service whose answer caused the error ("entra",
+	// "arm", "databricks", "keyvault", "servicebus"), when one did.
+	Upstream string
+	// PermissionDenied: that service refused the function's identity (a
+	// role, membership or permission is missing), which retrying will not
+	// fix; an operator must grant it again.
+	PermissionDenied bool
+	Err              error
 }
 
 func (e *Error) Error() string {

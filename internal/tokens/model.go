@@ -163,4 +163,8 @@ type Outcome struct {
 	Record      *Record
 	Revoke      *RevokeResult
 	Err         *Error
+	// Rotating is, for a rotation's outcome (Rotated or Failed), the Key
+	// Vault version that was due: the token a Rotated outcome superseded,
+	// or the one a Failed outcome leaves without a successor. Not published.
+	Rotating *StoredToken
 }

@@ -802,7 +802,7 @@ func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredT
 		return Outcome{}, false
 	}
 	reqID := rotationRequestID(name, latest.Version)
-	o := Outcome{Type: Failed, RequestID: reqID, Workspace: latest.Workspace.String(), CorrelationID: reqID}
+	o := Outcome{Type: Failed, RequestID: reqID, Workspace: latest.Workspace.String(), CorrelationID: reqID, Rotating: &latest}
 	fail := func(err error) (Outcome, bool) {
 		o.Err = AsError(err)
 		return o, true

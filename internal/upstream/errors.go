@@ -16,12 +16,23 @@ import (
 // no Retry-After of its own.
 const DefaultRetryAfter = 5 * time.Second
 
+// serviceNames maps the display names the adapters pass to the audit
+// lines' short service names.
+var serviceNames = map[string]string{
+	"Microsoft Entra ID":     ServiceEntra,
+	"Azure Resource Manager": ServiceARM,
+	"Azure Databricks":       ServiceDatabricks,
+	"Azure Key Vault":        ServiceKeyVault,
+	"Key Vault":              ServiceKeyVault,
+	"Azure Service Bus":      ServiceServiceBus,
+}
+
 // Unavailable builds an UpstreamUnavailable error that says when to retry.
 func Unavailable(service string, retryAfter time.Duration, err error) *tokens.Error {
 	if retryAfter <= 0 {
 		retryAfter = DefaultRetryAfter
 	}
-	return &tokens.Error{Code: tokens.CodeUpstreamUnavailable, RetryAfter: retryAfter, Err: err,
+	return &tokens.Error{Code: tokens.CodeUpstreamUnavailable, RetryAfter: retryAfter, Err: err, Upstream: serviceNames[service],
 		Message: service + " is throttling or unavailable and did not recover within the retry budget (UPSTREAM_RETRY_BUDGET)"}
 }
 
@@ -47,7 +58,7 @@ func Common(service string, err error) *tokens.Error {
 		if authErr.RawResponse != nil && isTransient(authErr.RawResponse.StatusCode) {
 			return Unavailable("Microsoft Entra ID", RetryAfter(authErr.RawResponse), err)
 		}
-		return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err,
+		return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err, Upstream: ServiceEntra, PermissionDenied: true,
 			Message: "Microsoft Entra ID refused to issue a token for the function's identity; check its managed identity or service principal settings (AZURE_CLIENT_ID, AZURE_TENANT_ID)"}
 	case errors.Is(err, context.DeadlineExceeded):
 		return Unavailable(service, 0, err)
@@ -59,7 +70,7 @@ func Common(service string, err error) *tokens.Error {
 	case errors.Is(err, context.Canceled):
 		return Unavailable(service, 0, err)
 	case errors.As(err, &unavailable):
-		return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err,
+		return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err, Upstream: ServiceEntra,
 			Message: "no Microsoft Entra credential is available to the function (managed identity, service principal or Azure CLI)"}
 	}
 	return nil

@@ -104,6 +104,7 @@ func New(cred azcore.TokenCredential, opts Options) *Resolver {
 	opts.ClientOptions.Transport = upstream.NoRedirects(opts.ClientOptions.Transport)
 	opts.ClientOptions.Retry = upstream.RetryOptions(upstream.Retriable, true)
 	opts.ClientOptions.PerCallPolicies = append(opts.ClientOptions.PerCallPolicies, upstream.PlainHTTPGuard(opts.AllowInsecureLoopback))
+	opts.ClientOptions.PerRetryPolicies = append(opts.ClientOptions.PerRetryPolicies, upstream.Measure(upstream.ServiceARM))
 	// The bearer policy refuses http outright; the guard above keeps the
 	// exception to loopback addresses.
 	opts.ClientOptions.InsecureAllowCredentialWithHTTP = opts.AllowInsecureLoopback
@@ -250,18 +251,18 @@ func (r *Resolver) translate(id tokens.WorkspaceID, err error) error {
 	if errors.As(err, &respErr) {
 		switch {
 		case respErr.StatusCode == http.StatusNotFound:
-			return &tokens.Error{Code: tokens.CodeWorkspaceNotFound, Target: "workspaceResourceId", Err: err,
+			return &tokens.Error{Code: tokens.CodeWorkspaceNotFound, Target: "workspaceResourceId", Err: err, Upstream: upstream.ServiceARM,
 				Message: fmt.Sprintf("Azure Resource Manager has no Databricks workspace %s (%s)", id, respErr.ErrorCode)}
 		case respErr.StatusCode == http.StatusForbidden:
-			return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err,
+			return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err, Upstream: upstream.ServiceARM, PermissionDenied: true,
 				Message: fmt.Sprintf("Azure Resource Manager refused to read workspace %s (%s): give the function's identity Reader (Microsoft.Databricks/workspaces/read) or Contributor on it", id.Name, respErr.ErrorCode)}
 		case respErr.StatusCode == http.StatusUnauthorized:
-			return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err,
+			return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err, Upstream: upstream.ServiceARM, PermissionDenied: true,
 				Message: fmt.Sprintf("Azure Resource Manager did not accept the function's token (%s)", respErr.ErrorCode)}
 		}
 	}
 	if e := upstream.Common("Azure Resource Manager", err); e != nil {
 		return e
 	}
-	return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err, Message: "Azure Resource Manager refused the workspace lookup"}
+	return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err, Upstream: upstream.ServiceARM, Message: "Azure Resource Manager refused the workspace lookup"}
 }

@@ -12,7 +12,9 @@
 //   6. identifiers that are neither declared (params, vars, resources, modules,
 //      types, functions, imports, loop variables, lambda and function
 //      parameters) nor Bicep built-ins;
-//   7. secrets as inputs: @secure() parameters, secret-like parameter names;
+//   7. files that loadTextContent() (loadJsonContent, loadYamlContent,
+//      loadFileAsBase64) reads that do not exist;
+//   8. secrets as inputs: @secure() parameters, secret-like parameter names;
 //      and secrets in app settings: list*() calls (listKeys, ...), shared
 //      keys, connection-string settings other than Application Insights'.
 //
@@ -71,6 +73,7 @@ const BUILTIN_FUNCTIONS = new Set([
   // misc
   'nameof',
 ]);
+const LOAD_FUNCTIONS = new Set(['loadTextContent', 'loadJsonContent', 'loadYamlContent', 'loadFileAsBase64']);
 const NAMESPACES = new Set(['az', 'sys']);
 const DECORATORS = new Set([
   'description', 'minLength', 'maxLength', 'minValue', 'maxValue', 'allowed', 'secure', 'metadata',
@@ -194,6 +197,7 @@ class Checker {
       this.checkDecorators(a);
       this.checkResourceTypes(a);
       this.checkModules(a);
+      this.checkLoadedFiles(a);
       this.checkIdentifiers(a);
       this.checkSecrets(a);
     }
@@ -352,6 +356,27 @@ class Checker {
       for (const c of n.namedChildren) visit(c, nested);
     };
     for (const n of a.root.namedChildren) visit(n, false);
+  }
+
+  // checkLoadedFiles: the files loadTextContent() and its siblings read at
+  // compile time must exist (the alert and workbook queries are such files).
+  checkLoadedFiles(a) {
+    const visit = (n) => {
+      if (n.type === 'call_expression') {
+        const fn = n.childForFieldName('function');
+        const args = n.childForFieldName('arguments');
+        if (fn && LOAD_FUNCTIONS.has(fn.text) && args) {
+          const first = args.namedChildren[0];
+          const spec = stringValue(first);
+          if (spec === null) this.report(a.file, first || n, `${fn.text}() needs a plain string path`);
+          else if (!fs.existsSync(path.resolve(a.dir, spec)) || !fs.statSync(path.resolve(a.dir, spec)).isFile()) {
+            this.report(a.file, first, `${fn.text}() file not found: ${spec}`);
+          }
+        }
+      }
+      for (const c of n.namedChildren) visit(c);
+    };
+    visit(a.root);
   }
 
   checkModules(a) {

@@ -127,3 +127,31 @@ output namespaceHost string = split(split(namespace.properties.serviceBusEndpoin
 output childNames array = [for i in range(0, length(queueNames)): child[i].outputs.name]
 output optionalName string = optional.?outputs.?name ?? ''
 output typed string = types.shared
+
+// Constructs of modules/alerts.bicep: a query file loaded at compile time,
+// a lambda building dimensions, an object serialized to a JSON string.
+var alertQuery = loadTextContent('../../../../infra/monitoring/alerts/failures.kql')
+var alertDimensions = map([
+  'workspace'
+  'code'
+], d => {
+  name: d
+  operator: 'Include'
+  values: [
+    '*'
+  ]
+})
+var workbookJson = string({
+  version: 'Notebook/1.0'
+  items: [
+    {
+      type: 3
+      content: {
+        query: alertQuery
+        dimensions: alertDimensions
+      }
+    }
+  ]
+})
+
+output workbookLength int = length(workbookJson)
