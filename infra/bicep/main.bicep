@@ -358,7 +358,7 @@ output AZURE_LOCATION string = location
 @description('Tenant of the deployment.')
 output AZURE_TENANT_ID string = tenant().tenantId
 
-@description('Name of the Function App (func azure functionapp publish <name>).')
+@description('Name of the Function App (az functionapp deployment source config-zip -n <name>, or func azure functionapp publish <name> --custom).')
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 
 @description('Default host name of the Function App.')
