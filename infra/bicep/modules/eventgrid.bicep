@@ -94,6 +94,9 @@ resource workspaceWrites 'Microsoft.EventGrid/systemTopics/eventSubscriptions@20
         }
       ]
     }
+    // Retries keep the event's MessageId until the time to live ends; the
+    // workspace-events queue's duplicate detection window (servicebus.bicep,
+    // P1D) covers all of it.
     retryPolicy: {
       maxDeliveryAttempts: 30
       eventTimeToLiveInMinutes: 1440
