@@ -86,6 +86,13 @@ param logLevel string = 'info'
 @maxLength(64)
 param rotateSchedule string = '0 0 */6 * * *'
 
+@description('Rights of the function\'s identity on the two trigger queues. Listen (least privilege): Azure Service Bus Data Receiver and Data Sender; the Flex scale controller cannot read the queue length with them and scales less precisely. Manage: Azure Service Bus Data Owner on those two queues, for target-based scaling on the queue length; it also lets the identity change or delete them. See infra/README.md.')
+@allowed([
+  'Listen'
+  'Manage'
+])
+param serviceBusTriggerAccess string = 'Listen'
+
 @description('Max delivery count of every queue: after this many failed deliveries a message is dead-lettered (QUEUE_MAX_DELIVERY_COUNT).')
 @minValue(1)
 @maxValue(2000)
@@ -266,6 +273,7 @@ module rbac 'modules/rbac.bicep' = {
       serviceBus.outputs.requestsQueueName
       serviceBus.outputs.workspaceEventsQueueName
     ]
+    triggerQueueAccess: serviceBusTriggerAccess
     resultsQueueName: serviceBus.outputs.resultsQueueName
     keyVaultName: keyVault.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
