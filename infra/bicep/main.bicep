@@ -154,17 +154,13 @@ param databricksResourceGroupIds array = []
 ])
 param databricksWorkspaceRole string = 'Contributor'
 
-@description('Event Grid path: none; a system topic on this subscription; or on one resource group. Events of Databricks workspace writes go to the workspace-events queue.')
+@description('Event Grid path: none; subscription (this deployment creates the system topic of this subscription, in this resource group); or resourceGroup (it creates the system topic of this resource group). Events of Databricks workspace writes go to the workspace-events queue. A source has one system topic only: if one exists (another environment, Defender, a portal subscription), the deployment fails with "Only one system topic is allowed per source"; keep none and add an event subscription to that topic instead (infra/README.md).')
 @allowed([
   'none'
   'subscription'
   'resourceGroup'
 ])
 param eventGridScope string = 'none'
-
-@description('Resource group the system topic watches when eventGridScope is resourceGroup. Empty: this deployment\'s resource group.')
-@maxLength(90)
-param eventGridSourceResourceGroupName string = ''
 
 @description('Event schema Event Grid delivers to the workspace-events queue.')
 @allowed([
@@ -330,7 +326,6 @@ module eventGrid 'modules/eventgrid.bicep' = if (eventGridScope != 'none') {
     name: names.systemTopic
     tags: tags
     topicScope: eventGridScope == 'subscription' ? 'subscription' : 'resourceGroup'
-    sourceResourceGroupName: eventGridSourceResourceGroupName
     serviceBusNamespaceName: serviceBus.outputs.name
     queueName: serviceBus.outputs.workspaceEventsQueueName
     eventDeliverySchema: eventDeliverySchema

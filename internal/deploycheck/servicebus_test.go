@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -71,5 +72,40 @@ func TestEventGridRedeliveriesAreDuplicates(t *testing.T) {
 	mainBicep := readRepo(t, "infra", "bicep", "main.bicep")
 	if regexp.MustCompile(`(?m)^\s+` + entry[1] + `:`).MatchString(mainBicep) {
 		t.Errorf("main.bicep overrides %s; the check above reads only the default", entry[1])
+	}
+}
+
+// TestSystemTopicWatchesItsOwnResourceGroup proves the Event Grid system
+// topic is created where its source is and the template's choice is
+// explicit: a resource-group topic watches the resource group it is deployed
+// in (Event Grid keeps a system topic in its source's resource group), no
+// parameter points it at another one, and eventGridScope says that a source
+// has one system topic only, so a second environment on the same source
+// fails with "Only one system topic is allowed per source".
+func TestSystemTopicWatchesItsOwnResourceGroup(t *testing.T) {
+	eg := readRepo(t, "infra", "bicep", "modules", "eventgrid.bicep")
+	src := regexp.MustCompile(`(?m)^var source = (.+)$`).FindStringSubmatch(eg)
+	if src == nil {
+		t.Fatal("eventgrid.bicep has no `var source = …`")
+	}
+	if want := "topicScope == 'subscription' ? subscription().id : resourceGroup().id"; src[1] != want {
+		t.Errorf("eventgrid.bicep: source = %s, want %s (the topic's own resource group, or the subscription)", src[1], want)
+	}
+	mainBicep := readRepo(t, "infra", "bicep", "main.bicep")
+	for name, text := range map[string]string{"eventgrid.bicep": eg, "main.bicep": mainBicep} {
+		if m := regexp.MustCompile(`(?m)^param (\w*[Ss]ource\w*ResourceGroup\w*)`).FindStringSubmatch(text); m != nil {
+			t.Errorf("%s declares %s: a system topic for another resource group would live outside its source's resource group", name, m[1])
+		}
+	}
+	block := regexp.MustCompile(`(?ms)^module eventGrid 'modules/eventgrid\.bicep' = .*?^\}`).FindString(mainBicep)
+	if block == "" {
+		t.Fatal("main.bicep has no eventGrid module")
+	}
+	if strings.Contains(block, "scope:") {
+		t.Error("main.bicep deploys the eventgrid module to another scope; it belongs in this resource group")
+	}
+	desc := regexp.MustCompile(`(?m)^@description\('([^\n]+)'\)\n@allowed\(\[\n  'none'\n  'subscription'\n  'resourceGroup'\n\]\)\nparam eventGridScope`).FindStringSubmatch(mainBicep)
+	if desc == nil || !strings.Contains(desc[1], "one system topic") {
+		t.Error("main.bicep: eventGridScope's @description does not say that a source has only one system topic")
 	}
 }
