@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"strings"
@@ -374,5 +375,28 @@ func TestUpstreamCallsAreAmortised(t *testing.T) {
 	// One workspace-conf read per workspace and hour checks lifetimes over a day.
 	if entra > 2 || arm != 1 || dbx > n+1 || e.stack.Workspaces[0].Calls()[databricks.OpCreate] != n {
 		t.Errorf("Entra %d (want ≤ 2), ARM %d (want 1), Databricks %d (want %d creates and at most one settings read)", entra, arm, dbx, n)
+	}
+}
+
+// TestErrorMessagesReadAsWritten proves a refusal says what is wrong in
+// plain text: a huge whole-number lifetime is out of range (not "not a whole
+// number"), and the contract's JSON is not HTML-escaped, so the resource id
+// shape reads /subscriptions/<subscription id>/… rather than \u003c…\u003e.
+func TestErrorMessagesReadAsWritten(t *testing.T) {
+	t.Parallel()
+	e := start(t, envOptions{})
+	for _, huge := range []string{"99999999999999999999", "-99999999999999999999"} {
+		r := e.do("POST", "/api/create-token", `{"workspaceResourceId":"`+ws(0)+`","lifetimeSeconds":`+huge+`}`)
+		msg := string(r.Body)
+		if r.Status != 400 || !strings.Contains(msg, "must be between 1 and 7776000") || !strings.Contains(msg, "got "+huge) || strings.Contains(msg, "whole number") {
+			t.Errorf("lifetimeSeconds %s: %d %s; want 400 saying it must be between 1 and 7776000", huge, r.Status, msg)
+		}
+	}
+	r := e.do("POST", "/api/create-token", map[string]any{"workspaceResourceId": "/subscriptions/x"})
+	if r.Status != 400 || !strings.Contains(string(r.Body), "/subscriptions/<subscription id>/resourceGroups/<group>") {
+		t.Errorf("bad resource id: %d %s; want the shape with literal < and >", r.Status, r.Body)
+	}
+	if bytes.Contains(r.Body, []byte(`\u003c`)) || bytes.Contains(r.Body, []byte(`\u003e`)) || bytes.Contains(r.Body, []byte(`\u0026`)) {
+		t.Errorf("the error body is HTML-escaped: %s", r.Body)
 	}
 }
