@@ -35,10 +35,17 @@ func Common(service string, err error) *tokens.Error {
 	// identity endpoint, no CLI login) as non-retriable.
 	var unavailable interface{ NonRetriable() }
 	var respErr *azcore.ResponseError
+	// The credential's advice (identity.CredentialError): which identity the
+	// settings select, and what to check.
+	var advice interface{ Advice() string }
 	switch {
 	case errors.As(err, &authErr):
 		if authErr.RawResponse != nil && isTransient(authErr.RawResponse.StatusCode) {
 			return Unavailable("Microsoft Entra ID", RetryAfter(authErr.RawResponse), err)
+		}
+		if errors.As(err, &advice) {
+			return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err,
+				Message: "the function got no Microsoft Entra token for its identity; " + advice.Advice()}
 		}
 		return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err,
 			Message: "Microsoft Entra ID refused to issue a token for the function's identity; check its managed identity or service principal settings (AZURE_CLIENT_ID, AZURE_TENANT_ID)"}
@@ -52,6 +59,10 @@ func Common(service string, err error) *tokens.Error {
 	case errors.Is(err, context.Canceled):
 		return Unavailable(service, 0, err)
 	case errors.As(err, &unavailable):
+		if errors.As(err, &advice) {
+			return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err,
+				Message: "no Microsoft Entra credential is available to the function; " + advice.Advice()}
+		}
 		return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err,
 			Message: "no Microsoft Entra credential is available to the function (managed identity, service principal or Azure CLI)"}
 	}
