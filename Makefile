@@ -59,9 +59,10 @@ build:
 	$(GO) build -trimpath -o $(HANDLER) .
 	$(GO) build -o $(DEVSTACK) ./cmd/devstack # no -trimpath: it finds the broker beside its source
 
-## bench: the performance figures of docs/PERFORMANCE.md
+## bench: the performance figures, written into docs/PERFORMANCE.md (BENCH_NOTE= adds a sentence)
+BENCH_NOTE ?=
 bench: deps build
-	$(GO) run ./cmd/bench -handler $(HANDLER)
+	$(GO) run ./cmd/bench -handler $(HANDLER) -doc docs/PERFORMANCE.md -note "$(BENCH_NOTE)"
 	$(GO) test -run '^$$' -bench . -benchmem ./handler ./internal/e2e
 
 ## soak: the long redelivery soak of docs/RELIABILITY.md
