@@ -1,8 +1,14 @@
 // Command bench measures the handler against the local stand-ins and prints
-// the figures of docs/PERFORMANCE.md as Markdown. Every ratio is measured
+// the figures of docs/PERFORMANCE.md in the document's own Markdown: the
+// results table, then each measurement's detail. Every ratio is measured
 // side by side in one run, so a noisy machine moves both sides.
 //
-//	go run ./cmd/bench -handler bin/handler [-quick]
+//	go run ./cmd/bench -handler bin/handler [-quick]          print the figures
+//	go run ./cmd/bench -handler bin/handler -doc docs/PERFORMANCE.md
+//	                                                          also write them into the document,
+//	                                                          between its bench:begin/end markers
+//
+// `make bench` does the latter, so the document is always one run's output.
 package main
 
 import (
@@ -42,7 +48,12 @@ var (
 	handlerPath = flag.String("handler", "bin/handler", "the handler binary")
 	quick       = flag.Bool("quick", false, "short runs (a smoke test of the benchmark itself)")
 	only        = flag.String("only", "", "run only the steps whose name contains this")
+	docPath     = flag.String("doc", "", "write the figures into this Markdown file, between <!-- bench:begin --> and <!-- bench:end -->")
+	note        = flag.String("note", "", "a sentence about the machine's load, printed under the machine line")
 )
+
+// rep collects every figure; render prints them.
+var rep report
 
 func main() {
 	if os.Getenv("BENCH_PROXY") != "" {
@@ -50,13 +61,17 @@ func main() {
 		return
 	}
 	flag.Parse()
+	if *docPath != "" && (*only != "" || *quick) {
+		fail(errors.New("-doc needs a full run: drop -only and -quick"))
+	}
 	abs, err := filepath.Abs(*handlerPath)
 	if err != nil {
 		fail(err)
 	}
 	*handlerPath = abs
 	ctx := context.Background()
-	fmt.Printf("# Benchmark run\n\n%s, %s/%s, %d CPUs, %s\n", time.Now().UTC().Format(time.RFC3339), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpuModel())
+	rep.when = time.Now().UTC()
+	rep.machine = fmt.Sprintf("%d vCPU %s, %s, %s/%s, %s", runtime.NumCPU(), cpuModel(), memTotal(), runtime.GOOS, runtime.GOARCH, runtime.Version())
 	steps := []struct {
 		name string
 		fn   func(context.Context) error
@@ -66,15 +81,41 @@ func main() {
 		{"per-request overhead", overhead},
 		{"upstream calls per token", upstreamCalls},
 		{"queue throughput", queueThroughput},
+		{"envelope decode", decodeBenchmark},
 	}
 	for _, s := range steps {
 		if !strings.Contains(s.name, *only) {
 			continue
 		}
+		fmt.Fprintf(os.Stderr, "bench: %s…\n", s.name)
 		if err := s.fn(ctx); err != nil {
 			fail(fmt.Errorf("%s: %w", s.name, err))
 		}
 	}
+	var out bytes.Buffer
+	rep.render(&out)
+	os.Stdout.Write(out.Bytes())
+	if *docPath != "" {
+		if err := splice(*docPath, out.Bytes()); err != nil {
+			fail(err)
+		}
+		fmt.Fprintf(os.Stderr, "bench: wrote the figures into %s\n", *docPath)
+	}
+}
+
+// splice replaces what lies between the document's markers with block.
+func splice(path string, block []byte) error {
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	const begin, end = "<!-- bench:begin -->\n", "<!-- bench:end -->"
+	i, j := bytes.Index(doc, []byte(begin)), bytes.Index(doc, []byte(end))
+	if i < 0 || j < i {
+		return fmt.Errorf("%s has no %q … %q markers", path, strings.TrimSpace(begin), end)
+	}
+	out := append(append(append([]byte{}, doc[:i+len(begin)]...), block...), doc[j:]...)
+	return os.WriteFile(path, out, 0o644)
 }
 
 func fail(err error) {
@@ -91,6 +132,17 @@ func cpuModel() string {
 		}
 	}
 	return "unknown CPU"
+}
+
+func memTotal() string {
+	b, _ := os.ReadFile("/proc/meminfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return fmt.Sprintf("%.0f GiB", kb/(1<<20))
+		}
+	}
+	return "unknown memory"
 }
 
 // --- cold start -------------------------------------------------------------
@@ -186,11 +238,7 @@ func coldStart(ctx context.Context) error {
 		}
 		base = append(base, d)
 	}
-	mo, mb := median(ours), median(base)
-	fmt.Printf("\n## Cold start (exec → first answer to GET /, median of %d, interleaved)\n\n", runs)
-	fmt.Printf("| binary | median | min | max |\n|---|---|---|---|\n")
-	fmt.Printf("| handler | %s | %s | %s |\n| minimal net/http server | %s | %s | %s |\n", ms(mo), ms(slices.Min(ours)), ms(slices.Max(ours)), ms(mb), ms(slices.Min(base)), ms(slices.Max(base)))
-	fmt.Printf("\nRatio: **%.2f×** (target ≤ 1.5×).\n", float64(mo)/float64(mb))
+	rep.cold = &coldResult{runs: runs, ours: ours, base: base}
 	return nil
 }
 
@@ -211,7 +259,7 @@ func binarySize(context.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("\n## Binary size\n\nlinux/amd64, CGO_ENABLED=0, `-trimpath -ldflags=\"-s -w\"` (what `make package` ships): **%.1f MB** (target ≤ 25 MB).\n", float64(fi.Size())/1e6)
+	rep.size = fi.Size()
 	return nil
 }
 
@@ -392,9 +440,7 @@ func overhead(ctx context.Context) error {
 	if *quick {
 		dur = 500 * time.Millisecond
 	}
-	fmt.Printf("\n## Per-request overhead: POST /api/create-token beside an httputil.ReverseProxy to the same workspace\n\n")
-	fmt.Printf("Each cell runs %s. The proxy is its own process, like the handler, with the same HTTP/1.1 connection pool; it adds the same three headers with tokens fetched once, so it is the cost of one HTTP hop.\n\n", dur)
-	fmt.Printf("| workspace latency | clients | handler req/s | proxy req/s | ratio | handler p50 / p99 | proxy p50 / p99 | p99 overhead |\n|---|---|---|---|---|---|---|---|\n")
+	rep.cellDuration = dur
 	var rss int64
 	for _, latency := range []time.Duration{0, 20 * time.Millisecond} {
 		st, err := benchStack(ctx, dir, 1, latency, false, false)
@@ -422,8 +468,7 @@ func overhead(ctx context.Context) error {
 			if ours.errors > 0 || floor.errors > 0 {
 				return fmt.Errorf("errors under load: handler %d, proxy %d", ours.errors, floor.errors)
 			}
-			fmt.Printf("| %s | %d | %.0f | %.0f | %.2f× | %s / %s | %s / %s | %s |\n", latency, clients, ours.rps(), floor.rps(), ours.rps()/floor.rps(),
-				ms(ours.pct(.5)), ms(ours.pct(.99)), ms(floor.pct(.5)), ms(floor.pct(.99)), ms(ours.pct(.99)-floor.pct(.99)))
+			rep.cells = append(rep.cells, cell{latency: latency, clients: clients, ours: ours, proxy: floor})
 		}
 		if latency == 0 {
 			load(64, dur, func(c *http.Client) error { return post(c, h.url+"/api/create-token", body, nil, 201) })
@@ -433,7 +478,7 @@ func overhead(ctx context.Context) error {
 		h.stop()
 		st.Close()
 	}
-	fmt.Printf("\n## Memory\n\nPeak RSS (VmHWM) of the handler after runs at 1, 8, 32 and 64 concurrent creates: **%.1f MB** (target ≤ 40 MB).\n", float64(rss)/1e6)
+	rep.rss = rss
 	return nil
 }
 
@@ -444,8 +489,7 @@ func upstreamCalls(ctx context.Context) error {
 	if *quick {
 		n = 100
 	}
-	fmt.Printf("\n## Upstream calls per issued token (%d creates across %d workspaces, 8 concurrent clients)\n\n", n, workspaces)
-	fmt.Printf("| delivery | Entra | ARM | Databricks | Key Vault | Entra+ARM+Databricks per token | naive flow |\n|---|---|---|---|---|---|---|\n")
+	rep.creates, rep.workspaces = n, workspaces
 	for _, kv := range []bool{false, true} {
 		dir, err := os.MkdirTemp("", "bench-calls-")
 		if err != nil {
@@ -489,19 +533,15 @@ func upstreamCalls(ctx context.Context) error {
 		for _, w := range st.Workspaces {
 			dbx += len(w.Requests())
 		}
-		kvCalls, mode := 0, "inline"
+		c := callsResult{mode: "inline", entra: entraCalls, arm: armCalls, databricks: dbx}
 		if kv {
-			mode = "Key Vault"
-			for _, c := range st.Vault.Calls() {
-				kvCalls += c
-			}
+			c.mode, c.keyVault = "Key Vault", st.Vault.Calls()
 		}
-		fmt.Printf("| %s | %d | %d | %d | %d | **%.3f** | 4.000 |\n", mode, entraCalls, armCalls, dbx, kvCalls, float64(entraCalls+armCalls+dbx)/float64(n))
+		rep.calls = append(rep.calls, c)
 		h.stop()
 		st.Close()
 		os.RemoveAll(dir)
 	}
-	fmt.Printf("\nTarget ≤ 1.02 Entra+ARM+Databricks calls per token. The naive flow fetches two Entra tokens, reads ARM and calls Databricks for every token.\n")
 	return nil
 }
 
@@ -583,10 +623,7 @@ func queueThroughput(ctx context.Context) error {
 			inv = append(inv, i.Duration)
 		}
 	}
-	fmt.Printf("\n## Queue throughput\n\n%d queued creates, host concurrency 16, workspace latency %s, each result read back from token-results: wall time **%s** beside the ideal %s (%d × %s / 16): **%.2f×** (target ≤ 1.2×).\n",
-		n, latency, wall.Round(time.Millisecond), ideal, n, latency, float64(wall)/float64(ideal))
-	fmt.Printf("\nInside the handler (as the host simulator timed each invocation): median %s, p99 %s, against the workspace's %s.\n",
-		ms(median(inv)), ms(pct(inv, .99)), latency)
+	rep.queue = &queueResult{n: n, latency: latency, wall: wall, ideal: ideal, invocations: inv}
 	return nil
 }
 

@@ -2,11 +2,15 @@
 //
 //	devstack demo -handler bin/handler   issue, list and revoke a token over HTTP, then
 //	                                     through the queues, printing every step
-//	devstack up   -handler bin/handler   start everything and wait (Ctrl-C to stop),
-//	                                     printing the URLs to call with curl
+//	devstack up   -handler bin/handler   start everything and wait, printing the URLs to
+//	                                     call with curl; Ctrl-C, SIGTERM or SIGHUP stops it
+//	devstack send -handler bin/handler   send a create command to the running `up` and
+//	                                     print the result it publishes
 //
 // Everything listens on 127.0.0.1; the stand-ins are the same ones the
-// end-to-end tests use (internal/devstack).
+// end-to-end tests use (internal/devstack). `up` writes where it is
+// (devstack.json) and the handler's log (handler.log) next to the handler
+// binary; the log is kept when it stops, the state file is removed.
 package main
 
 import (
@@ -27,6 +31,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
+	"github.com/google/uuid"
 
 	"github.com/contoso/databricks-token-broker/internal/devstack/easyauth"
 	"github.com/contoso/databricks-token-broker/internal/devstack/hostsim"
@@ -34,22 +39,55 @@ import (
 )
 
 func main() {
-	if len(os.Args) < 2 || (os.Args[1] != "demo" && os.Args[1] != "up") {
-		fmt.Fprintln(os.Stderr, "usage: devstack demo|up [-handler path] [-app-root dir]")
+	if len(os.Args) < 2 || (os.Args[1] != "demo" && os.Args[1] != "up" && os.Args[1] != "send") {
+		fmt.Fprintln(os.Stderr, "usage: devstack demo|up|send [-handler path] [-app-root dir] (devstack <command> -h for more)")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	handler := fs.String("handler", "bin/handler", "the handler binary")
 	appRoot := fs.String("app-root", ".", "folder with host.json and the function folders")
-	logs := fs.String("logs", "", "write the handler's JSON log here (default: a temporary file)")
+	logs := fs.String("logs", "", "write the handler's JSON log here (default: demo a temporary file; up handler.log beside the handler binary, kept)")
+	provisioning := fs.Duration("provisioning", 2*time.Minute, "up: how long workspace 3 stays provisioning (ARM Accepted) before it becomes ready")
+	state := fs.String("state", "", "up, send: the running up's state file (default: devstack.json beside the handler binary)")
+	body := fs.String("body", "", "send: the command to send (JSON; default: a create for workspace 1, one hour)")
+	queue := fs.String("queue", "token-requests", "send: the queue to send to")
+	wait := fs.Duration("wait", 30*time.Second, "send: how long to wait for the result")
 	_ = fs.Parse(os.Args[2:])
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// Every ordinary way to stop it (Ctrl-C, kill, closing the terminal)
+	// stops the stand-ins, the broker and the handler with it.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
-	if err := run(ctx, os.Args[1], *handler, *appRoot, *logs); err != nil {
+	var err error
+	if os.Args[1] == "send" {
+		err = send(ctx, statePath(*state, *handler), *body, *queue, *wait)
+	} else {
+		err = run(ctx, os.Args[1], *handler, *appRoot, *logs, statePath(*state, *handler), *provisioning)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "devstack:", err)
 		os.Exit(1)
 	}
+}
+
+// statePath is where `up` says where it is: given, or beside the handler.
+func statePath(given, handler string) string {
+	if given != "" {
+		return given
+	}
+	abs, _ := filepath.Abs(handler)
+	return filepath.Join(filepath.Dir(abs), "devstack.json")
+}
+
+// upState is what `up` writes for `send` (and for a user who wants the
+// addresses): nothing in it is a secret, the broker checks no key.
+type upState struct {
+	PID                        int      `json:"pid"`
+	HostURL                    string   `json:"hostUrl"`
+	HandlerURL                 string   `json:"handlerUrl"`
+	ServiceBusConnectionString string   `json:"serviceBusConnectionString"`
+	Workspaces                 []string `json:"workspaces"`
+	HandlerLog                 string   `json:"handlerLog"`
 }
 
 type demo struct {
@@ -61,7 +99,7 @@ type demo struct {
 	logDir    string
 }
 
-func run(ctx context.Context, mode, handler, appRoot, logPath string) error {
+func run(ctx context.Context, mode, handler, appRoot, logPath, statePath string, provisioning time.Duration) error {
 	handler, _ = filepath.Abs(handler)
 	if _, err := os.Stat(handler); err != nil {
 		return fmt.Errorf("no handler binary at %s (run: make build)", handler)
@@ -71,8 +109,15 @@ func run(ctx context.Context, mode, handler, appRoot, logPath string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if logPath == "" {
+	switch {
+	case logPath != "":
+	case mode == "up": // kept after `up` stops, so that it can be read then
+		logPath = filepath.Join(filepath.Dir(handler), "handler.log")
+	default:
 		logPath = filepath.Join(dir, "handler.log")
+	}
+	if logPath, err = filepath.Abs(logPath); err != nil {
+		return err
 	}
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -104,7 +149,7 @@ func run(ctx context.Context, mode, handler, appRoot, logPath string) error {
 	defer host.Close()
 	d := &demo{st: st, host: host, logDir: dir}
 	if mode == "up" {
-		return d.up(ctx)
+		return d.up(ctx, logPath, statePath, provisioning)
 	}
 	if err := d.run(ctx); err != nil {
 		return err
@@ -113,18 +158,133 @@ func run(ctx context.Context, mode, handler, appRoot, logPath string) error {
 	return d.scanLogs(logPath)
 }
 
-func (d *demo) up(ctx context.Context) error {
-	fmt.Printf("Functions host simulator: %s\n", d.host.URL())
+func (d *demo) up(ctx context.Context, logPath, statePath string, provisioning time.Duration) error {
+	handlerURL, handlerPID := d.host.Handler()
+	st := upState{PID: os.Getpid(), HostURL: d.host.URL(), HandlerURL: handlerURL,
+		ServiceBusConnectionString: anyKey(d.st.Broker.ConnectionString()), HandlerLog: logPath}
 	for i := range d.st.Workspaces {
-		fmt.Printf("workspace %d:              %s\n", i+1, stack.WorkspaceResourceID(i))
+		st.Workspaces = append(st.Workspaces, stack.WorkspaceResourceID(i))
 	}
-	fmt.Printf("Service Bus (AMQP):       %s\n", redactKey(d.st.Broker.ConnectionString()))
-	fmt.Printf("Service Bus admin:        %s/queues\n\n", d.st.Broker.AdminURL())
-	fmt.Printf("Try:\n  curl -s -X POST %s/api/create-token -d '{\"workspaceResourceId\":\"%s\",\"lifetimeSeconds\":3600}'\n",
-		d.host.URL(), stack.WorkspaceResourceID(0))
-	fmt.Printf("  curl -s '%s/api/list-tokens?workspaceResourceId=%s'\n\nCtrl-C stops everything.\n", d.host.URL(), stack.WorkspaceResourceID(0))
-	<-ctx.Done()
-	return nil
+	raw, _ := json.MarshalIndent(st, "", "  ")
+	if err := os.WriteFile(statePath, append(raw, '\n'), 0o644); err != nil {
+		return err
+	}
+	defer os.Remove(statePath)
+
+	ws0 := stack.WorkspaceResourceID(0)
+	fmt.Printf("Functions host simulator: %s   (what Azure's front door would be; no function key needed)\n", d.host.URL())
+	fmt.Printf("handler binary:           %s   (pid %d; direct, no host in front: a wrong method here is the handler's 405, through the host the host's 404)\n", handlerURL, handlerPID)
+	fmt.Printf("handler log:              %s   (JSON lines; kept after exit: tail -f it)\n", logPath)
+	for i := range d.st.Workspaces {
+		note := "ready"
+		if i == 2 {
+			note = fmt.Sprintf("PROVISIONING for %s (ARM says Accepted): every call answers 503 WorkspaceNotReady with Retry-After,\n"+
+				"                          and a queued command or Event Grid event for it waits with backoff. It is there to show that path; then it becomes ready", provisioning.Round(time.Second))
+		}
+		fmt.Printf("workspace %d:              %s\n                          %s\n", i+1, stack.WorkspaceResourceID(i), note)
+	}
+	fmt.Printf("Service Bus (AMQP):       %s\n", st.ServiceBusConnectionString)
+	fmt.Printf("                          the local broker checks no key (any SharedAccessKey works); queues token-requests, workspace-events, token-results\n")
+	fmt.Printf("Service Bus admin:        %s/queues\n", d.st.Broker.AdminURL())
+	fmt.Printf("Key Vault delivery:       on (%s): creates answer with secretUri, not the token\n", d.st.Vault.URL())
+	fmt.Printf("state file:               %s\n\n", statePath)
+	fmt.Printf("Try:\n  curl -s -X POST %s/api/create-token -d '{\"workspaceResourceId\":\"%s\",\"lifetimeSeconds\":3600}'\n", d.host.URL(), ws0)
+	fmt.Printf("  curl -s '%s/api/list-tokens?workspaceResourceId=%s'\n", d.host.URL(), ws0)
+	fmt.Printf("  make send        # a create command on token-requests, and the result it publishes on token-results\n")
+	fmt.Printf("\nCtrl-C (or kill %d) stops everything.\n", os.Getpid())
+	fresh := stack.WorkspaceResourceID(2)
+	ready := time.NewTimer(provisioning)
+	defer ready.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Println("\nStopping: handler, host simulator, Service Bus broker, stand-ins. The handler's log stays at " + logPath)
+			return nil
+		case <-ready.C:
+			if err := d.st.ARM.SetProvisioningState(fresh, "Succeeded"); err != nil {
+				return err
+			}
+			fmt.Printf("\nworkspace 3 is now ready (ARM says Succeeded): %s\n", fresh)
+		}
+	}
+}
+
+// anyKey replaces the broker's key in a connection string: the stand-in
+// checks none, so the string works as printed and teaches no one to paste
+// a real key around.
+func anyKey(conn string) string {
+	return regexp.MustCompile(`SharedAccessKey=[^;]+`).ReplaceAllString(conn, "SharedAccessKey=any-key-works")
+}
+
+// send drops a command on a queue of the running `up` and prints the
+// result the handler publishes for it (matched by CorrelationId, peeked, so
+// it stays on token-results for anyone else reading it).
+func send(ctx context.Context, statePath, body, queue string, wait time.Duration) error {
+	raw, err := os.ReadFile(statePath)
+	if err != nil {
+		return fmt.Errorf("no running `make up` found (%v); start one in another terminal", err)
+	}
+	var st upState
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return fmt.Errorf("%s: %w", statePath, err)
+	}
+	if body == "" {
+		if len(st.Workspaces) == 0 {
+			return fmt.Errorf("%s lists no workspace", statePath)
+		}
+		body = `{"action":"create","workspaceResourceId":"` + st.Workspaces[0] + `","comment":"make send","lifetimeSeconds":3600}`
+	}
+	if !json.Valid([]byte(body)) {
+		return errors.New("-body is not JSON")
+	}
+	sb, err := azservicebus.NewClientFromConnectionString(st.ServiceBusConnectionString, nil)
+	if err != nil {
+		return err
+	}
+	defer sb.Close(context.Background())
+	s, err := sb.NewSender(queue, nil)
+	if err != nil {
+		return err
+	}
+	defer s.Close(context.Background())
+	id := "send-" + uuid.NewString()
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if err := s.SendMessage(ctx, &azservicebus.Message{Body: []byte(body), MessageID: &id, ContentType: ptr("application/json")}, nil); err != nil {
+		return fmt.Errorf("sending to %s: %w", queue, err)
+	}
+	fmt.Printf("→ %s (MessageId %s): %s\n", queue, id, body)
+	rcv, err := sb.NewReceiverForQueue("token-results", nil)
+	if err != nil {
+		return err
+	}
+	defer rcv.Close(context.Background())
+	var from int64
+	for {
+		msgs, err := rcv.PeekMessages(ctx, 50, &azservicebus.PeekMessagesOptions{FromSequenceNumber: &from})
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("no result for %s within %s; the handler's log is %s", id, wait, st.HandlerLog)
+			}
+			return err
+		}
+		for _, m := range msgs {
+			if m.SequenceNumber != nil && *m.SequenceNumber >= from {
+				from = *m.SequenceNumber + 1
+			}
+			if m.CorrelationID != nil && *m.CorrelationID == id {
+				fmt.Printf("← token-results (Subject %s, MessageId %s):\n     %s\n", deref(m.Subject), m.MessageID, indent(mask(m.Body)))
+				return nil
+			}
+		}
+		if len(msgs) == 0 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("no result for %s within %s; the handler's log is %s", id, wait, st.HandlerLog)
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}
 }
 
 func (d *demo) say(format string, args ...any) {
@@ -312,6 +472,12 @@ func (d *demo) call(ctx context.Context, method, path string, body any, want int
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	fmt.Printf("   → %d %s\n", resp.StatusCode, indent(mask(b)))
+	if resp.StatusCode == http.StatusUnauthorized && len(b) == 0 {
+		// The platform's answer, not the handler's: explain the empty body.
+		fmt.Println("     (no body: App Service Authentication, its stand-in here, refused the call for want of a valid Entra")
+		fmt.Println("      bearer token, before the Functions host or the handler saw it: no JSON error, no line in the handler's log.")
+		fmt.Println("      The handler's own 401 Unauthenticated has a JSON body: AUTHZ_POLICY is set and no caller reached it.)")
+	}
 	if resp.StatusCode != want {
 		return nil, fmt.Errorf("%s %s answered %d, want %d", method, path, resp.StatusCode, want)
 	}
@@ -410,10 +576,6 @@ func indent(b []byte) string {
 		return string(b)
 	}
 	return out.String()
-}
-
-func redactKey(conn string) string {
-	return regexp.MustCompile(`SharedAccessKey=[^;]+`).ReplaceAllString(conn, "SharedAccessKey=…")
 }
 
 // scanLogs proves the run leaked nothing: every Entra access token and

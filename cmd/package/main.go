@@ -5,12 +5,14 @@
 // whatever OS the zip was made. Nothing else goes in: no sources, no
 // local.settings.json.
 //
-//	go run ./cmd/package -o dist/app.zip            build the handler, write the zip
-//	go run ./cmd/package -o dist/app.zip -dir dist/app   also stage the same tree (azd deploys it)
+//	go run ./cmd/package -o dist/app.zip            build the handler, write the zip (azd deploys it)
+//	go run ./cmd/package -o dist/app.zip -dir dist/app   also stage the same tree (for func start)
 //	go run ./cmd/package -binary ./handler          package a binary built elsewhere
 //
 // Deploy the zip with `az functionapp deployment source config-zip --src
-// dist/app.zip`, or run `func azure functionapp publish <app>` in dist/app.
+// dist/app.zip`, or run `func azure functionapp publish <app> --custom` in
+// dist/app (without a local.settings.json, func needs --custom to know the
+// worker runtime).
 package main
 
 import (

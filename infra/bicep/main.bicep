@@ -86,6 +86,13 @@ param logLevel string = 'info'
 @maxLength(64)
 param rotateSchedule string = '0 0 */6 * * *'
 
+@description('Rights of the function\'s identity on the two trigger queues. Listen (least privilege): Azure Service Bus Data Receiver and Data Sender; the Flex scale controller cannot read the queue length with them and scales less precisely. Manage: Azure Service Bus Data Owner on those two queues, for target-based scaling on the queue length; it also lets the identity change or delete them. See infra/README.md.')
+@allowed([
+  'Listen'
+  'Manage'
+])
+param serviceBusTriggerAccess string = 'Listen'
+
 @description('Max delivery count of every queue: after this many failed deliveries a message is dead-lettered (QUEUE_MAX_DELIVERY_COUNT).')
 @minValue(1)
 @maxValue(2000)
@@ -147,17 +154,13 @@ param databricksResourceGroupIds array = []
 ])
 param databricksWorkspaceRole string = 'Contributor'
 
-@description('Event Grid path: none; a system topic on this subscription; or on one resource group. Events of Databricks workspace writes go to the workspace-events queue.')
+@description('Event Grid path: none; subscription (this deployment creates the system topic of this subscription, in this resource group); or resourceGroup (it creates the system topic of this resource group). Events of Databricks workspace writes go to the workspace-events queue. A source has one system topic only: if one exists (another environment, Defender, a portal subscription), the deployment fails with "Only one system topic is allowed per source"; keep none and add an event subscription to that topic instead (infra/README.md).')
 @allowed([
   'none'
   'subscription'
   'resourceGroup'
 ])
 param eventGridScope string = 'none'
-
-@description('Resource group the system topic watches when eventGridScope is resourceGroup. Empty: this deployment\'s resource group.')
-@maxLength(90)
-param eventGridSourceResourceGroupName string = ''
 
 @description('Event schema Event Grid delivers to the workspace-events queue.')
 @allowed([
@@ -302,6 +305,7 @@ module rbac 'modules/rbac.bicep' = {
       serviceBus.outputs.requestsQueueName
       serviceBus.outputs.workspaceEventsQueueName
     ]
+    triggerQueueAccess: serviceBusTriggerAccess
     resultsQueueName: serviceBus.outputs.resultsQueueName
     keyVaultName: keyVault.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
@@ -374,7 +378,6 @@ module eventGrid 'modules/eventgrid.bicep' = if (eventGridScope != 'none') {
     name: names.systemTopic
     tags: tags
     topicScope: eventGridScope == 'subscription' ? 'subscription' : 'resourceGroup'
-    sourceResourceGroupName: eventGridSourceResourceGroupName
     serviceBusNamespaceName: serviceBus.outputs.name
     queueName: serviceBus.outputs.workspaceEventsQueueName
     eventDeliverySchema: eventDeliverySchema
@@ -410,7 +413,7 @@ output AZURE_LOCATION string = location
 @description('Tenant of the deployment.')
 output AZURE_TENANT_ID string = tenant().tenantId
 
-@description('Name of the Function App (func azure functionapp publish <name>).')
+@description('Name of the Function App (az functionapp deployment source config-zip -n <name>, or func azure functionapp publish <name> --custom).')
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 
 @description('Default host name of the Function App.')

@@ -5,10 +5,27 @@
 package api
 
 import (
+	"bytes"
+	"encoding/json"
 	"time"
 
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
+
+// Marshal renders v as the contract's JSON: like json.Marshal, but without
+// HTML escaping, so that a message saying "/subscriptions/<subscription
+// id>/…" reads that way rather than "\u003csubscription id\u003e". The JSON
+// goes to API clients, the Functions host and queue consumers, never into
+// an HTML page, so there is nothing to escape for.
+func Marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
 
 // Record is the create-token response and the data of Created/Rotated results.
 type Record struct {

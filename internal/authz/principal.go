@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode"
 )
@@ -327,8 +328,21 @@ func printable(s string, max int) string {
 // this app, from the WEBSITE_AUTH_ENABLED variable App Service sets (read
 // with getenv, e.g. os.Getenv). Only then are X-MS-CLIENT-PRINCIPAL*
 // headers set by the platform rather than by the client.
+//
+// The value is read as the Functions host reads it
+// (HostEasyAuthOptionsSetup.IsSiteAuthEnabled): "true" or "false" in any
+// case, else a whole number (32-bit, optional sign), non-zero meaning on;
+// surrounding spaces are ignored and anything else is off.
 func PlatformAuthEnabled(getenv func(string) string) bool {
-	return strings.EqualFold(strings.TrimSpace(getenv(EnvPlatformAuthEnabled)), "true")
+	v := strings.TrimSpace(getenv(EnvPlatformAuthEnabled))
+	switch {
+	case strings.EqualFold(v, "true"):
+		return true
+	case strings.EqualFold(v, "false"):
+		return false
+	}
+	n, err := strconv.ParseInt(v, 10, 32)
+	return err == nil && n != 0
 }
 
 // EnvPlatformAuthEnabled is the variable App Service sets to "True" when

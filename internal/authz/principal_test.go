@@ -214,8 +214,12 @@ func TestQueuePrincipal(t *testing.T) {
 	}
 }
 
+// TestPlatformAuthEnabled reads WEBSITE_AUTH_ENABLED as the Functions host
+// does (HostEasyAuthOptionsSetup.IsSiteAuthEnabled: bool.TryParse, else a
+// non-zero int.TryParse), so App Service's "True" and a "1" both count.
 func TestPlatformAuthEnabled(t *testing.T) {
-	for v, want := range map[string]bool{"True": true, "true": true, " TRUE ": true, "": false, "False": false, "1": false} {
+	for v, want := range map[string]bool{"True": true, "true": true, " TRUE ": true, "": false, "False": false,
+		"1": true, " 2 ": true, "-1": true, "+1": true, "0": false, "00": false, "1.0": false, "yes": false, "99999999999": false} {
 		if got := PlatformAuthEnabled(func(string) string { return v }); got != want {
 			t.Errorf("WEBSITE_AUTH_ENABLED=%q: %v, want %v", v, got, want)
 		}

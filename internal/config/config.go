@@ -273,7 +273,7 @@ func parse(e env) (Config, error) {
 			p.add("AUTHZ_POLICY", "is set while LISTEN_ADDRESS %s is not a loopback address: the caller headers are trusted only from the Functions host on this machine", c.ListenAddress)
 		}
 		if getenv("WEBSITE_SITE_NAME") != "" && !authz.PlatformAuthEnabled(getenv) {
-			p.add("AUTHZ_POLICY", "is set but App Service Authentication is off (WEBSITE_AUTH_ENABLED is not True): callers could forge the principal headers")
+			p.add("AUTHZ_POLICY", "is set but App Service Authentication is off (WEBSITE_AUTH_ENABLED is neither True nor a non-zero number): callers could forge the principal headers")
 		}
 	}
 	return c, errors.Join(p...)

@@ -167,9 +167,28 @@ func TestAzdFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	yaml := string(raw)
-	for _, want := range []string{"path: infra/bicep", "module: main", "  api:", "host: function", "language: custom", "dist: dist/app", "go run ./cmd/package"} {
+	for _, want := range []string{"path: infra/bicep", "module: main", "  api:", "host: function", "language: custom", "go run ./cmd/package"} {
 		if !strings.Contains(yaml, want) {
 			t.Errorf("azure.yaml lacks %q", want)
+		}
+	}
+	// azd uploads a .zip artifact as it is, but re-zips a folder, and
+	// before azd 1.26 (or on Windows) the re-zip drops the handler's
+	// executable bit. So dist must be the zip the prepackage hook builds.
+	dist := regexp.MustCompile(`(?m)^\s+dist:\s*(\S+)\s*$`).FindStringSubmatch(yaml)
+	if dist == nil {
+		t.Fatal("azure.yaml: the api service has no dist")
+	}
+	if !strings.HasSuffix(dist[1], ".zip") {
+		t.Errorf("azure.yaml: dist %s is a folder, which azd re-zips (losing the executable bit before azd 1.26); point it at the zip cmd/package writes", dist[1])
+	}
+	hooks := regexp.MustCompile(`go run \./cmd/package -o (\S+)`).FindAllStringSubmatch(yaml, -1)
+	if len(hooks) != 2 {
+		t.Errorf("azure.yaml: %d prepackage hooks run cmd/package, want 2 (posix and windows)", len(hooks))
+	}
+	for _, h := range hooks {
+		if h[1] != dist[1] {
+			t.Errorf("azure.yaml: a prepackage hook writes %s but dist is %s", h[1], dist[1])
 		}
 	}
 	bicep, err := os.ReadFile(filepath.Join(root(t), "infra", "bicep", "main.bicep"))

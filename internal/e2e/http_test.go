@@ -1,8 +1,12 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -197,8 +201,47 @@ func TestWrongMethodAnswers405WithAllow(t *testing.T) {
 			t.Errorf("PUT %s: %d Allow=%q", path, resp.StatusCode, resp.Header.Get("Allow"))
 		}
 	}
-	if r := e.do(http.MethodGet, "/api/create-token", nil); r.Status != 404 && r.Status != 405 {
-		t.Errorf("GET create-token through the host: %d", r.Status)
+}
+
+// TestWrongMethodThroughTheHostIs404 proves what a caller of the deployed
+// app gets for a method the function does not list: the Functions host's
+// router has no route for it (function.json's methods are a route
+// constraint, WebScriptHostHttpRoutesManager) and answers an empty 404
+// before the handler is involved, and the README and api/openapi.json say
+// so next to the handler's own 405.
+func TestWrongMethodThroughTheHostIs404(t *testing.T) {
+	t.Parallel()
+	e := start(t, envOptions{})
+	for path, methods := range map[string][]string{
+		"/api/create-token": {http.MethodGet, http.MethodPut, http.MethodDelete, http.MethodPatch},
+		"/api/revoke-token": {http.MethodGet, http.MethodPut},
+		"/api/list-tokens":  {http.MethodPost, http.MethodHead, http.MethodDelete},
+	} {
+		for _, m := range methods {
+			before := len(e.host.Invocations())
+			r := e.do(m, path, nil)
+			if r.Status != 404 || len(r.Body) != 0 {
+				t.Errorf("%s %s through the host: %d %q; want the host's empty 404", m, path, r.Status, r.Body)
+			}
+			if n := len(e.host.Invocations()); n != before {
+				t.Errorf("%s %s reached the handler (%d invocations)", m, path, n-before)
+			}
+		}
+	}
+	readme, err := os.ReadFile(filepath.Join(repoRoot(), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("(?m)^\\| 405 \\| `MethodNotAllowed` \\|([^\n]*)$").FindSubmatch(readme)
+	if row == nil || !bytes.Contains(row[1], []byte("404")) || !bytes.Contains(row[1], []byte("host")) {
+		t.Errorf("README.md's 405 row does not say that through the Functions host a wrong method is the host's 404: %q", row)
+	}
+	doc, err := os.ReadFile(filepath.Join(repoRoot(), "api", "openapi.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(doc, []byte("through the Functions host, methods the function does not list are the host's 404")); n != 3 {
+		t.Errorf("api/openapi.json explains the host's 404 on %d of the 3 operations' 405 responses", n)
 	}
 }
 
@@ -374,5 +417,28 @@ func TestUpstreamCallsAreAmortised(t *testing.T) {
 	// One workspace-conf read per workspace and hour checks lifetimes over a day.
 	if entra > 2 || arm != 1 || dbx > n+1 || e.stack.Workspaces[0].Calls()[databricks.OpCreate] != n {
 		t.Errorf("Entra %d (want ≤ 2), ARM %d (want 1), Databricks %d (want %d creates and at most one settings read)", entra, arm, dbx, n)
+	}
+}
+
+// TestErrorMessagesReadAsWritten proves a refusal says what is wrong in
+// plain text: a huge whole-number lifetime is out of range (not "not a whole
+// number"), and the contract's JSON is not HTML-escaped, so the resource id
+// shape reads /subscriptions/<subscription id>/… rather than \u003c…\u003e.
+func TestErrorMessagesReadAsWritten(t *testing.T) {
+	t.Parallel()
+	e := start(t, envOptions{})
+	for _, huge := range []string{"99999999999999999999", "-99999999999999999999"} {
+		r := e.do("POST", "/api/create-token", `{"workspaceResourceId":"`+ws(0)+`","lifetimeSeconds":`+huge+`}`)
+		msg := string(r.Body)
+		if r.Status != 400 || !strings.Contains(msg, "must be between 1 and 7776000") || !strings.Contains(msg, "got "+huge) || strings.Contains(msg, "whole number") {
+			t.Errorf("lifetimeSeconds %s: %d %s; want 400 saying it must be between 1 and 7776000", huge, r.Status, msg)
+		}
+	}
+	r := e.do("POST", "/api/create-token", map[string]any{"workspaceResourceId": "/subscriptions/x"})
+	if r.Status != 400 || !strings.Contains(string(r.Body), "/subscriptions/<subscription id>/resourceGroups/<group>") {
+		t.Errorf("bad resource id: %d %s; want the shape with literal < and >", r.Status, r.Body)
+	}
+	if bytes.Contains(r.Body, []byte(`\u003c`)) || bytes.Contains(r.Body, []byte(`\u003e`)) || bytes.Contains(r.Body, []byte(`\u0026`)) {
+		t.Errorf("the error body is HTML-escaped: %s", r.Body)
 	}
 }

@@ -2,13 +2,16 @@ package e2e
 
 import (
 	"io"
-
-	"github.com/contoso/databricks-token-broker/internal/devstack/entra"
-	"github.com/contoso/databricks-token-broker/internal/devstack/stack"
 	"net"
+	"net/http"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/contoso/databricks-token-broker/internal/devstack/entra"
+	"github.com/contoso/databricks-token-broker/internal/devstack/stack"
 )
 
 // A client that sends its headers slowly (or never finishes them) cannot
@@ -105,4 +108,61 @@ func TestServicePrincipalBySecret(t *testing.T) {
 			t.Error("an access token appears in the handler's output")
 		}
 	}
+}
+
+// TestNoCredentialPointsAtAzLogin proves that a local user with no
+// credential at all is told what to do: the 502 names the identity chain
+// azidentity tried and points at `az login`, instead of saying that Entra
+// refused and naming only AZURE_CLIENT_ID and AZURE_TENANT_ID. The chain is
+// narrowed to the developer credentials (AZURE_TOKEN_CREDENTIALS=dev) and
+// PATH holds no az, so nothing is contacted: managed identity would probe
+// the network.
+func TestNoCredentialPointsAtAzLogin(t *testing.T) {
+	t.Parallel()
+	port := freeTCPPort(t)
+	cmd := exec.Command(handlerBinary)
+	cmd.Env = []string{"PATH=" + t.TempDir(), "HOME=" + t.TempDir(), "FUNCTIONS_CUSTOMHANDLER_PORT=" + port, "AZURE_TOKEN_CREDENTIALS=dev"}
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	url := "http://127.0.0.1:" + port
+	var resp *http.Response
+	var err error
+	for range 200 {
+		if resp, err = http.Post(url+"/api/create-token", "application/json",
+			strings.NewReader(`{"workspaceResourceId":"`+ws(0)+`"}`)); err == nil {
+			break
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("the handler never answered: %v\n%s", err, out.String())
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	msg := string(body)
+	if resp.StatusCode != 502 || !strings.Contains(msg, `"UpstreamError"`) {
+		t.Fatalf("%d %s; want 502 UpstreamError", resp.StatusCode, msg)
+	}
+	for _, want := range []string{"az login", "Azure CLI", "AZURE_TOKEN_CREDENTIALS"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the 502 does not mention %q: %s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "refused") {
+		t.Errorf("the 502 says Entra refused, but Entra was never asked: %s", msg)
+	}
+}
+
+func freeTCPPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }

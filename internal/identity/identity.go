@@ -52,7 +52,57 @@ func New(c cloud.Configuration, transport policy.Transporter) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
-	return NewCache(cred, time.Now), nil
+	cache := NewCache(cred, time.Now)
+	cache.advice = Advice(os.Getenv)
+	return cache, nil
+}
+
+// CredentialError is a failure to get a token from the credential, with
+// advice for whoever reads the resulting error: which identity the settings
+// select and what to check. It unwraps to azidentity's error.
+type CredentialError struct {
+	Err    error
+	advice string
+}
+
+func (e *CredentialError) Error() string { return e.Err.Error() }
+func (e *CredentialError) Unwrap() error { return e.Err }
+
+// Advice is what to check, in a sentence or two without any secret.
+func (e *CredentialError) Advice() string { return e.advice }
+
+// Advice says, for the identity these settings select (read with getenv),
+// where the token should have come from and what to do when none came:
+// the function's managed identity in Azure, a service principal or workload
+// identity from AZURE_* settings, else (locally) the Azure CLI's sign-in,
+// following DefaultAzureCredential's order and AZURE_TOKEN_CREDENTIALS.
+func Advice(getenv func(string) string) string {
+	given := strings.TrimSpace(getenv("AZURE_TOKEN_CREDENTIALS"))
+	narrowed := strings.ToLower(given)
+	inAzure := getenv("WEBSITE_SITE_NAME") != "" || getenv("IDENTITY_ENDPOINT") != "" || getenv("MSI_ENDPOINT") != ""
+	servicePrincipal := getenv("AZURE_CLIENT_SECRET") != "" || getenv("AZURE_CLIENT_CERTIFICATE_PATH") != ""
+	workload := getenv("AZURE_FEDERATED_TOKEN_FILE") != ""
+	const cli = "sign in with the Azure CLI: `az login` (and `az account set --subscription <id>` for the tenant of the workspaces); `azd auth login` works too"
+	switch {
+	case narrowed == "managedidentitycredential" || (inAzure && (narrowed == "" || narrowed == "prod") && !servicePrincipal && !workload):
+		return "the identity is the function's managed identity (AZURE_TOKEN_CREDENTIALS=" + orDefault(given) + "): check that AZURE_CLIENT_ID is the client id of a user-assigned identity attached to the Function App (the Bicep sets both), or unset it for a system-assigned one"
+	case narrowed == "azureclicredential" || narrowed == "azuredeveloperclicredential" || narrowed == "dev":
+		return "the identity is your own Azure CLI (or Azure Developer CLI) sign-in, as AZURE_TOKEN_CREDENTIALS=" + given + " selects: " + cli
+	case servicePrincipal && (narrowed == "" || narrowed == "prod" || narrowed == "environmentcredential"):
+		return "the identity is the service principal AZURE_CLIENT_ID in the tenant AZURE_TENANT_ID (EnvironmentCredential): check both ids and its AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH"
+	case workload && (narrowed == "" || narrowed == "prod" || narrowed == "workloadidentitycredential"):
+		return "the identity is the workload identity AZURE_CLIENT_ID in AZURE_TENANT_ID (WorkloadIdentityCredential): check AZURE_FEDERATED_TOKEN_FILE and the federated credential"
+	case narrowed == "" && !inAzure:
+		return "no credential in DefaultAzureCredential's chain gave a token: a service principal from AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH), workload identity, managed identity, the Azure CLI, the Azure Developer CLI. Locally, " + cli + ", and set AZURE_TOKEN_CREDENTIALS=AzureCLICredential to try only that"
+	}
+	return "check the credential AZURE_TOKEN_CREDENTIALS=" + orDefault(given) + " selects (azidentity's DefaultAzureCredential conventions); locally, " + cli
+}
+
+func orDefault(v string) string {
+	if v == "" {
+		return "(unset)"
+	}
+	return v
 }
 
 func loopbackAuthority(raw string) bool {
@@ -69,8 +119,9 @@ const RefreshBefore = 5 * time.Minute
 // renews it RefreshBefore its expiry (or at the issuer's refresh_in hint).
 // Concurrent callers for the same scopes share one Entra request.
 type Cache struct {
-	cred azcore.TokenCredential
-	now  func() time.Time
+	cred   azcore.TokenCredential
+	now    func() time.Time
+	advice string // for CredentialError; empty: errors are returned as they are
 
 	mu      sync.Mutex
 	entries map[string]*entry
@@ -114,6 +165,9 @@ func (c *Cache) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (
 	upstream.Record(ctx, upstream.ServiceEntra, time.Since(start), entraStatus(err))
 	if err != nil {
 		// azidentity errors describe the failed flow without token values.
+		if c.advice != "" {
+			err = &CredentialError{Err: err, advice: c.advice}
+		}
 		return azcore.AccessToken{}, err
 	}
 	e.tok = tok

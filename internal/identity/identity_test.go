@@ -2,7 +2,9 @@ package identity
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -99,5 +101,53 @@ func TestClaimsChallengesAreNotKept(t *testing.T) {
 	}
 	if n := cred.calls.Load(); n != 201 {
 		t.Errorf("%d Entra requests; want 201", n)
+	}
+}
+
+// TestAdviceNamesTheChainInUse proves the advice attached to a failed token
+// request names the identity the settings select, and sends a local user
+// with nothing configured to `az login`.
+func TestAdviceNamesTheChainInUse(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		env  map[string]string
+		want []string
+	}{
+		{"nothing set, locally", nil, []string{"DefaultAzureCredential", "az login", "AZURE_TOKEN_CREDENTIALS=AzureCLICredential", "managed identity"}},
+		{"the developer chain", map[string]string{"AZURE_TOKEN_CREDENTIALS": "dev"}, []string{"Azure CLI", "az login"}},
+		{"Azure, user-assigned identity", map[string]string{"WEBSITE_SITE_NAME": "func-x", "AZURE_TOKEN_CREDENTIALS": "ManagedIdentityCredential", "AZURE_CLIENT_ID": "id"}, []string{"managed identity", "AZURE_CLIENT_ID"}},
+		{"a service principal", map[string]string{"AZURE_CLIENT_SECRET": "s3cr3t-value", "AZURE_CLIENT_ID": "id", "AZURE_TENANT_ID": "t"}, []string{"service principal", "AZURE_CLIENT_SECRET"}},
+	}
+	for _, tt := range tests {
+		got := Advice(func(k string) string { return tt.env[k] })
+		for _, w := range tt.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: advice %q lacks %q", tt.name, got, w)
+			}
+		}
+		if strings.Contains(got, "s3cr3t") {
+			t.Errorf("%s: advice %q holds the client secret", tt.name, got)
+		}
+	}
+}
+
+type failingCred struct{ err error }
+
+func (f failingCred) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	return azcore.AccessToken{}, f.err
+}
+
+// TestCacheAttachesAdvice proves a failure keeps azidentity's error (for
+// errors.As) and carries the advice.
+func TestCacheAttachesAdvice(t *testing.T) {
+	t.Parallel()
+	cause := errors.New("DefaultAzureCredential: failed to acquire a token")
+	c := NewCache(failingCred{cause}, time.Now)
+	c.advice = Advice(func(string) string { return "" })
+	_, err := c.GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{"s"}})
+	var ce *CredentialError
+	if !errors.As(err, &ce) || !errors.Is(err, cause) || !strings.Contains(ce.Advice(), "az login") {
+		t.Fatalf("error %v (%T): want a CredentialError wrapping the cause, advising az login", err, err)
 	}
 }

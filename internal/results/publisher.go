@@ -12,7 +12,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -142,7 +141,7 @@ func (p *Publisher) Build(o tokens.Outcome) Event {
 // Publish sends one outcome to the results queue.
 func (p *Publisher) Publish(ctx context.Context, o tokens.Outcome) error {
 	ev := p.Build(o)
-	body, err := json.Marshal(ev)
+	body, err := api.Marshal(ev)
 	if err != nil {
 		return fmt.Errorf("results: encode: %w", err)
 	}

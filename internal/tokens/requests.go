@@ -3,6 +3,7 @@ package tokens
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -199,9 +200,10 @@ func DecodeCreate(body []byte, lim Limits, extra ...string) (CreateRequest, erro
 	}
 	req.Lifetime = lim.DefaultLifetime
 	if raw, ok := fields["lifetimeSeconds"]; ok && string(raw) != "null" {
-		if secs, err := wholeNumber(raw); err != nil {
+		max := int64(lim.MaxLifetime / time.Second)
+		if secs, err := wholeNumber(raw, 1, max, "TOKEN_MAX_LIFETIME "+lim.MaxLifetime.String()); err != nil {
 			p.add("lifetimeSeconds", "%v", err)
-		} else if max := int64(lim.MaxLifetime / time.Second); secs < 1 || secs > max {
+		} else if secs < 1 || secs > max {
 			p.add("lifetimeSeconds", "must be between 1 and %d (TOKEN_MAX_LIFETIME %s); got %d", max, lim.MaxLifetime, secs)
 		} else {
 			req.Lifetime, req.LifetimeGiven = time.Duration(secs)*time.Second, true
@@ -225,14 +227,18 @@ func DecodeCreate(body []byte, lim Limits, extra ...string) (CreateRequest, erro
 	return req, p.err()
 }
 
-// wholeNumber parses a JSON number that must be an integer.
-func wholeNumber(raw json.RawMessage) (int64, error) {
+// wholeNumber parses a JSON number that must be an integer. A whole number
+// too large for int64 is reported as out of range, with the bounds.
+func wholeNumber(raw json.RawMessage, lo, hi int64, bounds string) (int64, error) {
 	var n json.Number
 	// json.Number would also take a quoted "60": insist on a JSON number.
 	if len(raw) == 0 || raw[0] == '"' || json.Unmarshal(raw, &n) != nil {
 		return 0, fmt.Errorf("must be a whole number of seconds")
 	}
 	v, err := strconv.ParseInt(n.String(), 10, 64)
+	if errors.Is(err, strconv.ErrRange) {
+		return 0, fmt.Errorf("must be between %d and %d (%s); got %s", lo, hi, bounds, n.String())
+	}
 	if err != nil {
 		return 0, fmt.Errorf("must be a whole number of seconds; got %s", n.String())
 	}

@@ -47,6 +47,9 @@ func Common(service string, err error) *tokens.Error {
 	var unavailable interface{ NonRetriable() }
 	var respErr *azcore.ResponseError
 	var redirect *RedirectError
+	// The credential's advice (identity.CredentialError): which identity the
+	// settings select, and what to check.
+	var advice interface{ Advice() string }
 	switch {
 	// First: a redirect met while fetching an Entra token is still a
 	// redirect, and it is also NonRetriable, which the last case would
@@ -57,6 +60,10 @@ func Common(service string, err error) *tokens.Error {
 	case errors.As(err, &authErr):
 		if authErr.RawResponse != nil && isTransient(authErr.RawResponse.StatusCode) {
 			return Unavailable("Microsoft Entra ID", RetryAfter(authErr.RawResponse), err)
+		}
+		if errors.As(err, &advice) {
+			return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err, Upstream: ServiceEntra, PermissionDenied: true,
+				Message: "the function got no Microsoft Entra token for its identity; " + advice.Advice()}
 		}
 		return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err, Upstream: ServiceEntra, PermissionDenied: true,
 			Message: "Microsoft Entra ID refused to issue a token for the function's identity; check its managed identity or service principal settings (AZURE_CLIENT_ID, AZURE_TENANT_ID)"}
@@ -70,6 +77,10 @@ func Common(service string, err error) *tokens.Error {
 	case errors.Is(err, context.Canceled):
 		return Unavailable(service, 0, err)
 	case errors.As(err, &unavailable):
+		if errors.As(err, &advice) {
+			return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err, Upstream: ServiceEntra,
+				Message: "no Microsoft Entra credential is available to the function; " + advice.Advice()}
+		}
 		return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err, Upstream: ServiceEntra,
 			Message: "no Microsoft Entra credential is available to the function (managed identity, service principal or Azure CLI)"}
 	}

@@ -2,9 +2,16 @@ package upstream
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+
+	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
 
 func TestRetryAfter(t *testing.T) {
@@ -69,5 +76,23 @@ func TestShouldRetryFitsTheBudget(t *testing.T) {
 		if got := tt.fn(tt.resp, tt.err); got != tt.retry {
 			t.Errorf("%s: retry = %v", tt.name, got)
 		}
+	}
+}
+
+type advised struct{ error }
+
+func (advised) Advice() string  { return "locally, sign in with `az login`" }
+func (a advised) Unwrap() error { return a.error }
+
+// TestEntraFailureCarriesAdvice proves a failed Entra token request that
+// carries the credential's advice says what to do, not that Entra
+// "refused" (with DefaultAzureCredential the answer may come from a
+// managed-identity probe, not from Entra at all).
+func TestEntraFailureCarriesAdvice(t *testing.T) {
+	t.Parallel()
+	probe := &http.Response{StatusCode: 403, Request: &http.Request{URL: &url.URL{Scheme: "http", Host: "169.254.169.254"}}}
+	e := Common("Azure Resource Manager", fmt.Errorf("get token: %w", advised{&azidentity.AuthenticationFailedError{RawResponse: probe}}))
+	if e == nil || e.Code != tokens.CodeUpstreamError || !strings.Contains(e.Message, "az login") || strings.Contains(e.Message, "refused") {
+		t.Fatalf("%+v; want UpstreamError advising az login", e)
 	}
 }

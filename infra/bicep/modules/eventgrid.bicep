@@ -1,7 +1,11 @@
-// Event Grid: a system topic on a subscription or a resource group, and an
-// event subscription that forwards "Databricks workspace written" events to
-// the workspace-events queue, delivered with the system topic's own managed
-// identity (which gets Data Sender on that one queue).
+// Event Grid: the system topic of this subscription or of this resource
+// group, and an event subscription that forwards "Databricks workspace
+// written" events to the workspace-events queue, delivered with the system
+// topic's own managed identity (which gets Data Sender on that one queue).
+//
+// A source has one system topic only, and Event Grid keeps it in its
+// source's resource group, so a resource-group topic always watches the
+// resource group it is deployed in; there is no parameter for another one.
 
 import { builtInRoles } from './roles.bicep'
 
@@ -13,16 +17,12 @@ param name string
 @description('Tags for every resource.')
 param tags object
 
-@description('What the topic watches: the whole subscription, or one resource group.')
+@description('What the topic watches: the whole subscription, or the resource group it is deployed in.')
 @allowed([
   'subscription'
   'resourceGroup'
 ])
 param topicScope string
-
-@description('Resource group to watch when topicScope is resourceGroup; empty means this deployment\'s resource group.')
-@maxLength(90)
-param sourceResourceGroupName string = ''
 
 @description('Name of the Service Bus namespace.')
 param serviceBusNamespaceName string
@@ -37,8 +37,7 @@ param queueName string
 ])
 param eventDeliverySchema string = 'EventGridSchema'
 
-var watchedResourceGroup = empty(sourceResourceGroupName) ? resourceGroup().name : sourceResourceGroupName
-var source = topicScope == 'subscription' ? subscription().id : '${subscription().id}/resourceGroups/${watchedResourceGroup}'
+var source = topicScope == 'subscription' ? subscription().id : resourceGroup().id
 var topicType = topicScope == 'subscription' ? 'Microsoft.Resources.Subscriptions' : 'Microsoft.Resources.ResourceGroups'
 
 resource namespace 'Microsoft.ServiceBus/namespaces@2024-01-01' existing = {
@@ -94,6 +93,9 @@ resource workspaceWrites 'Microsoft.EventGrid/systemTopics/eventSubscriptions@20
         }
       ]
     }
+    // Retries keep the event's MessageId until the time to live ends; the
+    // workspace-events queue's duplicate detection window (servicebus.bicep,
+    // P1D) covers all of it.
     retryPolicy: {
       maxDeliveryAttempts: 30
       eventTimeToLiveInMinutes: 1440

@@ -20,6 +20,13 @@ param serviceBusNamespaceName string
 @minLength(1)
 param receiveQueueNames array
 
+@description('Rights on the trigger queues. Listen: Data Receiver and Data Sender (the handler reschedules not-ready work onto the queue it came from). Manage: Data Owner, so that target-based scaling can read the queue length.')
+@allowed([
+  'Listen'
+  'Manage'
+])
+param triggerQueueAccess string = 'Listen'
+
 @description('Queue the service publishes results to.')
 param resultsQueueName string
 
@@ -85,11 +92,35 @@ resource tableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
-resource receivers 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (q, i) in receiveQueueNames: {
+// The trigger queues. Listen: receive for the triggers, send because a
+// command or event whose workspace is still provisioning is rescheduled onto
+// its own queue. Manage: Data Owner instead (send, receive and manage), which
+// lets the scale controller read the queue length for target-based scaling.
+resource receivers 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (q, i) in receiveQueueNames: if (triggerQueueAccess == 'Listen') {
   scope: receiveQueues[i]
   name: guid(receiveQueues[i].id, principalId, builtInRoles.ServiceBusDataReceiver)
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', builtInRoles.ServiceBusDataReceiver)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource reschedulers 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (q, i) in receiveQueueNames: if (triggerQueueAccess == 'Listen') {
+  scope: receiveQueues[i]
+  name: guid(receiveQueues[i].id, principalId, builtInRoles.ServiceBusDataSender)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', builtInRoles.ServiceBusDataSender)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource queueOwners 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (q, i) in receiveQueueNames: if (triggerQueueAccess == 'Manage') {
+  scope: receiveQueues[i]
+  name: guid(receiveQueues[i].id, principalId, builtInRoles.ServiceBusDataOwner)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', builtInRoles.ServiceBusDataOwner)
     principalId: principalId
     principalType: 'ServicePrincipal'
   }

@@ -11,9 +11,12 @@ var builtInRoles = {
   // lookup of workspaceUrl when the identity is already a workspace user.
   Contributor: 'b24988ac-6180-42a0-ab88-20f7382dd24c'
   Reader: 'acdd72a7-3385-48ef-bd42-f606fba81ae7'
-  // Integration: the Service Bus triggers receive, the results publisher sends.
+  // Integration: the Service Bus triggers receive (and the handler
+  // reschedules onto their queues), the results publisher sends; Data Owner
+  // on the trigger queues only with serviceBusTriggerAccess=Manage.
   ServiceBusDataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
   ServiceBusDataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
+  ServiceBusDataOwner: '090c5cfd-751d-490a-894a-3ce6f1109419'
   // Security: Key Vault delivery writes, reads and deletes secrets.
   KeyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
   // Storage: identity-based AzureWebJobsStorage and Flex deployment storage.

@@ -41,7 +41,7 @@ param lockDuration string = 'PT1M'
 @maxValue(2000)
 param maxDeliveryCount int = 10
 
-@description('Window in which Service Bus drops a message whose MessageId it has already seen (ISO 8601).')
+@description('Window in which Service Bus drops a message whose MessageId it has already seen (ISO 8601): token-requests and token-results.')
 @allowed([
   'PT10M'
   'PT1H'
@@ -49,6 +49,13 @@ param maxDeliveryCount int = 10
   'P7D'
 ])
 param duplicateDetectionWindow string = 'PT1H'
+
+@description('The same window for workspace-events. Event Grid redelivers an event with the same MessageId until its time to live ends (eventTimeToLiveInMinutes, at most 1440 minutes), so this must be at least that long: P1D.')
+@allowed([
+  'P1D'
+  'P7D'
+])
+param workspaceEventsDuplicateDetectionWindow string = 'P1D'
 
 @description('How long an unconsumed message lives before it expires to the dead-letter queue (ISO 8601).')
 @allowed([
@@ -74,22 +81,32 @@ resource namespace 'Microsoft.ServiceBus/namespaces@2024-01-01' = {
 }
 
 // Every queue detects duplicates: commands retried by automation, Event Grid
-// redeliveries (stable MessageId) and republished results (deterministic id).
-// Sessions stay off: Event Grid cannot deliver to session-enabled queues.
-var queueNames = [
-  requestsQueueName
-  workspaceEventsQueueName
-  resultsQueueName
+// redeliveries (stable MessageId, for up to a day) and republished results
+// (deterministic id). Sessions stay off: Event Grid cannot deliver to
+// session-enabled queues.
+var queueSpecs = [
+  {
+    name: requestsQueueName
+    duplicateDetectionWindow: duplicateDetectionWindow
+  }
+  {
+    name: workspaceEventsQueueName
+    duplicateDetectionWindow: workspaceEventsDuplicateDetectionWindow
+  }
+  {
+    name: resultsQueueName
+    duplicateDetectionWindow: duplicateDetectionWindow
+  }
 ]
 
-resource queues 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = [for q in queueNames: {
+resource queues 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = [for q in queueSpecs: {
   parent: namespace
-  name: q
+  name: q.name
   properties: {
     lockDuration: lockDuration
     maxDeliveryCount: maxDeliveryCount
     requiresDuplicateDetection: true
-    duplicateDetectionHistoryTimeWindow: duplicateDetectionWindow
+    duplicateDetectionHistoryTimeWindow: q.duplicateDetectionWindow
     requiresSession: false
     deadLetteringOnMessageExpiration: true
     defaultMessageTimeToLive: messageTimeToLive

@@ -343,6 +343,18 @@ func (h *Host) stopping() bool {
 // /<routePrefix>/<route>.
 func (h *Host) URL() string { return h.url }
 
+// Handler is the handler process in service: its own address (for calls
+// that bypass the host, as curl against the binary would) and its process
+// id. Zero values while it is (re)starting.
+func (h *Host) Handler() (url string, pid int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cur == nil || h.cur.cmd.Process == nil {
+		return "", 0
+	}
+	return h.cur.baseURL(), h.cur.cmd.Process.Pid
+}
+
 // Restarts is how many times the handler has been restarted.
 func (h *Host) Restarts() int {
 	h.mu.Lock()
