@@ -84,7 +84,8 @@ func run(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 	}
 	dbx := databricks.New(cred, databricks.Options{DatabricksScope: cfg.Cloud.DatabricksScope(), ManagementScope: cfg.Cloud.ManagementScope(), ClientOptions: co,
 		AllowInsecureLoopback: cfg.AllowInsecureLoopback})
-	svc := tokens.NewService(tokens.Deps{Resolver: resolver, API: dbx, Vault: vault, Authorizer: authz.Authorizer{Policy: cfg.Policy}, Now: time.Now})
+	svc := tokens.NewService(tokens.Deps{Resolver: resolver, API: dbx, Vault: vault, Authorizer: authz.Authorizer{Policy: cfg.Policy},
+		ResultsCarryValues: cfg.ResultsIncludeTokenValue && cfg.PublishesResults(), Now: time.Now})
 
 	var pub handler.Publisher
 	if cfg.PublishesResults() {
@@ -109,8 +110,7 @@ func run(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 		Limits:       tokens.Limits{DefaultLifetime: cfg.DefaultLifetime, MaxLifetime: cfg.MaxLifetime, KeyVault: cfg.KeyVaultURI != ""},
 		RetryBudget:  cfg.RetryBudget,
 		RotateBefore: cfg.RotateBefore, MaxDeliveryCount: cfg.MaxDeliveryCount,
-		ResultsIncludeTokenValue: cfg.ResultsIncludeTokenValue,
-		TokenRequestsQueue:       cfg.TokenRequestsQueue, WorkspaceEventsQueue: cfg.WorkspaceEventsQueue,
+		TokenRequestsQueue: cfg.TokenRequestsQueue, WorkspaceEventsQueue: cfg.WorkspaceEventsQueue,
 		NotReadyBackoff: cfg.NotReadyBackoff,
 		Policy:          cfg.Policy, TrustCallerHeaders: cfg.TrustsCallerHeaders(),
 	})

@@ -14,12 +14,14 @@ import (
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
 
-// readBody reads at most max bytes; a larger body is RequestTooLarge.
-func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error) {
+// readBody reads at most max bytes; a larger body is RequestTooLarge. (The
+// invocation wrapper has already bounded the body with the ResponseWriter,
+// so the server closes a connection whose body was cut.)
+func readBody(r *http.Request, max int64) ([]byte, error) {
 	if r.ContentLength > max {
 		return nil, tokens.Errorf(tokens.CodeRequestTooLarge, "the request body is %d bytes; the limit is %d", r.ContentLength, max)
 	}
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, max))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return nil, tokens.Errorf(tokens.CodeRequestTooLarge, "the request body is over the limit of %d bytes", max)
@@ -48,13 +50,74 @@ func requestID(body string, r *http.Request) (id string, given bool, err error) 
 	return uuid.NewString(), false, nil
 }
 
-func (s *Server) createToken(w http.ResponseWriter, r *http.Request, log *slog.Logger) {
-	start := time.Now()
-	body, err := readBody(w, r, MaxBody)
+// httpOutcome is what an HTTP function did. HTTP functions return it;
+// httpFunction, the one place that answers, logs the audit line,
+// publishes the result (a Created or Revoked one, or Failed for a create
+// or revoke that failed) and renders the answer or the error.
+type httpOutcome struct {
+	log   *slog.Logger
+	event audit.Event
+	msg   string
+	attrs []any
+	// result is published when its Type is set; for a failure of a create
+	// or revoke, its request id and workspace name the Failed result.
+	result tokens.Outcome
+	err    error
+	status int
+	body   any
+	header http.Header
+}
+
+type httpFunc func(r *http.Request, log *slog.Logger) httpOutcome
+
+func (s *Server) httpFunction(fn httpFunc) invocationFunc {
+	return func(w http.ResponseWriter, r *http.Request, log *slog.Logger) {
+		start := time.Now()
+		h := fn(r, log)
+		if h.log != nil {
+			log = h.log
+		}
+		if h.err != nil {
+			if h.result.RequestID != "" {
+				o := h.result
+				o.Type, o.Err, o.Record, o.Revoke = tokens.Failed, tokens.AsError(h.err), nil, nil
+				s.publish(r, log, o)
+			}
+			logOutcome(log, start, h.event, h.msg, h.err, h.attrs...)
+			writeError(w, h.err)
+			return
+		}
+		if h.result.Type != "" {
+			s.publish(r, log, h.result)
+		}
+		logOutcome(log, start, h.event, h.msg, nil, h.attrs...)
+		for k, vs := range h.header {
+			w.Header()[k] = vs
+		}
+		writeJSON(w, h.status, h.body)
+	}
+}
+
+// failedAs is the outcome of an operation that failed, its audit event
+// named from the error.
+func (h httpOutcome) failedAs(action string, err error, attrs ...any) httpOutcome {
+	h.event, h.msg = failure(err, action)
+	h.err, h.attrs = err, attrs
+	return h
+}
+
+// refused is the outcome of a request turned away before the service was
+// asked (bad input, no caller identity).
+func (h httpOutcome) refused(action string, err error, attrs ...any) httpOutcome {
+	h.event, h.msg, h.err, h.attrs = audit.TokenRefused, action+" refused", err, attrs
+	return h
+}
+
+func (s *Server) createToken(r *http.Request, log *slog.Logger) httpOutcome {
+	var h httpOutcome
+	body, err := readBody(r, MaxBody)
 	if err != nil {
-		logOutcome(log, start, audit.TokenRefused, "create refused", err)
-		writeError(w, err)
-		return
+		return h.refused("create", err)
 	}
 	req, err := tokens.DecodeCreate(body, s.opts.Limits)
 	id, given, idErr := requestID(req.RequestID, r)
@@ -63,50 +126,43 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, log *slog.L
 	}
 	req.RequestID, req.RequestIDGiven = id, given
 	by, perr := s.caller(r, log)
-	log = log.With(append([]any{"request_id", id, "action", "create"}, auditAttrs(by)...)...)
 	if err == nil {
 		err = perr
 	}
+	h.log = log.With(append([]any{"request_id", id, "action", "create"}, auditAttrs(by)...)...)
+	h.result = tokens.Outcome{RequestID: id, Workspace: workspaceText(req.Workspace), CorrelationID: id, RequestedBy: requestedBy(by)}
 	if err != nil {
-		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, requestedBy(by), err)
-		logOutcome(log, start, audit.TokenRefused, "create refused", err, "workspace", workspaceText(req.Workspace))
-		writeError(w, err)
-		return
+		return h.refused("create", err, "workspace", workspaceText(req.Workspace))
 	}
-	log = log.With("workspace", req.Workspace.String())
+	h.log = h.log.With("workspace", req.Workspace.String())
 	ctx, cancel := s.budget(r.Context())
 	defer cancel()
 	res, err := s.svc.Create(ctx, by, req, tokens.CreateOptions{})
 	if err != nil {
-		s.publishFailure(r, log, id, req.Workspace.String(), id, requestedBy(by), err)
-		ev, msg := failure(err, "create")
-		logOutcome(log, start, ev, msg, err)
-		writeError(w, err)
-		return
+		return h.failedAs("create", err)
 	}
 	// A value minted over HTTP goes to its caller only: never into a result,
 	// whatever RESULTS_INCLUDE_TOKEN_VALUE says (that is for queued creates,
 	// whose result is the only way the value travels).
 	published := res.Record
 	published.Value = tokens.Secret{}
-	s.publish(r, log, tokens.Outcome{Type: tokens.Created, RequestID: id, Workspace: req.Workspace.String(),
-		TokenID: res.Record.TokenID, CorrelationID: id, RequestedBy: requestedBy(by), Record: &published})
-	status := http.StatusOK
+	h.result.Type, h.result.TokenID, h.result.Record = tokens.Created, res.Record.TokenID, &published
+	h.event, h.msg = createdEvent(res.Issued), "create done"
+	h.attrs = append([]any{"token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked)}, expiryAttrs(res.Record.ExpiresAt)...)
+	h.status = http.StatusOK
 	if res.Issued {
-		status = http.StatusCreated
+		h.status = http.StatusCreated
 	}
-	logOutcome(log, start, createdEvent(res.Issued), "create done", nil, append([]any{"token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked)}, expiryAttrs(res.Record.ExpiresAt)...)...)
-	w.Header().Set("x-ms-request-id", id)
-	writeJSON(w, status, api.NewRecord(res.Record, true))
+	h.header = http.Header{"X-Ms-Request-Id": {id}}
+	h.body = api.NewRecord(res.Record, true)
+	return h
 }
 
-func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, log *slog.Logger) {
-	start := time.Now()
-	body, err := readBody(w, r, MaxBody)
+func (s *Server) revokeToken(r *http.Request, log *slog.Logger) httpOutcome {
+	var h httpOutcome
+	body, err := readBody(r, MaxBody)
 	if err != nil {
-		logOutcome(log, start, audit.TokenRefused, "revoke refused", err)
-		writeError(w, err)
-		return
+		return h.refused("revoke", err)
 	}
 	req, err := tokens.DecodeRevoke(body)
 	id, _, idErr := requestID(req.RequestID, r)
@@ -115,58 +171,48 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, log *slog.L
 	}
 	req.RequestID = id
 	by, perr := s.caller(r, log)
-	log = log.With(append([]any{"request_id", id, "action", "revoke"}, auditAttrs(by)...)...)
 	if err == nil {
 		err = perr
 	}
+	h.log = log.With(append([]any{"request_id", id, "action", "revoke"}, auditAttrs(by)...)...)
+	h.result = tokens.Outcome{RequestID: id, Workspace: workspaceText(req.Workspace), CorrelationID: id, RequestedBy: requestedBy(by)}
 	if err != nil {
-		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, requestedBy(by), err)
-		logOutcome(log, start, audit.TokenRefused, "revoke refused", err, "workspace", workspaceText(req.Workspace))
-		writeError(w, err)
-		return
+		return h.refused("revoke", err, "workspace", workspaceText(req.Workspace))
 	}
 	ctx, cancel := s.budget(r.Context())
 	defer cancel()
 	res, err := s.svc.Revoke(ctx, by, req)
 	if err != nil {
-		s.publishFailure(r, log, id, workspaceText(req.Workspace), id, requestedBy(by), err)
-		ev, msg := failure(err, "revoke")
-		logOutcome(log, start, ev, msg, err, "workspace", workspaceText(req.Workspace))
-		writeError(w, err)
-		return
+		return h.failedAs("revoke", err, "workspace", workspaceText(req.Workspace))
 	}
-	s.publish(r, log, tokens.Outcome{Type: tokens.Revoked, RequestID: id, Workspace: res.Workspace.String(),
-		TokenID: res.TokenID, CorrelationID: id, RequestedBy: requestedBy(by), Revoke: &res})
-	logOutcome(log, start, audit.TokenRevoked, "revoke done", nil, "workspace", res.Workspace.String(), "token_id", res.TokenID, "status", string(res.Status))
-	writeJSON(w, http.StatusOK, api.RevokeResponse{TokenID: res.TokenID, Status: string(res.Status)})
+	h.result.Type, h.result.Workspace, h.result.TokenID, h.result.Revoke = tokens.Revoked, res.Workspace.String(), res.TokenID, &res
+	h.event, h.msg = audit.TokenRevoked, "revoke done"
+	h.attrs = []any{"workspace", res.Workspace.String(), "token_id", res.TokenID, "status", string(res.Status)}
+	h.status, h.body = http.StatusOK, api.RevokeResponse{TokenID: res.TokenID, Status: string(res.Status)}
+	return h
 }
 
-func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, log *slog.Logger) {
-	start := time.Now()
-	q := r.URL.Query()
-	id, err := tokens.ParseListQuery(q.Get("workspaceResourceId"))
+func (s *Server) listTokens(r *http.Request, log *slog.Logger) httpOutcome {
+	var h httpOutcome
+	id, err := tokens.ParseListQuery(r.URL.Query().Get("workspaceResourceId"))
 	by, perr := s.caller(r, log)
-	log = log.With(append([]any{"action", "list"}, auditAttrs(by)...)...)
 	if err == nil {
 		err = perr
 	}
+	h.log = log.With(append([]any{"action", "list"}, auditAttrs(by)...)...)
 	if err != nil {
-		logOutcome(log, start, audit.TokenRefused, "list refused", err)
-		writeError(w, err)
-		return
+		return h.refused("list", err)
 	}
-	log = log.With("workspace", id.String())
+	h.log = h.log.With("workspace", id.String())
 	ctx, cancel := s.budget(r.Context())
 	defer cancel()
 	list, err := s.svc.List(ctx, by, id)
 	if err != nil {
-		ev, msg := failure(err, "list")
-		logOutcome(log, start, ev, msg, err)
-		writeError(w, err)
-		return
+		return h.failedAs("list", err)
 	}
-	logOutcome(log, start, audit.TokensListed, "list done", nil, "count", len(list))
-	writeJSON(w, http.StatusOK, api.NewList(list))
+	h.event, h.msg, h.attrs = audit.TokensListed, "list done", []any{"count", len(list)}
+	h.status, h.body = http.StatusOK, api.NewList(list)
+	return h
 }
 
 // workspaceText is the workspace as well as it is known, for a Failed
@@ -183,7 +229,7 @@ func workspaceText(id tokens.WorkspaceID) string {
 // anything else token.failed.
 func failure(err error, action string) (audit.Event, string) {
 	switch tokens.CodeOf(err) {
-	case tokens.CodeNotAuthorized, tokens.CodeUnauthenticated:
+	case tokens.CodeNotAuthorized, tokens.CodeUnauthenticated, tokens.CodeDeliveryNotConfigured:
 		return audit.TokenRefused, action + " refused"
 	}
 	return audit.TokenFailed, action + " failed"

@@ -154,7 +154,7 @@ func TestUndeliverableInlineTokenIsWithdrawn(t *testing.T) {
 	for _, delivery := range []int{1, 3} {
 		svc := &fakeService{created: tokens.CreateResult{Issued: true, Record: tokens.Record{Workspace: id, TokenID: "t1", Value: tokens.NewSecret("dapi-x")}}}
 		pub := &fakePublisher{fail: true}
-		h := New(slog.New(slog.DiscardHandler), svc, pub, Options{MaxDeliveryCount: 3, ResultsIncludeTokenValue: true,
+		h := New(slog.New(slog.DiscardHandler), svc, pub, Options{MaxDeliveryCount: 3,
 			Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour}})
 		rec := httptest.NewRecorder()
 		body := `{"action":"create","workspaceResourceId":"` + testWorkspace + `"}`

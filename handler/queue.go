@@ -75,57 +75,22 @@ func clip(s string, n int) string {
 	return s
 }
 
-// settle answers the host for a queue invocation that failed, following
-// the contract: a failure that can never succeed publishes Failed and
-// completes; a transient one fails the invocation so Service Bus redelivers,
-// except on the last delivery, which publishes Failed first.
-func (s *Server) settle(w http.ResponseWriter, r *http.Request, log *slog.Logger, msg queueMessage, o tokens.Outcome, err error) {
-	e := tokens.AsError(err)
-	o.Type, o.Err = tokens.Failed, e
-	last := msg.DeliveryCount >= s.opts.MaxDeliveryCount
-	if !e.Code.Transient() || last {
-		if perr := s.publishOutcome(r, o); perr != nil {
-			// The failure could not be reported: keep the message, so a
-			// redelivery tries again (and the last one dead-letters it,
-			// where an operator sees it). Completing it would lose it.
-			log.Error("publish failed result", "error", perr.Error())
-			reply(w, http.StatusServiceUnavailable, "failed, and the Failed result could not be published; Service Bus will redeliver")
-			return
-		}
-		if !e.Code.Transient() {
-			reply(w, http.StatusOK, fmt.Sprintf("failed permanently: %s: %s", e.Code, e.Message))
-			return
-		}
-	}
-	reply(w, statusOf(e.Code), fmt.Sprintf("failed, Service Bus will redeliver (delivery %d of %d): %s: %s", msg.DeliveryCount, s.opts.MaxDeliveryCount, e.Code, e.Message))
-}
-
-func (s *Server) tokenRequests(w http.ResponseWriter, r *http.Request, log *slog.Logger) {
-	start := time.Now()
-	msg, err := s.readMessage(w, r)
-	if err != nil {
-		s.badEnvelope(w, r, log, start, msg, err)
-		return
-	}
-	log = log.With("message_id", msg.MessageID, "delivery_count", msg.DeliveryCount, "caller", "queue")
+func (s *Server) tokenRequests(r *http.Request, log *slog.Logger, msg queueMessage) queueOutcome {
 	reqID := messageRequestID(msg)
 	cmd, err := decodeCommand(msg.Body, s.opts.Limits)
-	o := tokens.Outcome{RequestID: reqID, CorrelationID: msg.MessageID, RequestedBy: "queue"}
 	if cmd.create.RequestID != "" {
 		reqID = cmd.create.RequestID
 	} else if cmd.revoke.RequestID != "" {
 		reqID = cmd.revoke.RequestID
 	}
-	o.RequestID = reqID
-	log = log.With("request_id", reqID, "action", cmd.action)
+	q := queueOutcome{log: log.With("request_id", reqID, "action", cmd.action),
+		result: tokens.Outcome{RequestID: reqID, CorrelationID: msg.MessageID, RequestedBy: "queue"}}
 	if err != nil {
-		o.Workspace = workspaceText(cmd.create.Workspace)
-		if o.Workspace == "" {
-			o.Workspace = workspaceText(cmd.revoke.Workspace)
+		q.result.Workspace = workspaceText(cmd.create.Workspace)
+		if q.result.Workspace == "" {
+			q.result.Workspace = workspaceText(cmd.revoke.Workspace)
 		}
-		logOutcome(log, start, audit.TokenRefused, "command refused", err)
-		s.settle(w, r, log, msg, o, err)
-		return
+		return q.failed(audit.TokenRefused, "command refused", err)
 	}
 	ctx, cancel := s.budget(r.Context())
 	defer cancel()
@@ -138,186 +103,104 @@ func (s *Server) tokenRequests(w http.ResponseWriter, r *http.Request, log *slog
 		// tokens first. A first delivery named by its MessageId costs one call.
 		_, rescheduled := msg.Properties[propRequestID]
 		req.RequestID, req.RequestIDGiven = reqID, req.RequestIDGiven || msg.DeliveryCount > 1 || rescheduled
-		o.Workspace = req.Workspace.String()
-		log = log.With("workspace", o.Workspace)
-		if !s.canDeliver() {
-			err := &tokens.Error{Code: tokens.CodeDeliveryNotConfigured,
-				Message: "a queued create needs somewhere to deliver the token: set KEY_VAULT_URI, or RESULTS_INCLUDE_TOKEN_VALUE=true"}
-			logOutcome(log, start, audit.TokenRefused, "create refused", err)
-			s.settle(w, r, log, msg, o, err)
-			return
-		}
+		q.result.Workspace = req.Workspace.String()
+		q.log = q.log.With("workspace", q.result.Workspace)
 		res, err := s.svc.Create(ctx, queueCaller, req, tokens.CreateOptions{ReissueUndelivered: msg.DeliveryCount > 1})
 		if err != nil {
-			s.notReadyOrSettle(w, r, log, start, msg, o, err, s.opts.TokenRequestsQueue)
-			return
+			return s.retryLater(r, msg, q, err, s.opts.TokenRequestsQueue)
 		}
-		o.Type, o.TokenID, o.Record = tokens.Created, res.Record.TokenID, &res.Record
-		if !s.deliverResult(w, r, log, start, o, "create") {
-			return
-		}
-		logOutcome(log, start, createdEvent(res.Issued), "create done", nil, append([]any{"token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked)}, expiryAttrs(res.Record.ExpiresAt)...)...)
-		reply(w, http.StatusOK, "token "+res.Record.TokenID+" ready for request "+reqID)
-	case "revoke":
+		q.result.Type, q.result.TokenID, q.result.Record = tokens.Created, res.Record.TokenID, &res.Record
+		return q.published(createdEvent(res.Issued), "create done", "token "+res.Record.TokenID+" ready for request "+reqID,
+			append([]any{"token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked)}, expiryAttrs(res.Record.ExpiresAt)...)...)
+	default: // "revoke"
 		req := cmd.revoke
 		req.RequestID = reqID
-		o.Workspace = workspaceText(req.Workspace)
+		q.result.Workspace = workspaceText(req.Workspace)
 		res, err := s.svc.Revoke(ctx, queueCaller, req)
 		if err != nil {
-			logOutcome(log, start, audit.TokenFailed, "revoke failed", err)
-			s.settle(w, r, log, msg, o, err)
-			return
+			ev, _ := failure(err, "revoke")
+			return q.failed(ev, "revoke failed", err)
 		}
-		o.Type, o.Workspace, o.TokenID, o.Revoke = tokens.Revoked, res.Workspace.String(), res.TokenID, &res
-		if err := s.publishOutcome(r, o); err != nil {
-			logOutcome(log, start, audit.TokenFailed, "revoke not reported", upstream.Unavailable("Azure Service Bus", 0, err), "token_id", res.TokenID)
-			reply(w, http.StatusServiceUnavailable, "revoked, but could not publish the result; Service Bus will redeliver")
-			return
-		}
-		logOutcome(log, start, audit.TokenRevoked, "revoke done", nil, "token_id", res.TokenID, "status", string(res.Status))
-		reply(w, http.StatusOK, "token "+res.TokenID+" "+string(res.Status))
+		q.result.Type, q.result.Workspace, q.result.TokenID, q.result.Revoke = tokens.Revoked, res.Workspace.String(), res.TokenID, &res
+		return q.published(audit.TokenRevoked, "revoke done", "token "+res.TokenID+" "+string(res.Status),
+			"token_id", res.TokenID, "status", string(res.Status))
 	}
 }
 
-// deliverResult publishes the Created result of a queued create or event.
-// If the publish fails, the invocation fails (503) so Service Bus
-// redelivers. With Key Vault the value is safe in the vault and the
-// redelivery finds it. Inline, the value travelled only in this result and
-// is lost: the token is revoked now, whatever the delivery count (on the
-// last delivery there is no redelivery to do it), and the redelivery
-// issues another. It reports whether the result got out.
-func (s *Server) deliverResult(w http.ResponseWriter, r *http.Request, log *slog.Logger, start time.Time, o tokens.Outcome, what string) bool {
-	perr := s.publishOutcome(r, o)
-	if perr == nil {
-		return true
-	}
-	cause := upstream.Unavailable("Azure Service Bus", 0, perr)
-	if o.Record.Value.IsZero() {
-		logOutcome(log, start, audit.TokenFailed, what+" not reported", cause, "token_id", o.TokenID)
-		reply(w, http.StatusServiceUnavailable, "issued a token but could not publish the result; Service Bus will redeliver")
-		return false
-	}
-	if werr := s.svc.Withdraw(r.Context(), *o.Record); werr != nil {
-		logOutcome(log, start, audit.TokenFailed, what+" not delivered, and revoking the undelivered token failed", cause, "token_id", o.TokenID, "revoke_error", tokens.AsError(werr).Message)
-		reply(w, http.StatusServiceUnavailable, "issued a token but could not publish the result, nor revoke the token; Service Bus will redeliver, and the redelivery revokes it")
-		return false
-	}
-	logOutcome(log, start, audit.TokenFailed, what+" not delivered; the token was revoked", cause, "token_id", o.TokenID)
-	reply(w, http.StatusServiceUnavailable, "could not publish the result that carried the token, so the token was revoked; Service Bus will redeliver")
-	return false
-}
-
-// canDeliver reports whether a queued create has somewhere to put the value.
-func (s *Server) canDeliver() bool {
-	return s.opts.Limits.KeyVault || (s.opts.ResultsIncludeTokenValue && s.pub != nil)
-}
-
-func (s *Server) workspaceEvents(w http.ResponseWriter, r *http.Request, log *slog.Logger) {
-	start := time.Now()
-	msg, err := s.readMessage(w, r)
-	if err != nil {
-		s.badEnvelope(w, r, log, start, msg, err)
-		return
-	}
-	log = log.With("message_id", msg.MessageID, "delivery_count", msg.DeliveryCount, "caller", "queue")
+func (s *Server) workspaceEvents(r *http.Request, log *slog.Logger, msg queueMessage) queueOutcome {
 	ev, err := events.Decode(msg.Body)
-	o := tokens.Outcome{RequestID: messageRequestID(msg), CorrelationID: msg.MessageID, RequestedBy: "queue"}
+	q := queueOutcome{log: log, result: tokens.Outcome{RequestID: messageRequestID(msg), CorrelationID: msg.MessageID, RequestedBy: "queue"}}
 	if err != nil {
 		err = &tokens.Error{Code: tokens.CodeInvalidRequest, Message: "the message is not an Event Grid or CloudEvents 1.0 event", Err: err}
-		logOutcome(log, start, audit.TokenRefused, "event refused", err)
-		s.settle(w, r, log, msg, o, err)
-		return
+		return q.failed(audit.TokenRefused, "event refused", err)
 	}
-	log = log.With("event_id", ev.ID, "event_type", ev.Type)
+	q.log = q.log.With("event_id", ev.ID, "event_type", ev.Type)
 	if !ev.IsWorkspaceWrite() {
-		logOutcome(log, start, audit.MessageIgnored, "event ignored", nil, "operation", ev.OperationName)
-		reply(w, http.StatusOK, "ignored event "+ev.ID+" ("+ev.Type+")")
-		return
+		return q.done(audit.MessageIgnored, "event ignored", "ignored event "+ev.ID+" ("+ev.Type+")", "operation", ev.OperationName)
 	}
 	if _, given := msg.Properties[propRequestID]; !given {
-		o.RequestID = eventRequestID(ev.ID)
+		q.result.RequestID = eventRequestID(ev.ID)
 	}
 	id, perr := tokens.ParseWorkspaceID(ev.Resource())
 	if perr != nil {
 		err := &tokens.Error{Code: tokens.CodeInvalidRequest, Target: "data.resourceUri", Message: "the event's resource is not a Databricks workspace id: " + perr.Error()}
-		logOutcome(log, start, audit.TokenRefused, "event refused", err)
-		s.settle(w, r, log, msg, o, err)
-		return
+		return q.failed(audit.TokenRefused, "event refused", err)
 	}
-	o.Workspace = id.String()
-	log = log.With("request_id", o.RequestID, "workspace", o.Workspace, "action", "create")
-	if !s.canDeliver() {
-		err := &tokens.Error{Code: tokens.CodeDeliveryNotConfigured,
-			Message: "workspace events need somewhere to deliver the token: set KEY_VAULT_URI, or RESULTS_INCLUDE_TOKEN_VALUE=true"}
-		logOutcome(log, start, audit.TokenRefused, "event refused", err)
-		s.settle(w, r, log, msg, o, err)
-		return
-	}
+	q.result.Workspace = id.String()
+	q.log = q.log.With("request_id", q.result.RequestID, "workspace", q.result.Workspace, "action", "create")
 	ctx, cancel := s.budget(r.Context())
 	defer cancel()
-	res, err := s.svc.EnsureLive(ctx, queueCaller, id, tokens.EnsureOptions{RequestID: o.RequestID, Lifetime: s.opts.Limits.DefaultLifetime,
+	res, err := s.svc.EnsureLive(ctx, queueCaller, id, tokens.EnsureOptions{RequestID: q.result.RequestID, Lifetime: s.opts.Limits.DefaultLifetime,
 		RotateBefore: s.opts.RotateBefore, ReissueUndelivered: msg.DeliveryCount > 1})
 	if err != nil {
-		s.notReadyOrSettle(w, r, log, start, msg, o, err, s.opts.WorkspaceEventsQueue)
-		return
+		return s.retryLater(r, msg, q, err, s.opts.WorkspaceEventsQueue)
 	}
 	if !res.Issued {
-		logOutcome(log, start, audit.TokenReused, "event: workspace already has a live token", nil)
-		reply(w, http.StatusOK, "workspace already has a live managed token")
-		return
+		return q.done(audit.TokenReused, "event: workspace already has a live token", "workspace already has a live managed token")
 	}
-	o.Type, o.TokenID, o.Record = tokens.Created, res.Record.TokenID, &res.Record
-	if !s.deliverResult(w, r, log, start, o, "event token") {
-		return
-	}
-	logOutcome(log, start, audit.TokenIssued, "event: token issued", nil, append([]any{"token_id", res.Record.TokenID, "revoked_undelivered", len(res.Revoked)}, expiryAttrs(res.Record.ExpiresAt)...)...)
-	reply(w, http.StatusOK, "issued token "+res.Record.TokenID+" for workspace event "+ev.ID)
+	q.result.Type, q.result.TokenID, q.result.Record = tokens.Created, res.Record.TokenID, &res.Record
+	return q.published(audit.TokenIssued, "event: token issued", "issued token "+res.Record.TokenID+" for workspace event "+ev.ID,
+		append([]any{"token_id", res.Record.TokenID, "revoked_undelivered", len(res.Revoked)}, expiryAttrs(res.Record.ExpiresAt)...)...)
 }
 
-// notReadyOrSettle handles a failed queue operation. A workspace that is
-// still being provisioned is waited for by rescheduling the message with
-// a growing delay (and completing this delivery), rather than burning the
-// queue's deliveries in a minute; everything else settles as usual.
-func (s *Server) notReadyOrSettle(w http.ResponseWriter, r *http.Request, log *slog.Logger, start time.Time, msg queueMessage, o tokens.Outcome, err error, queue string) {
+// retryLater turns a failed queue operation into its outcome. A workspace
+// that is still being provisioned is waited for by rescheduling the
+// message with a growing delay (and completing this delivery), rather than
+// burning the queue's deliveries in a minute; after NotReadyAttempts the
+// wait ends with a Failed result. Everything else is the failure itself.
+func (s *Server) retryLater(r *http.Request, msg queueMessage, q queueOutcome, err error, queue string) queueOutcome {
 	e := tokens.AsError(err)
 	if e.Code != tokens.CodeWorkspaceNotReady || s.pub == nil || queue == "" {
 		ev, _ := failure(err, "operation")
-		logOutcome(log, start, ev, "operation failed", err)
-		s.settle(w, r, log, msg, o, err)
-		return
+		return q.failed(ev, "operation failed", err)
 	}
 	attempt, ok := retryAttempt(msg.Properties[propAttempt], s.opts.NotReadyAttempts)
 	if !ok {
-		log.Warn("ignoring an unusable "+propAttempt+" message property", "value", clip(fmt.Sprint(msg.Properties[propAttempt]), 40))
+		q.log.Warn("ignoring an unusable "+propAttempt+" message property", "value", clip(fmt.Sprint(msg.Properties[propAttempt]), 40))
 	}
 	if attempt+1 >= s.opts.NotReadyAttempts {
 		final := &tokens.Error{Code: tokens.CodeWorkspaceNotReady, Message: e.Message + fmt.Sprintf("; gave up after %d attempts", attempt+1), Err: e.Err}
-		logOutcome(log, start, audit.TokenFailed, "workspace never became ready", final)
-		o.Type, o.Err = tokens.Failed, final
-		if perr := s.publishOutcome(r, o); perr != nil {
-			reply(w, http.StatusServiceUnavailable, "could not publish the failure; Service Bus will redeliver")
-			return
-		}
-		reply(w, http.StatusOK, "gave up waiting for the workspace")
-		return
+		q = q.failed(audit.TokenFailed, "workspace never became ready", final)
+		q.final = true
+		return q
 	}
 	delay := notReadyDelay(s.opts.NotReadyBackoff, attempt)
-	props := map[string]any{propAttempt: int64(attempt + 1), propRequestID: o.RequestID}
+	props := map[string]any{propAttempt: int64(attempt + 1), propRequestID: q.result.RequestID}
 	for k, v := range msg.Properties {
 		if _, ours := props[k]; !ours && scalar(v) {
 			props[k] = v // the sender's own properties travel with the copy
 		}
 	}
-	next := fmt.Sprintf("%s/retry-%d", o.RequestID, attempt+1)
-	ctx, cancel := upstream.Detached(r.Context(), 15*time.Second)
+	next := fmt.Sprintf("%s/retry-%d", q.result.RequestID, attempt+1)
+	ctx, cancel := upstream.Detached(r.Context(), publishTimeout)
 	defer cancel()
 	if serr := s.pub.Schedule(ctx, queue, msg.Body, next, props, s.opts.Now().Add(delay)); serr != nil {
-		logOutcome(log, start, audit.TokenFailed, "could not reschedule; Service Bus will redeliver", err, "schedule_error", serr.Error())
-		reply(w, http.StatusServiceUnavailable, "workspace not ready and the retry could not be scheduled")
-		return
+		cause := upstream.Unavailable("Azure Service Bus", 0, serr)
+		cause.Message = "the workspace is not ready and its retry could not be scheduled: " + cause.Message
+		return q.failed(audit.TokenFailed, "could not reschedule", cause, "not_ready", e.Message)
 	}
-	logOutcome(log, start, audit.MessageRescheduled, "workspace not ready; rescheduled", nil, "attempt", attempt+1, "delay_s", int(delay.Seconds()))
-	reply(w, http.StatusOK, fmt.Sprintf("workspace not ready; retry %d scheduled in %s", attempt+1, delay))
+	return q.done(audit.MessageRescheduled, "workspace not ready; rescheduled", fmt.Sprintf("workspace not ready; retry %d scheduled in %s", attempt+1, delay),
+		"attempt", attempt+1, "delay_s", int(delay.Seconds()))
 }
 
 // maxNotReadyDelay bounds the wait between two tries of a workspace that
@@ -405,8 +288,8 @@ func hashID(prefix, s string) string {
 	return prefix + hex.EncodeToString(sum[:12])
 }
 
-func (s *Server) readMessage(w http.ResponseWriter, r *http.Request) (queueMessage, error) {
-	body, err := readBody(w, r, maxEnvelope)
+func (s *Server) readMessage(r *http.Request) (queueMessage, error) {
+	body, err := readBody(r, maxEnvelope)
 	if err != nil {
 		return queueMessage{}, err
 	}
@@ -454,9 +337,4 @@ func (s *Server) publish(r *http.Request, log *slog.Logger, o tokens.Outcome) {
 	if err := s.publishOutcome(r, o); err != nil {
 		log.Error("publish result", "type", string(o.Type), "error", err.Error())
 	}
-}
-
-func (s *Server) publishFailure(r *http.Request, log *slog.Logger, requestID, workspace, correlationID, by string, err error) {
-	e := tokens.AsError(err)
-	s.publish(r, log, tokens.Outcome{Type: tokens.Failed, RequestID: requestID, Workspace: workspace, CorrelationID: correlationID, RequestedBy: by, Err: e})
 }

@@ -24,11 +24,11 @@ var Routes = map[string]string{
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/{$}", allow(http.HandlerFunc(ready), http.MethodGet, http.MethodHead))
-	mux.Handle(Routes["create-token"], allow(s.invocation("create-token", s.createToken), http.MethodPost))
-	mux.Handle(Routes["revoke-token"], allow(s.invocation("revoke-token", s.revokeToken), http.MethodPost))
-	mux.Handle(Routes["list-tokens"], allow(s.invocation("list-tokens", s.listTokens), http.MethodGet, http.MethodHead))
-	mux.Handle(Routes["token-requests"], allow(s.invocation("token-requests", s.tokenRequests), http.MethodPost))
-	mux.Handle(Routes["workspace-events"], allow(s.invocation("workspace-events", s.workspaceEvents), http.MethodPost))
+	mux.Handle(Routes["create-token"], allow(s.invocation("create-token", s.httpFunction(s.createToken)), http.MethodPost))
+	mux.Handle(Routes["revoke-token"], allow(s.invocation("revoke-token", s.httpFunction(s.revokeToken)), http.MethodPost))
+	mux.Handle(Routes["list-tokens"], allow(s.invocation("list-tokens", s.httpFunction(s.listTokens)), http.MethodGet, http.MethodHead))
+	mux.Handle(Routes["token-requests"], allow(s.invocation("token-requests", s.queueFunction(s.tokenRequests)), http.MethodPost))
+	mux.Handle(Routes["workspace-events"], allow(s.invocation("workspace-events", s.queueFunction(s.workspaceEvents)), http.MethodPost))
 	mux.Handle(Routes["rotate-tokens"], allow(s.invocation("rotate-tokens", s.rotateTokens), http.MethodPost))
 	mux.Handle("/", http.HandlerFunc(notFound))
 	return mux

@@ -52,8 +52,6 @@ type Options struct {
 	// reaches it is the last, and publishes its failure before Service Bus
 	// dead-letters the message.
 	MaxDeliveryCount int
-	// ResultsIncludeTokenValue: results may carry inline token values.
-	ResultsIncludeTokenValue bool
 	// Queue names, for scheduling a retry of a message on its own queue.
 	TokenRequestsQueue   string
 	WorkspaceEventsQueue string

@@ -22,7 +22,7 @@ const maxRotationRun = 4 * time.Minute
 func (s *Server) rotateTokens(w http.ResponseWriter, r *http.Request, log *slog.Logger) {
 	start := time.Now()
 	log = log.With("caller", "timer")
-	body, err := readBody(w, r, maxEnvelope)
+	body, err := readBody(r, maxEnvelope)
 	if err == nil {
 		_, _, err = decodeEnvelope(body, "timer")
 	}

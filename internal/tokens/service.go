@@ -59,7 +59,12 @@ type Deps struct {
 	// Authorizer decides who may do what; nil allows everything (no
 	// AUTHZ_POLICY).
 	Authorizer Authorizer
-	Now        func() time.Time
+	// ResultsCarryValues: with inline delivery, a token issued from a queue
+	// reaches its consumer in its result message (RESULTS_INCLUDE_TOKEN_VALUE,
+	// and results are published). Without it, or Key Vault, such a token
+	// would have nowhere to go, and none is issued.
+	ResultsCarryValues bool
+	Now                func() time.Time
 }
 
 // Service issues, lists, revokes and rotates tokens. It is safe for
@@ -69,7 +74,9 @@ type Service struct {
 	api      TokenAPI
 	vault    Vault
 	authz    Authorizer
-	now      func() time.Time
+	// resultsCarryValues: see Deps.ResultsCarryValues.
+	resultsCarryValues bool
+	now                func() time.Time
 
 	locks keyedMutex
 	// recent answers a repeated request id on this instance without a list
@@ -97,7 +104,7 @@ func NewService(d Deps) *Service {
 	if d.Authorizer == nil {
 		d.Authorizer = allowAll{}
 	}
-	return &Service{resolver: d.Resolver, api: d.API, vault: d.Vault, authz: d.Authorizer, now: d.Now,
+	return &Service{resolver: d.Resolver, api: d.API, vault: d.Vault, authz: d.Authorizer, resultsCarryValues: d.ResultsCarryValues, now: d.Now,
 		recent: newTTLCache[Record](10000, recentTTL), policies: newTTLCache[WorkspacePolicy](1000, time.Hour),
 		claims: newTTLCache[string](10000, time.Hour)}
 }
@@ -137,7 +144,7 @@ type CreateResult struct {
 // (also when clean-up after a failure failed: a retry with the same request
 // id repairs it).
 func (s *Service) Create(ctx context.Context, by Caller, req CreateRequest, opts CreateOptions) (CreateResult, error) {
-	grant, err := s.authz.Authorize(by, ActionCreate, req.Workspace)
+	grant, err := s.authorizeIssue(by, req.Workspace)
 	if err != nil {
 		return CreateResult{}, err
 	}
@@ -210,6 +217,21 @@ func (s *Service) Create(ctx context.Context, by Caller, req CreateRequest, opts
 	s.recent.put(key, rec.withoutValue(), s.now())
 	res.Record, res.Issued = rec, true
 	return res, nil
+}
+
+// authorizeIssue decides whether by may have a token issued in ws, and
+// whether it would have somewhere to go: an HTTP caller gets the value in
+// its answer, a queue's token needs Key Vault or results that carry values.
+func (s *Service) authorizeIssue(by Caller, ws WorkspaceID) (Grant, error) {
+	grant, err := s.authz.Authorize(by, ActionCreate, ws)
+	if err != nil {
+		return Grant{}, err
+	}
+	if isQueue(by) && s.vault == nil && !s.resultsCarryValues {
+		return Grant{}, &Error{Code: CodeDeliveryNotConfigured,
+			Message: "a token issued from a queue needs somewhere to go: set KEY_VAULT_URI, or RESULTS_INCLUDE_TOKEN_VALUE=true (with results published)"}
+	}
+	return grant, nil
 }
 
 func originOf(by Caller) string {
@@ -669,7 +691,7 @@ type EnsureOptions struct {
 //
 // Errors: as Create.
 func (s *Service) EnsureLive(ctx context.Context, by Caller, id WorkspaceID, opts EnsureOptions) (CreateResult, error) {
-	grant, err := s.authz.Authorize(by, ActionCreate, id)
+	grant, err := s.authorizeIssue(by, id)
 	if err != nil {
 		return CreateResult{}, err
 	}
