@@ -60,19 +60,12 @@ func decodeCommand(body []byte, lim tokens.Limits) (queueCommand, error) {
 	case *action == "revoke":
 		cmd.revoke, err = tokens.DecodeRevoke(body, "action")
 	default:
-		err = tokens.FieldError(tokens.CodeInvalidRequest, "action", fmt.Sprintf("action %q is not one of create, revoke", clip(*action, 40)))
+		err = tokens.FieldError(tokens.CodeInvalidRequest, "action", fmt.Sprintf("action %q is not one of create, revoke", tokens.Clip(*action, 40)))
 	}
 	if action != nil {
-		cmd.action = clip(*action, 40)
+		cmd.action = tokens.Clip(*action, 40)
 	}
 	return cmd, err
-}
-
-func clip(s string, n int) string {
-	if r := []rune(s); len(r) > n {
-		return string(r[:n]) + "…"
-	}
-	return s
 }
 
 func (s *Server) tokenRequests(r *http.Request, log *slog.Logger, msg queueMessage) queueOutcome {
@@ -176,7 +169,7 @@ func (s *Server) retryLater(r *http.Request, msg queueMessage, q queueOutcome, e
 	}
 	attempt, ok := retryAttempt(msg.Properties[propAttempt], s.opts.NotReadyAttempts)
 	if !ok {
-		q.log.Warn("ignoring an unusable "+propAttempt+" message property", "value", clip(fmt.Sprint(msg.Properties[propAttempt]), 40))
+		q.log.Warn("ignoring an unusable "+propAttempt+" message property", "value", tokens.Clip(fmt.Sprint(msg.Properties[propAttempt]), 40))
 	}
 	if attempt+1 >= s.opts.NotReadyAttempts {
 		final := &tokens.Error{Code: tokens.CodeWorkspaceNotReady, Message: e.Message + fmt.Sprintf("; gave up after %d attempts", attempt+1), Err: e.Err}

@@ -17,6 +17,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+
+	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
 
 type pattern struct {
@@ -142,23 +144,6 @@ func (h Hosts) String() string {
 // Subscriptions is a subscription allow-list; empty allows any.
 type Subscriptions struct{ ids map[string]bool }
 
-func isGUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if i == 8 || i == 13 || i == 18 || i == 23 {
-			if c != '-' {
-				return false
-			}
-		} else if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 // ParseSubscriptions parses comma-separated subscription ids.
 func ParseSubscriptions(list string) (Subscriptions, error) {
 	s := Subscriptions{ids: map[string]bool{}}
@@ -167,7 +152,7 @@ func ParseSubscriptions(list string) (Subscriptions, error) {
 		if id == "" {
 			continue
 		}
-		if !isGUID(id) {
+		if !tokens.IsGUID(id) {
 			return Subscriptions{}, fmt.Errorf("%q is not a subscription id (a GUID)", strings.TrimSpace(raw))
 		}
 		s.ids[id] = true

@@ -45,13 +45,13 @@ func FuzzPrincipalFromHeaders(f *testing.F) {
 			if pr == nil {
 				t.Fatal("headers present, neither principal nor error")
 			}
-			if !guidRE.MatchString(pr.ObjectID) || pr.ObjectID != strings.ToLower(pr.ObjectID) || !strings.EqualFold(strings.TrimSpace(id), pr.ObjectID) {
+			if !tokens.IsGUID(pr.ObjectID) || pr.ObjectID != strings.ToLower(pr.ObjectID) || !strings.EqualFold(strings.TrimSpace(id), pr.ObjectID) {
 				t.Fatalf("object id %q (header %q)", pr.ObjectID, id)
 			}
 			if pr.IDP != IDPEntra || pr.IsQueue() || present&0b1011 != 0b1011 {
 				t.Fatalf("accepted %#v with headers %04b", pr, present)
 			}
-			if pr.AppID != "" && !guidRE.MatchString(pr.AppID) || pr.TenantID != "" && !guidRE.MatchString(pr.TenantID) {
+			if pr.AppID != "" && !tokens.IsGUID(pr.AppID) || pr.TenantID != "" && !tokens.IsGUID(pr.TenantID) {
 				t.Fatalf("accepted ids %#v", pr)
 			}
 			if strings.ContainsAny(pr.Name, "\r\n\x00") || len([]rune(pr.Name)) > maxNameLength {

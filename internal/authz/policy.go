@@ -401,7 +401,7 @@ func ParsePolicy(data []byte) (*Policy, error) {
 	default:
 		var v int
 		if err := json.Unmarshal(raw, &v); err != nil || v != PolicyVersion {
-			ps.add("version", "must be %d; got %s", PolicyVersion, clip(string(raw)))
+			ps.add("version", "must be %d; got %s", PolicyVersion, tokens.Clip(string(raw), 80))
 		}
 	}
 	if raw := top["description"]; raw != nil {
@@ -459,7 +459,7 @@ func parseRule(ps *problems, path string, raw json.RawMessage) (rule, bool) {
 		case !ok:
 			ps.add(at, "must be a string: %s", actionNames())
 		case !slices.Contains(Actions, a):
-			ps.add(at, "unknown action %q; want %s", clip(name), actionNames())
+			ps.add(at, "unknown action %q; want %s", tokens.Clip(name, 80), actionNames())
 		case slices.Contains(r.actions, a):
 			ps.add(at, "repeats action %q", a)
 		default:
@@ -504,7 +504,7 @@ func parsePrincipal(ps *problems, path string, raw json.RawMessage) (principalSp
 		if s == PrincipalQueue {
 			return principalSpec{kind: byQueue}, true
 		}
-		ps.add(path, `unknown principal %q; want "queue" or an object {"objectId"|"appId"|"appRole": …}`, clip(s))
+		ps.add(path, `unknown principal %q; want "queue" or an object {"objectId"|"appId"|"appRole": …}`, tokens.Clip(s, 80))
 		return principalSpec{}, false
 	}
 	before := len(*ps)
@@ -530,8 +530,8 @@ func parsePrincipal(ps *problems, path string, raw json.RawMessage) (principalSp
 		}
 		switch key {
 		case "objectId", "appId":
-			if !guidRE.MatchString(s) {
-				ps.add(at, "%q is not a GUID", clip(s))
+			if !tokens.IsGUID(s) {
+				ps.add(at, "%q is not a GUID", tokens.Clip(s, 80))
 				return principalSpec{}, false
 			}
 			kind := byObjectID
@@ -558,11 +558,11 @@ func validAppRole(s string) error {
 	}
 	for i := 0; i < len(s); i++ {
 		if s[i] <= ' ' || s[i] > '~' {
-			return fmt.Errorf("app role %q may hold only printable ASCII characters without spaces", clip(s))
+			return fmt.Errorf("app role %q may hold only printable ASCII characters without spaces", tokens.Clip(s, 80))
 		}
 	}
 	if s[0] == '.' {
-		return fmt.Errorf("app role %q must not start with '.'", clip(s))
+		return fmt.Errorf("app role %q must not start with '.'", tokens.Clip(s, 80))
 	}
 	return nil
 }
@@ -574,14 +574,14 @@ func parseLifetime(raw json.RawMessage) (time.Duration, error) {
 	if s, ok := str(raw); ok {
 		v, err := time.ParseDuration(strings.TrimSpace(s))
 		if err != nil {
-			return 0, fmt.Errorf("%q is not a Go duration (e.g. \"24h\", \"90m\") or a number of seconds", clip(s))
+			return 0, fmt.Errorf("%q is not a Go duration (e.g. \"24h\", \"90m\") or a number of seconds", tokens.Clip(s, 80))
 		}
 		d = v
 	} else {
 		lit := strings.TrimSpace(string(raw))
 		n, err := strconv.ParseInt(lit, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("%s is not a Go duration string or a whole number of seconds", clip(lit))
+			return 0, fmt.Errorf("%s is not a Go duration string or a whole number of seconds", tokens.Clip(lit, 80))
 		}
 		if n <= 0 || n > int64(MaxRuleLifetime/time.Second) {
 			return 0, fmt.Errorf("%d seconds is out of range: must be 1 to %d", n, int64(MaxRuleLifetime/time.Second))
@@ -623,7 +623,7 @@ func parseScope(s string) (scopePattern, error) {
 		return scopePattern{}, fmt.Errorf("%q %s", s, shape)
 	}
 	w.sub = strings.ToLower(parts[2])
-	if w.sub != "*" && !guidRE.MatchString(w.sub) {
+	if w.sub != "*" && !tokens.IsGUID(w.sub) {
 		return scopePattern{}, fmt.Errorf("%q: the subscription must be a GUID or *", s)
 	}
 	if w.depth >= 2 {
@@ -658,19 +658,6 @@ func validSegment(s string, max int, ok func(byte) bool) bool {
 		}
 	}
 	return true
-}
-
-// clip shortens a value quoted in an error message.
-func clip(s string) string {
-	const max = 80
-	if len(s) <= max {
-		return s
-	}
-	cut := max
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
 }
 
 // HasQueueRules reports whether any rule names the queue principal. Queue

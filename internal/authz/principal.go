@@ -7,11 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode"
+
+	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
 
 // The headers App Service Authentication forwards to the app.
@@ -53,8 +54,6 @@ const maxPrincipalHeader = 128 << 10
 
 // maxNameLength bounds the display name kept from X-MS-CLIENT-PRINCIPAL-NAME.
 const maxNameLength = 256
-
-var guidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 // Principal is an authenticated caller.
 type Principal struct {
@@ -229,7 +228,7 @@ func PrincipalFromHeaders(h http.Header) (*Principal, error) {
 	if pr.ObjectID == "" {
 		return nil, invalid("%s has no object id claim (%s or %s)", HeaderPrincipal, ClaimObjectID, ClaimObjectIDShort)
 	}
-	if !guidRE.MatchString(pr.ObjectID) {
+	if !tokens.IsGUID(pr.ObjectID) {
 		return nil, invalid("the object id claim is not a GUID")
 	}
 	if !strings.EqualFold(idHeader, pr.ObjectID) {
@@ -238,13 +237,13 @@ func PrincipalFromHeaders(h http.Header) (*Principal, error) {
 	if pr.AppID, err = single(cp.Claims, "application id", ClaimAppID, ClaimAuthorizedApp); err != nil {
 		return nil, err
 	}
-	if pr.AppID != "" && !guidRE.MatchString(pr.AppID) {
+	if pr.AppID != "" && !tokens.IsGUID(pr.AppID) {
 		return nil, invalid("the application id claim is not a GUID")
 	}
 	if pr.TenantID, err = single(cp.Claims, "tenant id", ClaimTenantID, ClaimTenantIDShort); err != nil {
 		return nil, err
 	}
-	if pr.TenantID != "" && !guidRE.MatchString(pr.TenantID) {
+	if pr.TenantID != "" && !tokens.IsGUID(pr.TenantID) {
 		return nil, invalid("the tenant id claim is not a GUID")
 	}
 	pr.ObjectID, pr.AppID, pr.TenantID = strings.ToLower(pr.ObjectID), strings.ToLower(pr.AppID), strings.ToLower(pr.TenantID)

@@ -22,7 +22,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 
-	"github.com/contoso/databricks-token-broker/internal/allowlist"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 	"github.com/contoso/databricks-token-broker/internal/upstream"
 )
@@ -88,7 +87,7 @@ type managementTokenPolicy struct {
 }
 
 func (p *managementTokenPolicy) Do(req *policy.Request) (*http.Response, error) {
-	if u := req.Raw().URL; u.Scheme != "https" && !(p.allowLoopback && u.Scheme == "http" && allowlist.IsLoopback(u.Hostname())) {
+	if !upstream.PlainHTTPAllowed(req.Raw().URL, p.allowLoopback) {
 		return nil, errors.New("databricks: refusing to send a management token over plain http")
 	}
 	tok, err := p.cred.GetToken(req.Raw().Context(), policy.TokenRequestOptions{Scopes: []string{p.scope}})

@@ -69,20 +69,13 @@ func parseErrorBody(status int, b []byte) apiError {
 		}
 		text = html.UnescapeString(tagRE.ReplaceAllString(text, " "))
 	}
-	e.Message = clip(spaceRE.ReplaceAllString(strings.TrimSpace(text), " "), 300)
+	e.Message = tokens.Clip(spaceRE.ReplaceAllString(strings.TrimSpace(text), " "), 300)
 	return e
 }
 
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return strings.TrimSpace(line)
-}
-
-func clip(s string, n int) string {
-	if r := []rune(s); len(r) > n {
-		return string(r[:n]) + "…"
-	}
-	return s
 }
 
 func (e apiError) notFound() bool {

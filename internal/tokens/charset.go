@@ -25,8 +25,9 @@ func isAlnum(c byte) bool {
 
 func isHex(c byte) bool { return c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c >= '0' && c <= '9' }
 
-// isGUID: 8-4-4-4-12 hex digits.
-func isGUID(s string) bool {
+// IsGUID reports whether s is 8-4-4-4-12 hex digits (either case): the
+// one GUID check of the service (subscription, object, app and tenant ids).
+func IsGUID(s string) bool {
 	if len(s) != 36 {
 		return false
 	}
@@ -86,3 +87,16 @@ func validResourceGroup(s string) bool {
 }
 
 func isLetterOrDigit(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }
+
+// Clip shortens text quoted in a message to at most n characters, marking
+// the cut with "…": callers' input is echoed, never at any length.
+func Clip(s string, n int) string {
+	count := 0
+	for i := range s {
+		if count == n {
+			return s[:i] + "…"
+		}
+		count++
+	}
+	return s
+}

@@ -34,7 +34,7 @@ func ParseWorkspaceID(s string) (WorkspaceID, error) {
 	}
 	id := WorkspaceID{Subscription: strings.ToLower(parts[2]), ResourceGroup: parts[4], Name: parts[8]}
 	switch {
-	case !isGUID(id.Subscription):
+	case !IsGUID(id.Subscription):
 		return WorkspaceID{}, errors.New("has a subscription id that is not a GUID")
 	case !validResourceGroup(id.ResourceGroup):
 		return WorkspaceID{}, errors.New("has an invalid resource group name")

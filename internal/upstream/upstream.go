@@ -14,6 +14,7 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -111,9 +112,16 @@ func PlainHTTPGuard(allowLoopback bool) policy.Policy {
 
 type guard struct{ allow bool }
 
+// PlainHTTPAllowed is the one statement of the rule: credentials travel
+// over https, or over plain http to a loopback address when allowLoopback
+// (ALLOW_INSECURE_LOOPBACK) says so, and nowhere else.
+func PlainHTTPAllowed(u *url.URL, allowLoopback bool) bool {
+	return u.Scheme == "https" || allowLoopback && u.Scheme == "http" && allowlist.IsLoopback(u.Hostname())
+}
+
 func (g guard) Do(req *policy.Request) (*http.Response, error) {
 	u := req.Raw().URL
-	if u.Scheme != "https" && !(g.allow && u.Scheme == "http" && allowlist.IsLoopback(u.Hostname())) {
+	if !PlainHTTPAllowed(u, g.allow) {
 		return nil, errors.New("refusing to send credentials over plain http to " + u.Host + " (only loopback addresses with ALLOW_INSECURE_LOOPBACK=true)")
 	}
 	return req.Next()

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -240,7 +241,7 @@ func hostOf(workspaceURL string, allowInsecureLoopback bool) (scheme, hostport s
 	if host == "" {
 		return "", "", fmt.Errorf("workspaceUrl %q has no host", workspaceURL)
 	}
-	if scheme == "http" && !(allowInsecureLoopback && allowlist.IsLoopback(host)) {
+	if !upstream.PlainHTTPAllowed(&url.URL{Scheme: scheme, Host: host}, allowInsecureLoopback) {
 		return "", "", fmt.Errorf("workspaceUrl %q uses plain http", workspaceURL)
 	}
 	return scheme, strings.ToLower(s), nil
