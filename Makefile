@@ -1,12 +1,14 @@
 # Everything runs locally: the stand-ins (internal/devstack) replace Azure.
-# Needs Go 1.26 and Node.js 20 with npm (the Service Bus stand-in and the
-# Bicep check are Node packages, installed from the npm registry by `deps`).
+# Needs Go 1.26 and Node.js 20 with npm (the Service Bus stand-in, Azurite
+# for the ledger's table and the Bicep check are Node packages, installed
+# from the npm registry by `deps`).
 
 GO      ?= go
 NPM     ?= npm
 BIN     := bin
 HANDLER := $(BIN)/handler
 BROKER  := internal/devstack/servicebus/broker
+AZURITE := internal/devstack/tablestore/azurite
 BICEP   := tools/bicepcheck
 
 .PHONY: all demo up test deps build check bench soak fuzz package stage clean
@@ -30,10 +32,13 @@ check:
 	  if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-deps: $(BROKER)/node_modules/.package-lock.json $(BICEP)/node_modules/.package-lock.json
+deps: $(BROKER)/node_modules/.package-lock.json $(AZURITE)/node_modules/.package-lock.json $(BICEP)/node_modules/.package-lock.json
 
 $(BROKER)/node_modules/.package-lock.json: $(BROKER)/package-lock.json
 	$(NPM) ci --prefix $(BROKER) --no-audit --no-fund
+
+$(AZURITE)/node_modules/.package-lock.json: $(AZURITE)/package-lock.json
+	$(NPM) ci --prefix $(AZURITE) --no-audit --no-fund
 
 $(BICEP)/node_modules/.package-lock.json: $(BICEP)/package-lock.json
 	$(NPM) ci --prefix $(BICEP) --no-audit --no-fund
