@@ -64,6 +64,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeServiceBus$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./handler
 	$(GO) test -run '^$$' -fuzz '^FuzzParseErrorBody$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/databricks
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/events
+	$(GO) test -run '^$$' -fuzz '^FuzzEscapeKey$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/ledger
 
 ## package: dist/app.zip, what a Function App runs (linux/amd64 handler, host.json, function
 ## folders), and dist/app, the same tree unpacked (azd deploys it; `func start` runs in it)
