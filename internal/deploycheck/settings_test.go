@@ -54,7 +54,10 @@ var runtimeSettings = []string{
 // settings before config.Names() lists them. Once config.Names() has one it
 // is checked like every other setting (it must then be set), and it may be
 // removed from here.
-var pendingSettings = []string{}
+var pendingSettings = []string{
+	"LEDGER_TABLE",     // the ledger (internal/ledger), read once config does
+	"LEDGER_RETENTION", // likewise
+}
 
 var runtimePrefixes = []string{
 	"AzureWebJobsStorage__",  // identity-based host storage
