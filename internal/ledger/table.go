@@ -43,9 +43,10 @@ var _ Ledger = (*Table)(nil)
 // TableOptions configure a Table.
 type TableOptions struct {
 	Options
-	// ClientOptions are the SDK's (cloud, transport for tests). Retries are
-	// set here: those of every Azure call, bounded by the context's
-	// UPSTREAM_RETRY_BUDGET.
+	// ClientOptions are the SDK's: set Cloud to AZURE_CLOUD's (it picks
+	// the storage audience of the identity's tokens); Transport for tests.
+	// Retries are set here: those of every Azure call, bounded by the
+	// context's UPSTREAM_RETRY_BUDGET.
 	ClientOptions policy.ClientOptions
 	// AllowInsecureLoopback (ALLOW_INSECURE_LOOPBACK) permits an http://
 	// endpoint on a loopback address: Azurite. Nothing else goes over
