@@ -1,6 +1,7 @@
 # Everything runs locally: the stand-ins (internal/devstack) replace Azure.
-# Needs Go 1.26 and Node.js 20 with npm (the Service Bus stand-in and the
-# Bicep and KQL checks are Node packages, installed from the npm registry by `deps`).
+# Needs Go 1.26 and Node.js 20 with npm (the Service Bus stand-in, Azurite
+# for the ledger's table, and the Bicep and KQL checks are Node packages,
+# installed from the npm registry by `deps`).
 
 GO      ?= go
 NPM     ?= npm
@@ -8,6 +9,7 @@ BIN     ?= bin
 HANDLER := $(BIN)/handler
 DEVSTACK := $(BIN)/devstack
 BROKER  := internal/devstack/servicebus/broker
+AZURITE := internal/devstack/tablestore/azurite
 BICEP   := tools/bicepcheck
 KQL     := tools/kqlcheck
 
@@ -46,11 +48,14 @@ check:
 	  if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-## deps: the npm packages of the Service Bus stand-in, the Bicep check and the KQL check (npm ci)
-deps: $(BROKER)/node_modules/.package-lock.json $(BICEP)/node_modules/.package-lock.json $(KQL)/node_modules/.package-lock.json
+## deps: the npm packages of the Service Bus stand-in, Azurite, the Bicep check and the KQL check (npm ci)
+deps: $(BROKER)/node_modules/.package-lock.json $(AZURITE)/node_modules/.package-lock.json $(BICEP)/node_modules/.package-lock.json $(KQL)/node_modules/.package-lock.json
 
 $(BROKER)/node_modules/.package-lock.json: $(BROKER)/package-lock.json
 	$(NPM) ci --prefix $(BROKER) --no-audit --no-fund
+
+$(AZURITE)/node_modules/.package-lock.json: $(AZURITE)/package-lock.json
+	$(NPM) ci --prefix $(AZURITE) --no-audit --no-fund
 
 $(BICEP)/node_modules/.package-lock.json: $(BICEP)/package-lock.json
 	$(NPM) ci --prefix $(BICEP) --no-audit --no-fund
@@ -82,6 +87,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeServiceBus$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./handler
 	$(GO) test -run '^$$' -fuzz '^FuzzParseErrorBody$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/databricks
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/events
+	$(GO) test -run '^$$' -fuzz '^FuzzEscapeKey$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/ledger
 
 ## package: dist/app.zip, what a Function App runs (linux/amd64 handler, host.json, function
 ##   folders; azd deploys it), and dist/app, the same tree unpacked (for func start and func publish)

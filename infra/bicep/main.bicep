@@ -98,6 +98,16 @@ param serviceBusTriggerAccess string = 'Listen'
 @maxValue(2000)
 param queueMaxDeliveryCount int = 10
 
+@description('LEDGER_TABLE: the table, in the app\'s storage account, that records every token the service issued (one row per workspace and request id).')
+@minLength(3)
+@maxLength(63)
+param ledgerTable string = 'tokenledger'
+
+@description('LEDGER_RETENTION: how long records of revoked and expired tokens are kept (Go duration).')
+@minLength(2)
+@maxLength(16)
+param ledgerRetention string = '2160h'
+
 // ------------------------------------------ caller authentication (issue #8)
 
 @description('Client (application) id of the Microsoft Entra app registration that fronts the Function App (App Service Authentication, "Easy Auth"). Set: every request needs an Entra access token for api://<id> or <id> (401 otherwise; no client secret is needed to validate tokens), and the handler receives the caller in X-MS-CLIENT-PRINCIPAL*. Empty: App Service Authentication stays off. See infra/README.md.')
@@ -126,7 +136,7 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
-@description('Point the Functions host at storage queues and tables too, with the matching roles. This app does not need them (HTTP, Service Bus and timer triggers use blobs only).')
+@description('Point the Functions host at storage queues too, with queue and account-wide table roles. This app does not need them (HTTP, Service Bus and timer triggers use blobs only; the ledger has its own table and role).')
 param useStorageQueuesAndTables bool = false
 
 @description('Key Vault purge protection. Once on it cannot be turned off, and the vault name stays taken until the retention ends.')
@@ -267,6 +277,7 @@ module storage 'modules/storage.bicep' = {
     location: location
     tags: tags
     deploymentContainerName: names.deploymentContainer
+    ledgerTableName: ledgerTable
   }
 }
 
@@ -299,6 +310,7 @@ module rbac 'modules/rbac.bicep' = {
   params: {
     principalId: identity.outputs.principalId
     storageAccountName: storage.outputs.name
+    ledgerTableName: storage.outputs.ledgerTableName
     useStorageQueuesAndTables: useStorageQueuesAndTables
     serviceBusNamespaceName: serviceBus.outputs.name
     receiveQueueNames: [
@@ -353,6 +365,8 @@ module functionApp 'modules/functionapp.bicep' = {
     authClientId: authClientId
     authOpenIdIssuer: empty(authOpenIdIssuer) ? '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0' : authOpenIdIssuer
     authzPolicy: authzPolicy
+    ledgerTableName: storage.outputs.ledgerTableName
+    ledgerRetention: ledgerRetention
   }
 }
 

@@ -1,6 +1,7 @@
 // Package config reads and validates the service's settings (contract
-// section 4). Every setting is an UPPER_SNAKE environment variable read
-// through envconfig; Load reports every problem at once, one line each,
+// sections 4 and 6). Every setting is an UPPER_SNAKE environment variable
+// read through envconfig, except the Functions host's own mixed-case
+// AzureWebJobsStorage names, read as they are spelt; Load reports every problem at once, one line each,
 // naming the setting, so a bad deployment fails at start with all it needs
 // to know.
 package config
@@ -21,6 +22,7 @@ import (
 
 	"github.com/contoso/databricks-token-broker/internal/allowlist"
 	"github.com/contoso/databricks-token-broker/internal/authz"
+	"github.com/contoso/databricks-token-broker/internal/ledger"
 )
 
 // env is the raw environment, as envconfig reads it. Values stay strings
@@ -50,6 +52,14 @@ type env struct {
 	AllowInsecureLoopback      string `envconfig:"ALLOW_INSECURE_LOOPBACK" default:"false"`
 	LogLevel                   string `envconfig:"LOG_LEVEL" default:"info"`
 	AuthzPolicy                string `envconfig:"AUTHZ_POLICY"`
+	// The ledger's storage, under the names the Functions host reads
+	// (contract section 6). envconfig upper-cases every name it looks up,
+	// and these are mixed-case (case matters on Linux), so it skips them
+	// and Load reads them by their exact names.
+	Storage         string `envconfig:"AzureWebJobsStorage" ignored:"true"`
+	StorageTableURI string `envconfig:"AzureWebJobsStorage__tableServiceUri" ignored:"true"`
+	LedgerTable     string `envconfig:"LEDGER_TABLE" default:"tokenledger"`
+	LedgerRetention string `envconfig:"LEDGER_RETENTION" default:"2160h"`
 }
 
 // Config is the validated configuration.
@@ -95,6 +105,45 @@ type Config struct {
 	// (WEBSITE_AUTH_ENABLED, set by the platform): the caller headers are
 	// then the platform's, not the caller's.
 	PlatformAuth bool
+	// Ledger is where the record of issued tokens is kept.
+	Ledger Ledger
+}
+
+// Ledger says where the ledger lives (contract section 6): the app's own
+// storage account, as the Functions host reaches it, or, with neither
+// storage setting, this instance's memory.
+type Ledger struct {
+	// TableEndpoint is the table service URL, safe to log; empty means
+	// the ledger is in memory.
+	TableEndpoint string
+	// Connection is the parsed AzureWebJobsStorage connection string; its
+	// zero value (TableEndpoint empty) means the identity-based form
+	// (AzureWebJobsStorage__tableServiceUri with the service's credential).
+	// It holds a key or signature: its String shows only the endpoint, and
+	// it is never to be logged otherwise.
+	Connection ledger.ConnectionString
+	// Table is LEDGER_TABLE.
+	Table string
+	// Retention is LEDGER_RETENTION.
+	Retention time.Duration
+}
+
+// InMemory reports whether no storage is configured: one instance only.
+func (l Ledger) InMemory() bool { return l.TableEndpoint == "" }
+
+// UsesConnectionString reports whether the ledger authenticates with the
+// AzureWebJobsStorage connection string rather than the identity.
+func (l Ledger) UsesConnectionString() bool { return l.Connection.TableEndpoint != "" }
+
+// String describes the ledger for the start-up log, without secrets.
+func (l Ledger) String() string {
+	switch {
+	case l.InMemory():
+		return "in memory (this instance only: set AzureWebJobsStorage or AzureWebJobsStorage__tableServiceUri to share it)"
+	case l.UsesConnectionString():
+		return "table " + l.Table + " at " + l.TableEndpoint + " (AzureWebJobsStorage connection string)"
+	}
+	return "table " + l.Table + " at " + l.TableEndpoint + " (the function's identity)"
 }
 
 // TrustsCallerHeaders reports whether the X-MS-CLIENT-PRINCIPAL headers can
@@ -132,6 +181,7 @@ func Load() (Config, error) {
 	if err := envconfig.Process("", &e); err != nil {
 		return Config{}, err
 	}
+	e.Storage, e.StorageTableURI = getenv("AzureWebJobsStorage"), getenv("AzureWebJobsStorage__tableServiceUri")
 	applyDefaults(&e)
 	return parse(e)
 }
@@ -242,6 +292,8 @@ func parse(e env) (Config, error) {
 	if c.ResultsIncludeTokenValue && !c.PublishesResults() {
 		p.add("RESULTS_INCLUDE_TOKEN_VALUE", "is true but no results queue is configured (set SERVICEBUS_NAMESPACE or SERVICEBUS_CONNECTION_STRING)")
 	}
+
+	c.Ledger = parseLedger(&p, e, c.AllowInsecureLoopback)
 
 	switch strings.ToLower(strings.TrimSpace(e.LogLevel)) {
 	case "debug":
@@ -374,6 +426,60 @@ func parseServiceBus(p *problems, e env, cl Cloud, allowInsecureLoopback bool) (
 		}
 	}
 	return ns, conn
+}
+
+// parseLedger reads the ledger's settings. The connection string is a
+// secret: no problem quotes it (ledger.ParseConnectionString never does).
+func parseLedger(p *problems, e env, allowInsecureLoopback bool) Ledger {
+	l := Ledger{Table: strings.TrimSpace(e.LedgerTable)}
+	if !validTableName(l.Table) {
+		p.add("LEDGER_TABLE", "%q is not a table name (3-63 letters and digits, starting with a letter; not \"tables\")", e.LedgerTable)
+	}
+	l.Retention = parseDuration(p, "LEDGER_RETENTION", e.LedgerRetention, time.Second)
+	conn, uri := strings.TrimSpace(e.Storage), strings.TrimSpace(e.StorageTableURI)
+	switch {
+	case conn != "" && uri != "":
+		p.add("AzureWebJobsStorage", "set together with AzureWebJobsStorage__tableServiceUri; set only one (the connection string locally, the identity-based form in Azure)")
+	case conn != "":
+		cs, err := ledger.ParseConnectionString(conn)
+		if err != nil {
+			p.add("AzureWebJobsStorage", "%v", err)
+			break
+		}
+		u, err := endpoint(cs.TableEndpoint, allowInsecureLoopback)
+		if err != nil {
+			p.add("AzureWebJobsStorage", "table endpoint %v", err)
+			break
+		}
+		l.TableEndpoint, l.Connection = u, cs
+	case uri != "":
+		// A query here would be a shared access signature: a secret, so
+		// it is refused without quoting the value.
+		if pu, err := url.Parse(uri); err == nil && (pu.RawQuery != "" || pu.User != nil) {
+			p.add("AzureWebJobsStorage__tableServiceUri", "must be the table endpoint alone, without a query or user info (the ledger uses the function's identity)")
+			break
+		}
+		u, err := endpoint(uri, allowInsecureLoopback)
+		if err != nil {
+			p.add("AzureWebJobsStorage__tableServiceUri", "%v", err)
+			break
+		}
+		l.TableEndpoint = u
+	}
+	return l
+}
+
+// validTableName applies Azure's table name rules.
+func validTableName(n string) bool {
+	if len(n) < 3 || len(n) > 63 || strings.EqualFold(n, "tables") {
+		return false
+	}
+	for i, r := range n {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 func validQueueName(q string) bool {

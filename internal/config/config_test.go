@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -25,6 +26,9 @@ func TestLoadDefaults(t *testing.T) {
 	}
 	if !c.AllowedHosts.Allows("adb-1.1.azuredatabricks.net") || c.AllowedHosts.Allows("adb-1.1.databricks.azure.us") {
 		t.Errorf("default host allow-list = %s", c.AllowedHosts)
+	}
+	if !c.Ledger.InMemory() || c.Ledger.Table != "tokenledger" || c.Ledger.Retention != 2160*time.Hour {
+		t.Errorf("ledger defaults = %+v", c.Ledger)
 	}
 	if c.Cloud.ManagementScope() != "https://management.core.windows.net//.default" {
 		t.Errorf("management scope = %s", c.Cloud.ManagementScope())
@@ -52,22 +56,25 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		t.Setenv(n, "")
 	}
 	bad := map[string]string{
-		"FUNCTIONS_CUSTOMHANDLER_PORT":     "http",
-		"LISTEN_ADDRESS":                   "everywhere",
-		"AZURE_CLOUD":                      "Mars",
-		"AZURE_RESOURCE_MANAGER_ENDPOINT":  "http://arm.example.com",
-		"DATABRICKS_ALLOWED_HOSTS":         "*.net",
-		"DATABRICKS_ALLOWED_SUBSCRIPTIONS": "nope",
-		"TOKEN_DEFAULT_LIFETIME":           "forever",
-		"TOKEN_MAX_LIFETIME":               "20000h",
-		"TOKEN_ROTATE_BEFORE":              "-1h",
-		"KEY_VAULT_URI":                    "ftp://kv",
-		"RESULTS_QUEUE":                    "bad queue!",
-		"RESULTS_INCLUDE_TOKEN_VALUE":      "maybe",
-		"UPSTREAM_RETRY_BUDGET":            "1h",
-		"ALLOW_INSECURE_LOOPBACK":          "yes please",
-		"LOG_LEVEL":                        "loud",
-		"QUEUE_MAX_DELIVERY_COUNT":         "0",
+		"FUNCTIONS_CUSTOMHANDLER_PORT":         "http",
+		"LISTEN_ADDRESS":                       "everywhere",
+		"AZURE_CLOUD":                          "Mars",
+		"AZURE_RESOURCE_MANAGER_ENDPOINT":      "http://arm.example.com",
+		"DATABRICKS_ALLOWED_HOSTS":             "*.net",
+		"DATABRICKS_ALLOWED_SUBSCRIPTIONS":     "nope",
+		"TOKEN_DEFAULT_LIFETIME":               "forever",
+		"TOKEN_MAX_LIFETIME":                   "20000h",
+		"TOKEN_ROTATE_BEFORE":                  "-1h",
+		"KEY_VAULT_URI":                        "ftp://kv",
+		"RESULTS_QUEUE":                        "bad queue!",
+		"RESULTS_INCLUDE_TOKEN_VALUE":          "maybe",
+		"UPSTREAM_RETRY_BUDGET":                "1h",
+		"ALLOW_INSECURE_LOOPBACK":              "yes please",
+		"LOG_LEVEL":                            "loud",
+		"QUEUE_MAX_DELIVERY_COUNT":             "0",
+		"LEDGER_TABLE":                         "token-ledger",
+		"LEDGER_RETENTION":                     "a while",
+		"AzureWebJobsStorage__tableServiceUri": "http://table.example.com",
 	}
 	for k, v := range bad {
 		t.Setenv(k, v)
@@ -174,6 +181,86 @@ func TestREADMEListsEverySetting(t *testing.T) {
 	for _, n := range Names() {
 		if !strings.Contains(string(b), "| `"+n+"`") {
 			t.Errorf("README.md's settings table lacks %s", n)
+		}
+	}
+}
+
+func TestLedgerSettings(t *testing.T) {
+	const key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+	azurite := "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=" + key + ";TableEndpoint=http://127.0.0.1:41234/devstoreaccount1;"
+	tests := []struct {
+		name, conn, uri, allow string
+		endpoint               string // empty: in memory
+		problem                string // the setting a problem names; empty: none
+	}{
+		{"neither: in memory", "", "", "false", "", ""},
+		{"identity-based", "", "https://stacct.table.core.windows.net/", "false", "https://stacct.table.core.windows.net", ""},
+		{"connection string to Azure", "DefaultEndpointsProtocol=https;AccountName=stacct;AccountKey=" + key + ";EndpointSuffix=core.windows.net", "", "false", "https://stacct.table.core.windows.net", ""},
+		{"Azurite", azurite, "", "true", "http://127.0.0.1:41234/devstoreaccount1", ""},
+		{"Azurite without ALLOW_INSECURE_LOOPBACK", azurite, "", "false", "", "AzureWebJobsStorage"},
+		{"UseDevelopmentStorage", "UseDevelopmentStorage=true", "", "true", "http://127.0.0.1:10002/devstoreaccount1", ""},
+		{"UseDevelopmentStorage without ALLOW_INSECURE_LOOPBACK", "UseDevelopmentStorage=true", "", "false", "", "AzureWebJobsStorage"},
+		{"loopback table URI", "", "http://127.0.0.1:41234/devstoreaccount1", "true", "http://127.0.0.1:41234/devstoreaccount1", ""},
+		{"loopback table URI without the flag", "", "http://127.0.0.1:41234/devstoreaccount1", "false", "", "AzureWebJobsStorage__tableServiceUri"},
+		{"plain http elsewhere", "", "http://stacct.table.core.windows.net", "true", "", "AzureWebJobsStorage__tableServiceUri"},
+		{"a SAS in the URI", "", "https://stacct.table.core.windows.net/?sv=1&sig=abc", "false", "", "AzureWebJobsStorage__tableServiceUri"},
+		{"both forms", azurite, "https://stacct.table.core.windows.net", "true", "", "AzureWebJobsStorage"},
+		{"no key", "AccountName=stacct", "", "false", "", "AzureWebJobsStorage"},
+		{"garbage", "not a connection string", "", "false", "", "AzureWebJobsStorage"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, n := range Names() {
+				t.Setenv(n, "")
+			}
+			t.Setenv("AzureWebJobsStorage", tt.conn)
+			t.Setenv("AzureWebJobsStorage__tableServiceUri", tt.uri)
+			t.Setenv("ALLOW_INSECURE_LOOPBACK", tt.allow)
+			c, err := Load()
+			if tt.problem != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), tt.problem+": ") {
+					t.Fatalf("err = %v, want a problem naming %s", err, tt.problem)
+				}
+				if strings.Contains(err.Error(), key) || strings.Contains(err.Error(), "sig=abc") {
+					t.Errorf("the problem quotes a secret: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Ledger.TableEndpoint != tt.endpoint || c.Ledger.UsesConnectionString() != (tt.conn != "") {
+				t.Errorf("ledger = %s (endpoint %q), want endpoint %q", c.Ledger, c.Ledger.TableEndpoint, tt.endpoint)
+			}
+			if strings.Contains(c.Ledger.String(), key) || strings.Contains(fmt.Sprintf("%v %+v", c.Ledger, c.Ledger), key) {
+				t.Errorf("the ledger's description shows the key")
+			}
+		})
+	}
+}
+
+// envconfig upper-cases the names it reads; the host's mixed-case names
+// must be read as spelt, and their upper-case twins ignored.
+func TestLedgerSettingsAreReadBySpelling(t *testing.T) {
+	for _, n := range Names() {
+		t.Setenv(n, "")
+	}
+	t.Setenv("AZUREWEBJOBSSTORAGE__TABLESERVICEURI", "https://other.table.core.windows.net")
+	c, err := Load()
+	if err != nil || !c.Ledger.InMemory() {
+		t.Fatalf("upper-case twin read: %s, %v", c.Ledger, err)
+	}
+	t.Setenv("AzureWebJobsStorage__tableServiceUri", "https://stacct.table.core.windows.net")
+	if c, err = Load(); err != nil || c.Ledger.TableEndpoint != "https://stacct.table.core.windows.net" {
+		t.Fatalf("exact name not read: %s, %v", c.Ledger, err)
+	}
+}
+
+func TestLedgerTableNames(t *testing.T) {
+	for name, ok := range map[string]bool{"tokenledger": true, "TokenLedger2": true, "abc": true, "ab": false, "1ledger": false,
+		"token-ledger": false, "tables": false, "Tables": false, strings.Repeat("a", 63): true, strings.Repeat("a", 64): false} {
+		if got := validTableName(name); got != ok {
+			t.Errorf("validTableName(%q) = %v, want %v", name, got, ok)
 		}
 	}
 }

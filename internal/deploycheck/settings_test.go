@@ -22,6 +22,9 @@ var notInAzure = map[string]string{
 	// A shared access key: a secret, and app settings hold none. The
 	// deployed app publishes with its managed identity (SERVICEBUS_NAMESPACE).
 	"SERVICEBUS_CONNECTION_STRING": "secret",
+	// The storage connection string form: a secret (and the account
+	// refuses shared keys). The app uses AzureWebJobsStorage__tableServiceUri.
+	"AzureWebJobsStorage": "secret",
 	// Plain http to loopback stand-ins: local development only.
 	"ALLOW_INSECURE_LOOPBACK": "local only",
 	// An ARM endpoint override for local emulators and private clouds; in

@@ -37,7 +37,7 @@ param storageQueueEndpoint string
 @description('Table endpoint of the runtime storage account, with a trailing slash.')
 param storageTableEndpoint string
 
-@description('Also point the host at storage queues and tables (only features this app does not use need them, such as blob triggers or Durable Functions).')
+@description('Also point the host at storage queues (only features this app does not use need them, such as blob triggers or Durable Functions). Tables are always configured: the ledger lives there.')
 param useStorageQueuesAndTables bool = false
 
 @description('Blob container holding the deployment package.')
@@ -155,6 +155,16 @@ param authOpenIdIssuer string = ''
 @description('AUTHZ_POLICY: inline JSON or @<path> in the package; empty means no policy.')
 param authzPolicy string = ''
 
+@description('LEDGER_TABLE: the ledger\'s table in the runtime storage account.')
+@minLength(3)
+@maxLength(63)
+param ledgerTableName string
+
+@description('LEDGER_RETENTION: how long records of revoked and expired tokens are kept (Go duration).')
+@minLength(2)
+@maxLength(16)
+param ledgerRetention string
+
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
@@ -220,8 +230,11 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
 // connection, Entra-authenticated Application Insights. Flex Consumption
 // takes the worker runtime from functionAppConfig.runtime, so
 // FUNCTIONS_WORKER_RUNTIME and FUNCTIONS_EXTENSION_VERSION are not set.
+// The table endpoint is the ledger's (the binary reads it under the host's
+// name, with the same identity as everything else).
 var runtimeSettings = {
   AzureWebJobsStorage__blobServiceUri: storageBlobEndpoint
+  AzureWebJobsStorage__tableServiceUri: storageTableEndpoint
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identityClientId
   ServiceBusConnection__fullyQualifiedNamespace: serviceBusFullyQualifiedNamespace
@@ -232,13 +245,13 @@ var runtimeSettings = {
   ROTATE_SCHEDULE: rotateSchedule
 }
 
-var storageQueueAndTableSettings = useStorageQueuesAndTables ? {
+var storageQueueSettings = useStorageQueuesAndTables ? {
   AzureWebJobsStorage__queueServiceUri: storageQueueEndpoint
-  AzureWebJobsStorage__tableServiceUri: storageTableEndpoint
 } : {}
 
-// The service's own settings (contract section 4). Not set here, on purpose:
-// SERVICEBUS_CONNECTION_STRING (a secret), ALLOW_INSECURE_LOOPBACK and
+// The service's own settings (contract sections 4 and 6). Not set here, on
+// purpose: SERVICEBUS_CONNECTION_STRING and AzureWebJobsStorage as a
+// connection string (secrets), ALLOW_INSECURE_LOOPBACK and
 // AZURE_RESOURCE_MANAGER_ENDPOINT (local stand-ins only),
 // FUNCTIONS_CUSTOMHANDLER_PORT (the host sets it) and LISTEN_ADDRESS.
 var serviceSettings = {
@@ -261,12 +274,14 @@ var serviceSettings = {
   WORKSPACE_NOT_READY_BACKOFF: workspaceNotReadyBackoff
   LOG_LEVEL: logLevel
   AUTHZ_POLICY: authzPolicy
+  LEDGER_TABLE: ledgerTableName
+  LEDGER_RETENTION: ledgerRetention
 }
 
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: site
   name: 'appsettings'
-  properties: union(runtimeSettings, storageQueueAndTableSettings, serviceSettings)
+  properties: union(runtimeSettings, storageQueueSettings, serviceSettings)
 }
 
 // App Service Authentication with the Microsoft Entra provider, only when

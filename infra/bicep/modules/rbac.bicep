@@ -1,6 +1,6 @@
 // Role assignments of the function's identity, each on the narrowest scope
 // that works: the queues it receives from or sends to, the vault, the
-// storage account, the Application Insights component.
+// storage account, the ledger table, the Application Insights component.
 
 import { builtInRoles } from './roles.bicep'
 
@@ -9,6 +9,9 @@ param principalId string
 
 @description('Name of the runtime storage account.')
 param storageAccountName string
+
+@description('Name of the ledger table (LEDGER_TABLE) in the runtime storage account.')
+param ledgerTableName string
 
 @description('Also grant queue and table data access on the runtime storage account.')
 param useStorageQueuesAndTables bool = false
@@ -38,6 +41,14 @@ param applicationInsightsName string
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
+
+  resource tables 'tableServices' existing = {
+    name: 'default'
+
+    resource ledger 'tables' existing = {
+      name: ledgerTableName
+    }
+  }
 }
 
 resource namespace 'Microsoft.ServiceBus/namespaces@2024-01-01' existing = {
@@ -67,6 +78,18 @@ resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, principalId, builtInRoles.StorageBlobDataOwner)
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', builtInRoles.StorageBlobDataOwner)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The ledger: the service reads and writes its records with the identity,
+// on that one table only.
+resource ledgerContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: storage::tables::ledger
+  name: guid(storage::tables::ledger.id, principalId, builtInRoles.StorageTableDataContributor)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', builtInRoles.StorageTableDataContributor)
     principalId: principalId
     principalType: 'ServicePrincipal'
   }

@@ -1,6 +1,7 @@
-// Storage for the Functions runtime (AzureWebJobsStorage) and the Flex
-// Consumption deployment package. Shared keys are disabled: the host and the
-// deployment both authenticate with the user-assigned identity.
+// Storage for the Functions runtime (AzureWebJobsStorage), the Flex
+// Consumption deployment package and the ledger of issued tokens (a table).
+// Shared keys are disabled: the host, the deployment and the ledger all
+// authenticate with the user-assigned identity.
 
 @description('Storage account name: 3-24 lowercase letters and digits, globally unique.')
 @minLength(3)
@@ -17,6 +18,11 @@ param tags object
 @minLength(3)
 @maxLength(63)
 param deploymentContainerName string
+
+@description('Table holding the ledger of issued tokens (LEDGER_TABLE): 3-63 letters and digits, starting with a letter.')
+@minLength(3)
+@maxLength(63)
+param ledgerTableName string
 
 @description('Storage redundancy.')
 @allowed([
@@ -59,6 +65,16 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
       }
     }
   }
+
+  // One row per (workspace, request id) the service issued a token for:
+  // the lock between instances and the inventory (internal/ledger).
+  resource tables 'tableServices' = {
+    name: 'default'
+
+    resource ledger 'tables' = {
+      name: ledgerTableName
+    }
+  }
 }
 
 @description('Name of the storage account.')
@@ -72,6 +88,9 @@ output queueEndpoint string = account.properties.primaryEndpoints.queue
 
 @description('Table endpoint, with a trailing slash.')
 output tableEndpoint string = account.properties.primaryEndpoints.table
+
+@description('Name of the ledger table.')
+output ledgerTableName string = account::tables::ledger.name
 
 @description('Name of the deployment package container.')
 output deploymentContainerName string = account::blobs::deployment.name

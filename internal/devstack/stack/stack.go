@@ -1,6 +1,7 @@
 // Package stack starts the local stand-ins together — a test CA, the Entra
-// managed-identity endpoint, ARM, Databricks workspaces, Key Vault and the
-// Service Bus broker — and says which settings point the handler at them.
+// managed-identity endpoint, ARM, Databricks workspaces, Key Vault, the
+// Service Bus broker and Azurite's table service — and says which settings
+// point the handler at them.
 // The demo, the end-to-end tests and the benchmarks all start it the same
 // way, so the handler binary they run is configured exactly as in Azure
 // except for endpoints and the test CA (handed over with SSL_CERT_FILE).
@@ -21,6 +22,7 @@ import (
 	"github.com/contoso/databricks-token-broker/internal/devstack/entra"
 	"github.com/contoso/databricks-token-broker/internal/devstack/keyvault"
 	"github.com/contoso/databricks-token-broker/internal/devstack/servicebus"
+	"github.com/contoso/databricks-token-broker/internal/devstack/tablestore"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
 
@@ -49,6 +51,12 @@ type Options struct {
 	KeyVault bool
 	// BrokerLog receives the broker's own log.
 	BrokerLog interface{ Write([]byte) (int, error) }
+	// Ledger starts Azurite's table service for the ledger (needs node and
+	// Azurite's node_modules); Env then sets AzureWebJobsStorage to it, as
+	// the Functions host would have it.
+	Ledger bool
+	// TablesLog receives Azurite's output.
+	TablesLog interface{ Write([]byte) (int, error) }
 }
 
 // Stack is a running set of stand-ins.
@@ -60,6 +68,7 @@ type Stack struct {
 	Workspaces []*databricks.Workspace
 	Vault      *keyvault.Vault
 	Broker     *servicebus.Broker
+	Tables     *tablestore.Server
 
 	maxLive int
 	plain   bool
@@ -129,6 +138,15 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 			return nil, fmt.Errorf("stack: service bus: %w", err)
 		}
 	}
+	if opts.Ledger {
+		to := tablestore.Options{}
+		if opts.TablesLog != nil {
+			to.Log = opts.TablesLog
+		}
+		if s.Tables, err = tablestore.Start(ctx, to); err != nil {
+			return nil, fmt.Errorf("stack: tables: %w", err)
+		}
+	}
 	return s, nil
 }
 
@@ -159,8 +177,9 @@ func (s *Stack) AllowedHosts() string {
 }
 
 // Env is the handler's environment for this stack: the identity endpoint,
-// ARM, the allow-list, the results queue, and the CA. Plain AMQP to the
-// broker is loopback-only and needs ALLOW_INSECURE_LOOPBACK, like http://.
+// ARM, the allow-list, the results queue, the ledger's storage, and the CA.
+// Plain AMQP to the broker and plain http to Azurite are loopback-only and
+// need ALLOW_INSECURE_LOOPBACK, like http://.
 func (s *Stack) Env() []string {
 	env := []string{
 		"SSL_CERT_FILE=" + s.CAFile,
@@ -171,8 +190,11 @@ func (s *Stack) Env() []string {
 		"DATABRICKS_ALLOWED_HOSTS=" + s.AllowedHosts(),
 		"DATABRICKS_ALLOWED_SUBSCRIPTIONS=" + Subscription,
 	}
-	if s.Broker != nil || s.plain {
+	if s.Broker != nil || s.Tables != nil || s.plain {
 		env = append(env, "ALLOW_INSECURE_LOOPBACK=true")
+	}
+	if s.Tables != nil {
+		env = append(env, "AzureWebJobsStorage="+s.Tables.ConnectionString())
 	}
 	if s.Broker != nil {
 		env = append(env, "SERVICEBUS_CONNECTION_STRING="+s.Broker.ConnectionString())
@@ -198,6 +220,11 @@ func (s *Stack) Secrets() []string {
 			out = append(out, sec.Value)
 		}
 	}
+	if s.Tables != nil {
+		// Azurite's account key is public, but a connection string is a
+		// secret wherever it comes from: none may reach a log line.
+		out = append(out, tablestore.AccountKey)
+	}
 	return out
 }
 
@@ -205,6 +232,9 @@ func (s *Stack) Secrets() []string {
 func (s *Stack) Close() {
 	if s.Broker != nil {
 		_ = s.Broker.Close()
+	}
+	if s.Tables != nil {
+		_ = s.Tables.Close()
 	}
 	for _, w := range s.Workspaces {
 		_ = w.Close()

@@ -1,0 +1,279 @@
+package ledger
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/contoso/databricks-token-broker/internal/tokens"
+)
+
+// Memory is the ledger of a single instance: what a bare `go run .` uses
+// when no storage is configured. It keeps exactly the semantics of [Table]
+// (the same tests run against both), but nothing survives a restart and
+// other instances do not see it. It is safe for concurrent use.
+type Memory struct {
+	opts Options
+
+	mu   sync.Mutex
+	seq  uint64
+	rows map[string]*memRecord // by partition key + "\x00" + record key
+}
+
+type memRecord struct {
+	row        Row // Status as stored
+	prevStatus Status
+	etag       string
+}
+
+var _ Ledger = (*Memory)(nil)
+
+// NewMemory returns an empty in-memory ledger.
+func NewMemory(opts Options) *Memory {
+	return &Memory{opts: opts, rows: make(map[string]*memRecord)}
+}
+
+func (m *Memory) String() string { return "in memory (this instance only)" }
+
+func memKey(k Key) string { return partitionKey(k.Workspace) + "\x00" + recordKey(k.RequestID) }
+
+func (m *Memory) nextETag() string {
+	m.seq++
+	return strconv.FormatUint(m.seq, 10)
+}
+
+// read returns a copy of a record with its status as of now.
+func (m *Memory) read(rec *memRecord, now time.Time) Row {
+	r := rec.row
+	r.Token = cloneToken(r.Token)
+	r.Status = effective(r.Status, r.ExpiresAt, now)
+	return r
+}
+
+// Acquire implements [Ledger].
+func (m *Memory) Acquire(ctx context.Context, key Key, leaseFor time.Duration) (Acquisition, error) {
+	if err := ctx.Err(); err != nil {
+		return Acquisition{}, tokens.AsError(err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.opts.now()
+	lease := Lease{Key: key, Owner: uuid.NewString(), Until: now.Add(leaseFor)}
+	rec := m.rows[memKey(key)]
+	if rec == nil {
+		lease.etag = m.nextETag()
+		m.rows[memKey(key)] = &memRecord{etag: lease.etag, row: Row{Key: key, Status: StatusPending, LeaseOwner: lease.Owner, LeaseUntil: lease.Until}}
+		return Acquisition{Outcome: Leased, Lease: lease}, nil
+	}
+	before := m.read(rec, now)
+	switch {
+	case rec.row.Status == StatusPending && rec.row.LeaseUntil.After(now):
+		return Acquisition{Outcome: Busy, Row: before}, nil
+	case rec.row.Status == StatusPending:
+		lease.TakenOver = true
+	case usable(before.Status):
+		return Acquisition{Outcome: Recorded, Row: before}, nil
+	default: // ended: the request id issues a new token
+		rec.prevStatus = rec.row.Status
+	}
+	lease.etag = m.nextETag()
+	rec.etag = lease.etag
+	rec.row.Status, rec.row.LeaseOwner, rec.row.LeaseUntil = StatusPending, lease.Owner, lease.Until
+	return Acquisition{Outcome: Leased, Lease: lease, Row: before}, nil
+}
+
+func (m *Memory) holds(lease Lease) (*memRecord, bool) {
+	rec := m.rows[memKey(lease.Key)]
+	return rec, rec != nil && rec.etag == lease.etag && rec.row.Status == StatusPending && rec.row.LeaseOwner == lease.Owner
+}
+
+// Complete implements [Ledger].
+func (m *Memory) Complete(ctx context.Context, lease Lease, t Token) (Row, error) {
+	if err := validToken(t); err != nil {
+		return Row{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Row{}, tokens.AsError(err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rec, ok := m.holds(lease)
+	now := m.opts.now()
+	if !ok {
+		// The same token recorded already (a repeated Complete) is success,
+		// as it is for Table, where a retry may find its own earlier write.
+		if rec != nil && rec.row.Status != StatusPending && rec.row.TokenID == t.TokenID {
+			return m.read(rec, now), nil
+		}
+		return Row{}, ErrLeaseLost
+	}
+	rec.row = Row{Key: lease.Key, Token: cloneToken(t), Status: StatusLive, StatusChangedAt: now}
+	rec.prevStatus = ""
+	rec.etag = m.nextETag()
+	return m.read(rec, now), nil
+}
+
+// Release implements [Ledger].
+func (m *Memory) Release(ctx context.Context, lease Lease) error {
+	if err := ctx.Err(); err != nil {
+		return tokens.AsError(err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rec, ok := m.holds(lease)
+	if !ok {
+		return ErrLeaseLost
+	}
+	if rec.row.TokenID == "" {
+		delete(m.rows, memKey(lease.Key))
+		return nil
+	}
+	rec.row.Status, rec.row.LeaseOwner, rec.row.LeaseUntil = rec.prevStatus, "", time.Time{}
+	rec.prevStatus = ""
+	rec.etag = m.nextETag()
+	return nil
+}
+
+// Get implements [Ledger].
+func (m *Memory) Get(ctx context.Context, key Key) (Row, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return Row{}, false, tokens.AsError(err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rec := m.rows[memKey(key)]
+	if rec == nil {
+		return Row{}, false, nil
+	}
+	return m.read(rec, m.opts.now()), true, nil
+}
+
+// MarkStatus implements [Ledger].
+func (m *Memory) MarkStatus(ctx context.Context, ws tokens.WorkspaceID, tokenID string, status Status) (Row, bool, error) {
+	if err := validMark(tokenID, status); err != nil {
+		return Row{}, false, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Row{}, false, tokens.AsError(err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.opts.now()
+	for _, rec := range m.rows {
+		if rec.row.TokenID != tokenID || !rec.row.Workspace.Equal(ws) {
+			continue
+		}
+		// A pending record holds an ended token (a reissue is under way):
+		// ended is final, so there is nothing to write, and writing would
+		// cost the holder its lease.
+		if rec.row.Status != StatusPending {
+			cur := effective(rec.row.Status, rec.row.ExpiresAt, now)
+			if next := transition(cur, status); next != rec.row.Status {
+				rec.row.Status, rec.row.StatusChangedAt = next, now
+				rec.etag = m.nextETag()
+			}
+		}
+		return m.read(rec, now), true, nil
+	}
+	return Row{}, false, nil
+}
+
+// Query implements [Ledger].
+func (m *Memory) Query(ctx context.Context, f Filter) (Page, error) {
+	f, after, err := normalize(f)
+	if err != nil {
+		return Page{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Page{}, tokens.AsError(err)
+	}
+	m.mu.Lock()
+	now := m.opts.now()
+	type entry struct {
+		pos position
+		row Row
+	}
+	var all []entry
+	for _, rec := range m.rows {
+		// A record is listed once it holds a token, also while a reissue
+		// lease is pending on it (it shows the old token, as Table's
+		// inventory entry does).
+		if rec.row.TokenID == "" {
+			continue
+		}
+		r := m.read(rec, now)
+		if rec.row.Status == StatusPending {
+			r.Status = effective(rec.prevStatus, r.ExpiresAt, now)
+			r.LeaseOwner, r.LeaseUntil = "", time.Time{}
+		}
+		p := positionOf(r)
+		if (after != nil && p.compare(*after) <= 0) || !matches(f, r, now) {
+			continue
+		}
+		all = append(all, entry{p, r})
+	}
+	m.mu.Unlock()
+	// The policy callback runs outside the lock: it is the caller's code.
+	all = slices.DeleteFunc(all, func(e entry) bool { return !workspaceAllowed(f, e.row.Workspace) })
+	slices.SortFunc(all, func(a, b entry) int { return a.pos.compare(b.pos) })
+	var page Page
+	for i, e := range all {
+		if i == f.Top {
+			page.ContinuationToken = encodeContinuation(all[i-1].pos)
+			break
+		}
+		page.Rows = append(page.Rows, e.row)
+	}
+	return page, nil
+}
+
+// Purge implements [Ledger].
+func (m *Memory) Purge(ctx context.Context) (PurgeReport, error) {
+	if err := ctx.Err(); err != nil {
+		return PurgeReport{}, tokens.AsError(err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.opts.now()
+	cutoff := now.Add(-m.opts.retention())
+	var rep PurgeReport
+	for k, rec := range m.rows {
+		switch {
+		case rec.row.Status == StatusPending && !rec.row.LeaseUntil.After(now):
+			rep.Stranded = append(rep.Stranded, m.read(rec, now))
+		case removable(rec.row, rec.row.Status, cutoff):
+			delete(m.rows, k)
+			rep.Deleted++
+		}
+	}
+	slices.SortFunc(rep.Stranded, func(a, b Row) int { return a.LeaseUntil.Compare(b.LeaseUntil) })
+	return rep, nil
+}
+
+func validToken(t Token) error {
+	if t.TokenID == "" {
+		return &tokens.Error{Code: tokens.CodeInternal, Message: "internal error", Err: errorString("ledger: Complete without a token id")}
+	}
+	if t.CreatedAt.IsZero() {
+		return &tokens.Error{Code: tokens.CodeInternal, Message: "internal error", Err: errorString("ledger: Complete without a creation time")}
+	}
+	return nil
+}
+
+func validMark(tokenID string, status Status) error {
+	if tokenID == "" {
+		return &tokens.Error{Code: tokens.CodeInternal, Message: "internal error", Err: errorString("ledger: MarkStatus without a token id")}
+	}
+	if _, ok := ParseStatus(string(status)); !ok || status == StatusLive {
+		return &tokens.Error{Code: tokens.CodeInternal, Message: "internal error", Err: errorString("ledger: MarkStatus to " + string(status))}
+	}
+	return nil
+}
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
