@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
 	"github.com/contoso/databricks-token-broker/handler"
@@ -27,6 +28,7 @@ import (
 	"github.com/contoso/databricks-token-broker/internal/databricks"
 	"github.com/contoso/databricks-token-broker/internal/identity"
 	"github.com/contoso/databricks-token-broker/internal/keyvault"
+	"github.com/contoso/databricks-token-broker/internal/ledger"
 	"github.com/contoso/databricks-token-broker/internal/results"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 	"github.com/contoso/databricks-token-broker/internal/upstream"
@@ -83,7 +85,11 @@ func run(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 	}
 	dbx := databricks.New(cred, databricks.Options{DatabricksScope: cfg.Cloud.DatabricksScope(), ManagementScope: cfg.Cloud.ManagementScope(), ClientOptions: co,
 		AllowInsecureLoopback: cfg.AllowInsecureLoopback})
-	svc := tokens.NewService(tokens.Deps{Resolver: resolver, API: dbx, Vault: vault, Authorizer: authz.Authorizer{Policy: cfg.Policy},
+	book, err := openLedger(cfg, cred, co)
+	if err != nil {
+		return err
+	}
+	svc := tokens.NewService(tokens.Deps{Resolver: resolver, API: dbx, Vault: vault, Authorizer: authz.Authorizer{Policy: cfg.Policy}, Ledger: book,
 		ResultsCarryValues: cfg.ResultsIncludeTokenValue && cfg.PublishesResults(), Now: time.Now})
 
 	var pub handler.Publisher
@@ -138,6 +144,10 @@ func run(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 	} else {
 		log.Info("authorization policy loaded", "rules", cfg.Policy.Rules(), "queue_rules", cfg.Policy.HasQueueRules())
 	}
+	log.Info("ledger", "where", cfg.Ledger.String())
+	if cfg.Ledger.InMemory() {
+		log.Warn("the ledger is in memory: one live token per request id holds within this instance only; set AzureWebJobsStorage or AzureWebJobsStorage__tableServiceUri to share it")
+	}
 	log.Info("listening", "address", ln.Addr().String(), "cloud", cfg.Cloud.Name, "allowed_hosts", cfg.AllowedHosts.String(),
 		"delivery", delivery(cfg), "results_queue", cfg.ResultsQueue)
 
@@ -155,6 +165,28 @@ func run(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 		return err
 	}
 	return nil
+}
+
+// openLedger opens the record of issued tokens: the app's storage account
+// when one is configured, else this instance's memory.
+func openLedger(cfg config.Config, cred azcore.TokenCredential, co policy.ClientOptions) (tokens.Ledger, error) {
+	lo := ledger.Options{Retention: cfg.Ledger.Retention}
+	to := ledger.TableOptions{Options: lo, AllowInsecureLoopback: cfg.AllowInsecureLoopback, ClientOptions: co}
+	to.ClientOptions.Cloud = cfg.Cloud.SDK
+	var l ledger.Ledger
+	var err error
+	switch {
+	case cfg.Ledger.InMemory():
+		l = ledger.NewMemory(lo)
+	case cfg.Ledger.UsesConnectionString():
+		l, err = ledger.NewTableFromConnectionString(cfg.Ledger.Connection, cfg.Ledger.Table, to)
+	default:
+		l, err = ledger.NewTable(cfg.Ledger.TableEndpoint, cfg.Ledger.Table, cred, to)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ledger.ForService(l, 0), nil
 }
 
 func delivery(cfg config.Config) string {

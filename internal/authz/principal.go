@@ -72,6 +72,15 @@ func Queue() *Principal { return &Principal{Name: "queue", IDP: IDPQueue} }
 // IsQueue reports whether pr is the Queue principal.
 func (pr *Principal) IsQueue() bool { return pr != nil && pr.IDP == IDPQueue && pr.ObjectID == "" }
 
+// CallerID is the principal's object id (tokens.Caller); empty for the
+// Queue principal and nil.
+func (pr *Principal) CallerID() string {
+	if pr == nil || pr.IsQueue() {
+		return ""
+	}
+	return pr.ObjectID
+}
+
 // HasRole reports whether pr holds the app role (compared as .NET's
 // IsInRole does: exactly).
 func (pr *Principal) HasRole(role string) bool { return pr != nil && slices.Contains(pr.Roles, role) }

@@ -82,6 +82,9 @@ type env struct {
 	// seen collects every HTTP answer and result message the test read,
 	// for the secret scan.
 	seen *syncBuffer
+	// hostOpts start another instance of the app (instance).
+	hostOpts hostsim.Options
+	others   []*hostsim.Host
 }
 
 type envOptions struct {
@@ -92,6 +95,7 @@ type envOptions struct {
 	settings   []string // extra app settings, KEY=value
 	queues     []servicebus.QueueConfig
 	easyAuth   bool // App Service Authentication in front, as the platform does
+	ledger     bool // the ledger in Azurite's Table Storage (else in memory)
 	before     func(*stack.Stack)
 	settingsFn func() []string // settings known only after before ran
 	timeout    time.Duration
@@ -100,7 +104,7 @@ type envOptions struct {
 func start(t *testing.T, o envOptions) *env {
 	t.Helper()
 	ctx := t.Context()
-	st, err := stack.Start(ctx, stack.Options{Dir: t.TempDir(), Workspaces: o.workspaces, ServiceBus: o.serviceBus, KeyVault: o.keyVault, Plain: o.plain, Queues: o.queues, BrokerLog: io.Discard})
+	st, err := stack.Start(ctx, stack.Options{Dir: t.TempDir(), Workspaces: o.workspaces, ServiceBus: o.serviceBus, KeyVault: o.keyVault, Plain: o.plain, Queues: o.queues, Ledger: o.ledger, BrokerLog: io.Discard})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,20 +126,45 @@ func start(t *testing.T, o envOptions) *env {
 	if o.easyAuth {
 		authenticate = easyauth.Authenticate(easyauth.Validator())
 	}
-	h, err := hostsim.Start(ctx, hostsim.Options{Authenticate: authenticate,
+	hopts := hostsim.Options{Authenticate: authenticate,
 		AppRoot: repoRoot(), Executable: handlerBinary, Env: settings, ServiceBusConnectionString: sbConn,
 		Stdout: out, Stderr: out, FunctionTimeout: o.timeout,
 		Logf: func(format string, args ...any) { t.Logf("host: "+format, args...) },
-	})
+	}
+	h, err := hostsim.Start(ctx, hopts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, stack: st, host: h, output: out, seen: &syncBuffer{}}
+	e := &env{t: t, stack: st, host: h, output: out, seen: &syncBuffer{}, hostOpts: hopts}
 	t.Cleanup(func() {
 		_ = h.Close()
+		for _, o := range e.others {
+			_ = o.Close()
+		}
 		e.assertNoSecretsInLogs()
 	})
 	return e
+}
+
+// instance starts one more instance of the app (a Functions host with its
+// handler) on the same stand-ins, queues and ledger: what scale-out does.
+// Its HTTP address is its own; it competes for the queues' messages.
+func (e *env) instance() *hostsim.Host {
+	e.t.Helper()
+	opts := e.hostOpts
+	opts.Logf = func(format string, args ...any) { e.t.Logf("host 2: "+format, args...) }
+	h, err := hostsim.Start(e.t.Context(), opts)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.others = append(e.others, h)
+	return h
+}
+
+// doAt is do against another instance's host.
+func (e *env) doAt(h *hostsim.Host, method, path string, body any, header ...string) response {
+	e.t.Helper()
+	return e.request(h.URL(), method, path, body, header...)
 }
 
 // assertNoSecretsInLogs fails the test if any Entra access token or
@@ -194,6 +223,11 @@ func (r response) errorCode(t *testing.T) string {
 
 func (e *env) do(method, path string, body any, header ...string) response {
 	e.t.Helper()
+	return e.request(e.host.URL(), method, path, body, header...)
+}
+
+func (e *env) request(base, method, path string, body any, header ...string) response {
+	e.t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -207,7 +241,7 @@ func (e *env) do(method, path string, body any, header ...string) response {
 	}
 	ctx, cancel := context.WithTimeout(e.t.Context(), 60*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, e.host.URL()+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -26,6 +26,9 @@ type Caller interface {
 	// without a caller identity (queue commands, workspace events, the
 	// rotation of what those issued).
 	IsQueue() bool
+	// CallerID is the caller's object id, as the ledger records who asked;
+	// empty for the queue.
+	CallerID() string
 }
 
 // isQueue is Caller.IsQueue for a possibly nil caller.

@@ -78,8 +78,9 @@ type queueOnly struct {
 
 type testCaller string
 
-func (c testCaller) String() string { return string(c) }
-func (c testCaller) IsQueue() bool  { return c == "queue" }
+func (c testCaller) String() string   { return string(c) }
+func (c testCaller) IsQueue() bool    { return c == "queue" }
+func (c testCaller) CallerID() string { return "" }
 
 func (a *queueOnly) Authorize(by Caller, act Action, ws WorkspaceID) (Grant, error) {
 	a.mu.Lock()
@@ -126,7 +127,7 @@ func TestRotationAppliesTheQueuePolicyAndKeepsTheKind(t *testing.T) {
 	for _, c := range cases {
 		api, vault := newFakeAPI(fixedNow), newFakeVault()
 		authz := &queueOnly{max: 24 * time.Hour, deny: c.deny}
-		svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Authorizer: authz, Now: fixedNow})
+		svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Authorizer: authz, Now: fixedNow})
 		old := plant(t, api, vault, "sec", c.origin, MarkerEvent, 30*24*time.Hour)
 		// Bring the token inside the window: it was made long ago.
 		vault.secrets["sec"][0].ExpiresAt = fixedNow().Add(2 * time.Hour)
@@ -164,7 +165,7 @@ func TestRotationAppliesTheQueuePolicyAndKeepsTheKind(t *testing.T) {
 func TestRotationReadsTheKindOfOlderVersionsFromTheToken(t *testing.T) {
 	t.Parallel()
 	api, vault := newFakeAPI(fixedNow), newFakeVault()
-	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Now: fixedNow})
+	svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Now: fixedNow})
 	plant(t, api, vault, "sec", "", MarkerEvent, 2*time.Hour)
 	vault.secrets["sec"][0].Kind = ""
 	out, err := svc.Rotate(t.Context(), RotateOptions{Before: 168 * time.Hour, DefaultLifetime: time.Hour})
@@ -180,7 +181,7 @@ func TestRotationReadsTheKindOfOlderVersionsFromTheToken(t *testing.T) {
 func TestRevokeDisablesHoldingVersions(t *testing.T) {
 	t.Parallel()
 	api, vault := newFakeAPI(fixedNow), newFakeVault()
-	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Now: fixedNow})
+	svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Now: fixedNow})
 	issued := plant(t, api, vault, "sec", OriginHTTP, MarkerRequest, time.Hour)
 	res, err := svc.Revoke(t.Context(), nil, RevokeRequest{Workspace: testWS, TokenID: issued.ID})
 	if err != nil || res.Status != StatusRevoked || vault.secrets["sec"][0].Enabled {

@@ -59,6 +59,8 @@ type Deps struct {
 	// Authorizer decides who may do what; nil allows everything (no
 	// AUTHZ_POLICY).
 	Authorizer Authorizer
+	// Ledger records what was issued, shared by every instance; required.
+	Ledger Ledger
 	// ResultsCarryValues: with inline delivery, a token issued from a queue
 	// reaches its consumer in its result message (RESULTS_INCLUDE_TOKEN_VALUE,
 	// and results are published). Without it, or Key Vault, such a token
@@ -74,16 +76,14 @@ type Service struct {
 	api      TokenAPI
 	vault    Vault
 	authz    Authorizer
+	ledger   Ledger
 	// resultsCarryValues: see Deps.ResultsCarryValues.
 	resultsCarryValues bool
 	now                func() time.Time
 
+	// locks serialise one instance's work per request id, so concurrent
+	// calls wait here rather than poll the ledger's claim.
 	locks keyedMutex
-	// recent answers a repeated request id on this instance without a list
-	// call, but only briefly: another instance (or the Databricks UI) may
-	// revoke the token, and a repeat must not be answered with a dead one
-	// for long. Bursts of retries and concurrent duplicates are what it is for.
-	recent *ttlCache[Record]
 	// policies caches workspace token settings (maxTokenLifetimeDays).
 	policies *ttlCache[WorkspacePolicy]
 	// claims remembers which workspace's tokens a secret name holds, once
@@ -91,10 +91,6 @@ type Service struct {
 	claims   *ttlCache[string]
 	rotating sync.Mutex
 }
-
-// recentTTL is how long a create's record answers repeats on this
-// instance without asking Databricks.
-const recentTTL = 5 * time.Second
 
 // NewService returns a Service.
 func NewService(d Deps) *Service {
@@ -104,9 +100,9 @@ func NewService(d Deps) *Service {
 	if d.Authorizer == nil {
 		d.Authorizer = allowAll{}
 	}
-	return &Service{resolver: d.Resolver, api: d.API, vault: d.Vault, authz: d.Authorizer, resultsCarryValues: d.ResultsCarryValues, now: d.Now,
-		recent: newTTLCache[Record](10000, recentTTL), policies: newTTLCache[WorkspacePolicy](1000, time.Hour),
-		claims: newTTLCache[string](10000, time.Hour)}
+	return &Service{resolver: d.Resolver, api: d.API, vault: d.Vault, authz: d.Authorizer, ledger: d.Ledger, resultsCarryValues: d.ResultsCarryValues, now: d.Now,
+		policies: newTTLCache[WorkspacePolicy](1000, time.Hour),
+		claims:   newTTLCache[string](10000, time.Hour)}
 }
 
 // CreateOptions say how a create arrived.
@@ -161,16 +157,46 @@ func (s *Service) Create(ctx context.Context, by Caller, req CreateRequest, opts
 	if opts.MarkerKind == "" {
 		opts.MarkerKind = MarkerRequest
 	}
-	key := ws.ID.Key() + "|" + req.RequestID
-	unlock := s.locks.lock(key)
+	unlock := s.locks.lock(ws.ID.Key() + "|" + req.RequestID)
 	defer unlock()
 
-	if rec, ok := s.recent.get(key, s.now()); ok && !opts.ReissueUndelivered && !rec.expired(s.now()) {
-		return CreateResult{Record: rec}, nil
-	}
 	var res CreateResult
 	name := SecretName(req)
-	if req.RequestIDGiven {
+	claim, err := s.ledger.Claim(ctx, ws.ID, req.RequestID, holdFor(ctx))
+	if err != nil {
+		return CreateResult{}, err
+	}
+	if claim.Recorded != nil {
+		if !(opts.ReissueUndelivered && s.vault == nil) {
+			return CreateResult{Record: s.fromEntry(ws, *claim.Recorded)}, nil
+		}
+		// A redelivered command with inline delivery: the recorded token's
+		// value travelled only in a result, which may never have got out
+		// (the handler died before the message completed). Revoke it and
+		// issue anew.
+		if err := s.withdraw(ctx, ws, claim.Recorded.TokenID); err != nil {
+			return CreateResult{}, cleanupFailed(err)
+		}
+		res.Revoked = append(res.Revoked, claim.Recorded.TokenID)
+		if claim, err = s.ledger.Claim(ctx, ws.ID, req.RequestID, holdFor(ctx)); err != nil {
+			return CreateResult{}, err
+		}
+		if claim.Recorded != nil { // another delivery reissued it meanwhile
+			return CreateResult{Record: s.fromEntry(ws, *claim.Recorded), Revoked: res.Revoked}, nil
+		}
+	}
+	recorded := false
+	defer func() {
+		if !recorded {
+			s.abandon(ctx, claim)
+		}
+	}()
+	// With a durable ledger as the truth, an earlier attempt can have left
+	// a token only if it died holding the claim (taken over) or this is a
+	// redelivery; only then are the workspace's tokens listed, and every
+	// other create costs one Databricks call. An in-memory ledger forgets
+	// on restart, so there a caller-chosen request id is looked for too.
+	if claim.TakenOver || opts.ReissueUndelivered || req.RequestIDGiven && !s.ledger.Durable() {
 		earlier, err := s.findByRequest(ctx, ws, req.RequestID)
 		if err != nil {
 			return CreateResult{}, err
@@ -187,12 +213,17 @@ func (s *Service) Create(ctx context.Context, by Caller, req CreateRequest, opts
 				}
 				rec := s.record(req.RequestID, ws, earlier[0].Token, earlier[0].caller)
 				rec.SecretURI = uri
-				s.recent.put(key, rec, s.now())
+				if err := s.ledger.Record(ctx, claim, s.entry(rec, by)); err != nil {
+					return CreateResult{}, err
+				}
+				recorded = true
 				res.Record = rec
 				return res, nil
 			}
 		}
-		if res.Revoked, err = s.revokeAll(ctx, ws, earlier); err != nil {
+		revoked, err := s.revokeAll(ctx, ws, earlier)
+		res.Revoked = append(res.Revoked, revoked...)
+		if err != nil {
 			return CreateResult{}, cleanupFailed(err)
 		}
 	}
@@ -214,9 +245,102 @@ func (s *Service) Create(ctx context.Context, by Caller, req CreateRequest, opts
 	} else {
 		rec.Value = issued.Value
 	}
-	s.recent.put(key, rec.withoutValue(), s.now())
-	res.Record, res.Issued = rec, true
+	recorded = true // from here on, recordIssued settles the claim
+	answer, err := s.recordIssued(ctx, ws, claim, rec, s.entry(rec, by))
+	if err != nil {
+		return CreateResult{Revoked: res.Revoked}, err
+	}
+	res.Record, res.Issued = answer, answer.TokenID == rec.TokenID
 	return res, nil
+}
+
+// holdFor is how long a claim on a request id must last: the rest of the
+// invocation's budget and its clean-up, with a margin. A holder that dies
+// keeps others waiting that long, then they take the claim over.
+func holdFor(ctx context.Context) time.Duration {
+	d := 2 * time.Minute
+	if deadline, ok := BudgetDeadline(ctx); ok {
+		d = time.Until(deadline) + CleanupTimeout + 15*time.Second
+	}
+	return d
+}
+
+// abandon ends a claim nothing was recorded under, on a deadline of its
+// own, so the next attempt need not wait for it to run out.
+func (s *Service) abandon(ctx context.Context, c Claim) {
+	cctx, cancel := Detached(ctx, CleanupTimeout)
+	defer cancel()
+	_ = s.ledger.Abandon(cctx, c) // if it fails, the claim runs out by itself
+}
+
+// recordIssued records a token just issued and delivered, and returns the
+// record to answer with (the caller's own, or, when another instance took
+// the claim over meanwhile and recorded a token of its own, that one).
+//
+// If the ledger cannot be written (it throttles or is down), the token
+// stays: it was delivered, and revoking it would fail a create that
+// succeeded. The claim is left to run out; the next attempt with the
+// request id takes it over and adopts the token by its marker (Key Vault
+// says it was delivered, or, over HTTP, the repeat answers with it), and
+// so does the rotation timer's sweep of stranded claims: still one token.
+func (s *Service) recordIssued(ctx context.Context, ws Workspace, c Claim, rec Record, e Entry) (Record, error) {
+	err := s.ledger.Record(ctx, c, e)
+	switch {
+	case err == nil:
+		return rec, nil
+	case !errors.Is(err, ErrClaimLost):
+		return rec, nil
+	}
+	// The claim ran out while the token was being made, and another
+	// instance took it over. It may have adopted this token (found by its
+	// marker), or made its own: see what it records.
+	again, cerr := s.ledger.Claim(ctx, ws.ID, e.RequestID, holdFor(ctx))
+	switch {
+	case cerr != nil:
+		if werr := s.discard(ctx, ws, e.TokenID); werr != nil {
+			return Record{}, cleanupFailed(errors.Join(cerr, werr))
+		}
+		return Record{}, &Error{Code: CodeUpstreamUnavailable, RetryAfter: 5 * time.Second, Err: cerr,
+			Message: "another instance took over this request id while its token was being created; nothing was left behind, try again"}
+	case again.Recorded != nil && again.Recorded.TokenID == e.TokenID:
+		return rec, nil
+	case again.Recorded != nil:
+		if werr := s.discard(ctx, ws, e.TokenID); werr != nil {
+			return Record{}, cleanupFailed(werr)
+		}
+		return s.fromEntry(ws, *again.Recorded), nil
+	}
+	if err := s.ledger.Record(ctx, again, e); err != nil && errors.Is(err, ErrClaimLost) {
+		s.abandon(ctx, again)
+	}
+	return rec, nil
+}
+
+// discard revokes a token that was delivered but must not stay, and
+// disables the Key Vault versions that hold it.
+func (s *Service) discard(ctx context.Context, ws Workspace, tokenID string) error {
+	if err := s.withdraw(ctx, ws, tokenID); err != nil {
+		return err
+	}
+	cctx, cancel := Detached(ctx, CleanupTimeout)
+	defer cancel()
+	return s.disableHeld(cctx, ws.ID, tokenID)
+}
+
+// entry is what the ledger records of a record.
+func (s *Service) entry(rec Record, by Caller) Entry {
+	e := Entry{Workspace: rec.Workspace, RequestID: rec.RequestID, TokenID: rec.TokenID, SecretURI: rec.SecretURI,
+		Comment: rec.Comment, CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt, State: TokenLive}
+	if by != nil {
+		e.RequestedBy = by.CallerID()
+	}
+	return e
+}
+
+// fromEntry is the record a repeated request id answers with.
+func (s *Service) fromEntry(ws Workspace, e Entry) Record {
+	return Record{RequestID: e.RequestID, Workspace: ws.ID, WorkspaceURL: ws.URL, TokenID: e.TokenID, Comment: e.Comment,
+		CreatedAt: e.CreatedAt, ExpiresAt: e.ExpiresAt, SecretURI: e.SecretURI}
 }
 
 // authorizeIssue decides whether by may have a token issued in ws, and
@@ -297,8 +421,7 @@ func (s *Service) withdraw(ctx context.Context, ws Workspace, tokenID string) er
 	if _, err := s.api.DeleteToken(cctx, ws, tokenID); err != nil {
 		return fmt.Errorf("revoke undelivered token %s: %w", tokenID, err)
 	}
-	s.recent.deleteFunc(func(r Record) bool { return r.TokenID == tokenID })
-	return nil
+	return s.ledger.Mark(cctx, ws.ID, tokenID, TokenRevoked)
 }
 
 // Withdraw revokes a token the service issued whose value can no longer
@@ -471,6 +594,9 @@ func (s *Service) revokeAll(ctx context.Context, ws Workspace, toks []found) ([]
 			return ids, fmt.Errorf("revoke undelivered token %s: %w", t.ID, err)
 		}
 		ids = append(ids, t.ID)
+		if err := s.ledger.Mark(ctx, ws.ID, t.ID, TokenRevoked); err != nil {
+			return ids, err
+		}
 	}
 	return ids, nil
 }
@@ -622,7 +748,9 @@ func (s *Service) Revoke(ctx context.Context, by Caller, req RevokeRequest) (Rev
 	if ok {
 		res.Status = StatusRevoked
 	}
-	s.recent.deleteFunc(func(r Record) bool { return r.TokenID == req.TokenID })
+	if err := s.ledger.Mark(ctx, ws.ID, req.TokenID, TokenRevoked); err != nil {
+		return RevokeResult{}, err
+	}
 	switch {
 	case st.URI != "":
 		if st.Enabled {
@@ -743,6 +871,19 @@ func (s *Service) EnsureLive(ctx context.Context, by Caller, id WorkspaceID, opt
 	if err := s.claim(ctx, name, ws.ID); err != nil {
 		return CreateResult{}, err
 	}
+	claim, err := s.ledger.Claim(ctx, ws.ID, opts.RequestID, holdFor(ctx))
+	if err != nil {
+		return CreateResult{}, err
+	}
+	if claim.Recorded != nil {
+		return res, nil // this event's token is recorded: it was issued already
+	}
+	recorded := false
+	defer func() {
+		if !recorded {
+			s.abandon(ctx, claim)
+		}
+	}()
 	issued, gc, err := s.createOnce(ctx, ws, Marker{Kind: MarkerEvent, RequestID: opts.RequestID}, "", opts.Lifetime)
 	res.Revoked = append(res.Revoked, gc...)
 	if err != nil {
@@ -757,7 +898,12 @@ func (s *Service) EnsureLive(ctx context.Context, by Caller, id WorkspaceID, opt
 	} else {
 		rec.Value = issued.Value
 	}
-	res.Record, res.Issued = rec, true
+	recorded = true
+	answer, err := s.recordIssued(ctx, ws, claim, rec, s.entry(rec, by))
+	if err != nil {
+		return CreateResult{Revoked: res.Revoked}, err
+	}
+	res.Record, res.Issued = answer, answer.TokenID == rec.TokenID
 	return res, nil
 }
 
@@ -849,6 +995,21 @@ func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredT
 	}
 	unlock := s.locks.lock(ws.ID.Key() + "|" + reqID)
 	defer unlock()
+	// The claim on the rotation's request id is the lock across instances:
+	// a run that finds it recorded knows another run rotated this version.
+	claim, err := s.ledger.Claim(ctx, ws.ID, reqID, holdFor(ctx))
+	if err != nil {
+		return fail(err)
+	}
+	if claim.Recorded != nil {
+		return Outcome{}, false
+	}
+	recorded := false
+	defer func() {
+		if !recorded {
+			s.abandon(ctx, claim)
+		}
+	}()
 	all, err := s.api.ListTokens(ctx, ws)
 	if err != nil {
 		return fail(err)
@@ -884,6 +1045,13 @@ func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredT
 	}
 	rec := s.record(reqID, ws, issued.Token, latest.Comment)
 	rec.SecretURI = uri
+	// The successor is the secret's latest version now: it stays whatever
+	// the ledger says (an unrecorded claim runs out and is resolved by its
+	// marker, which Key Vault shows was delivered).
+	recorded = true
+	if err := s.ledger.Record(ctx, claim, s.entry(rec, nil)); err == nil {
+		_ = s.ledger.Mark(ctx, ws.ID, latest.TokenID, TokenRotated) // the inventory's view; the rotation stands either way
+	}
 	o.Type, o.Err, o.TokenID, o.Record = Rotated, nil, issued.ID, &rec
 	return o, true
 }
@@ -903,6 +1071,11 @@ func (s *Service) retire(ctx context.Context, superseded []StoredToken) []Outcom
 		if err == nil {
 			var live bool
 			if live, err = s.api.DeleteToken(ctx, ws, v.TokenID); err == nil {
+				state := TokenExpired
+				if live {
+					state = TokenRevoked
+				}
+				_ = s.ledger.Mark(ctx, ws.ID, v.TokenID, state) // the inventory's view; retiring stands either way
 				err = s.vault.Disable(ctx, v)
 				status := StatusNotFound
 				if live {

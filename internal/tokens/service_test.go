@@ -94,7 +94,7 @@ func fixedNow() time.Time { return time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC
 func TestCreateIssuesWithMarkerAndKeepsCallerComment(t *testing.T) {
 	t.Parallel()
 	api := newFakeAPI(fixedNow)
-	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
+	svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
 	res, err := svc.Create(t.Context(), nil, CreateRequest{Workspace: testWS, Comment: "nightly", Lifetime: time.Hour, RequestID: "r1"}, CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -114,27 +114,29 @@ func TestSameRequestIDReturnsTheSameToken(t *testing.T) {
 	t.Parallel()
 	api := newFakeAPI(fixedNow)
 	req := CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1", RequestIDGiven: true}
-	first, err := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow}).Create(t.Context(), nil, req, CreateOptions{})
+	shared := newFakeLedger()
+	first, err := newTestService(Deps{Resolver: fakeResolver{}, API: api, Ledger: shared, Now: fixedNow}).Create(t.Context(), nil, req, CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A new instance (another worker, or after a restart) finds it by listing.
-	again, err := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow}).Create(t.Context(), nil, req, CreateOptions{})
+	// A new instance (another worker, or after a restart) finds it in the
+	// shared ledger, without asking Databricks.
+	again, err := newTestService(Deps{Resolver: fakeResolver{}, API: api, Ledger: shared, Now: fixedNow}).Create(t.Context(), nil, req, CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if again.Issued || again.Record.TokenID != first.Record.TokenID || !again.Record.Value.IsZero() {
 		t.Errorf("replay = %+v, want the first token's record without a value", again)
 	}
-	if api.liveCount() != 1 || api.count("create") != 1 {
-		t.Errorf("live = %d, creates = %d; want 1 and 1", api.liveCount(), api.count("create"))
+	if api.liveCount() != 1 || api.count("create") != 1 || api.count("list") != 0 {
+		t.Errorf("live = %d, creates = %d, lists = %d; want 1, 1 and 0", api.liveCount(), api.count("create"), api.count("list"))
 	}
 }
 
 func TestConcurrentSameRequestIDMakesOneToken(t *testing.T) {
 	t.Parallel()
 	api := newFakeAPI(fixedNow)
-	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
+	svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
 	req := CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "same", RequestIDGiven: true}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -164,7 +166,7 @@ func TestAmbiguousCreateLeavesNoOrphan(t *testing.T) {
 	t.Parallel()
 	api := newFakeAPI(fixedNow)
 	api.dropped = 1
-	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
+	svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
 	res, err := svc.Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1"}, CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +183,7 @@ func TestAmbiguousTwiceGivesUpCleanly(t *testing.T) {
 	t.Parallel()
 	api := newFakeAPI(fixedNow)
 	api.dropped = 2
-	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
+	svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
 	_, err := svc.Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1"}, CreateOptions{})
 	if CodeOf(err) != CodeUpstreamUnavailable {
 		t.Fatalf("err = %v, want UpstreamUnavailable", err)
@@ -195,9 +197,9 @@ func TestRedeliveryReissuesUndeliveredToken(t *testing.T) {
 	t.Parallel()
 	api := newFakeAPI(fixedNow)
 	req := CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "m1", RequestIDGiven: true}
-	first, _ := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow}).Create(t.Context(), nil, req, CreateOptions{})
+	first, _ := newTestService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow}).Create(t.Context(), nil, req, CreateOptions{})
 	// The first attempt died before delivering; its redelivery runs on a fresh process.
-	res, err := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow}).Create(t.Context(), nil, req, CreateOptions{ReissueUndelivered: true})
+	res, err := newTestService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow}).Create(t.Context(), nil, req, CreateOptions{ReissueUndelivered: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +216,7 @@ func TestEnsureLive(t *testing.T) {
 	now := fixedNow()
 	clock := func() time.Time { return now }
 	api := newFakeAPI(clock)
-	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: clock})
+	svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Now: clock})
 	opts := EnsureOptions{RequestID: "evt-1", Lifetime: 30 * 24 * time.Hour, RotateBefore: 7 * 24 * time.Hour}
 	res, err := svc.EnsureLive(t.Context(), nil, testWS, opts)
 	if err != nil || !res.Issued {
@@ -253,7 +255,7 @@ func TestQuotaMakesRoomFromSupersededEventTokens(t *testing.T) {
 	t.Parallel()
 	api := newFakeAPI(fixedNow)
 	api.quota = 3
-	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
+	svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
 	// Two event tokens (the older one superseded) and one manual token fill the quota.
 	for _, c := range []string{"[dtb:evt:e1]", "[dtb:evt:e2]", "someone's manual token"} {
 		if _, err := api.CreateToken(t.Context(), Workspace{}, c, time.Hour); err != nil {
@@ -280,7 +282,7 @@ func TestLifetimeCheckedAgainstWorkspacePolicy(t *testing.T) {
 	t.Parallel()
 	api := newFakeAPI(fixedNow)
 	api.policy = WorkspacePolicy{TokensEnabled: true, MaxLifetime: 7 * 24 * time.Hour}
-	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
+	svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
 	_, err := svc.Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: 8 * 24 * time.Hour, RequestID: "r1"}, CreateOptions{})
 	if e := AsError(err); e == nil || e.Code != CodeInvalidRequest || e.Target != "lifetimeSeconds" {
 		t.Fatalf("err = %v", err)
@@ -298,11 +300,11 @@ func TestLifetimeCheckedAgainstWorkspacePolicy(t *testing.T) {
 	}
 	// Tokens of a day or less never need the settings.
 	api2 := newFakeAPI(fixedNow)
-	if _, err := NewService(Deps{Resolver: fakeResolver{}, API: api2, Now: fixedNow}).Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "x"}, CreateOptions{}); err != nil || api2.count("policy") != 0 {
+	if _, err := newTestService(Deps{Resolver: fakeResolver{}, API: api2, Now: fixedNow}).Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "x"}, CreateOptions{}); err != nil || api2.count("policy") != 0 {
 		t.Errorf("short token: err %v, settings reads %d", err, api2.count("policy"))
 	}
 	api.policy.TokensEnabled = false
-	svc3 := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
+	svc3 := newTestService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
 	if _, err := svc3.Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: 2 * 24 * time.Hour, RequestID: "y"}, CreateOptions{}); CodeOf(err) != CodeUpstreamError {
 		t.Errorf("tokens disabled: %v", err)
 	}
@@ -311,7 +313,7 @@ func TestLifetimeCheckedAgainstWorkspacePolicy(t *testing.T) {
 func TestRevokedTokenIsNotAnsweredForItsRequestID(t *testing.T) {
 	t.Parallel()
 	api := newFakeAPI(fixedNow)
-	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
+	svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
 	req := CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1", RequestIDGiven: true}
 	first, _ := svc.Create(t.Context(), nil, req, CreateOptions{})
 	if _, err := svc.Revoke(t.Context(), nil, RevokeRequest{Workspace: testWS, TokenID: first.Record.TokenID}); err != nil {

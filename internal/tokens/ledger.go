@@ -1,0 +1,101 @@
+package tokens
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Ledger is the record of what the service issued, shared by every
+// instance of the app (internal/ledger keeps it in Table Storage, or in
+// memory for a single instance). It is the truth about request ids: the
+// cross-instance lock that makes "one live token per request id" hold for
+// the whole deployment, and the inventory. It never holds a token value.
+//
+// Errors: UpstreamUnavailable (the table throttles or cannot be reached;
+// another instance still holds a request id past the budget), UpstreamError
+// (the identity may not use the table), InvalidRequest (a bad inventory
+// filter); ErrClaimLost from Record.
+type Ledger interface {
+	// Claim takes the right to issue the token of requestID in ws for
+	// holdFor, waiting while another instance holds it. When a usable
+	// token is recorded for it, Claim returns that instead and holds
+	// nothing.
+	Claim(ctx context.Context, ws WorkspaceID, requestID string, holdFor time.Duration) (Claim, error)
+	// Record records the token issued under c as live, and ends the claim.
+	Record(ctx context.Context, c Claim, e Entry) error
+	// Abandon ends a claim without recording a token.
+	Abandon(ctx context.Context, c Claim) error
+	// Mark records that a token was rotated, revoked or found expired
+	// (revoked and expired are final). A token the ledger does not know is
+	// no error.
+	Mark(ctx context.Context, ws WorkspaceID, tokenID string, state TokenState) error
+	// Inventory lists recorded tokens, newest first, a page at a time.
+	Inventory(ctx context.Context, f InventoryFilter) (InventoryPage, error)
+	// Durable reports whether records outlive the process and are seen by
+	// every instance (Table Storage). An in-memory ledger is not: after a
+	// restart it knows nothing, so a request id the caller chose is looked
+	// for in the workspace's tokens too, as before there was a ledger.
+	Durable() bool
+}
+
+// ErrClaimLost is Record's answer when the claim ran out and another
+// instance took it over: nothing was recorded.
+var ErrClaimLost = errors.New("the claim on the request id passed to another instance")
+
+// Claim is the outcome of Ledger.Claim.
+type Claim struct {
+	// Recorded is the usable token already recorded for the request id;
+	// nil when the caller holds the claim.
+	Recorded *Entry
+	// TakenOver: an earlier holder's claim ran out before it recorded a
+	// token. It may have created one: find it by its marker.
+	TakenOver bool
+	// Handle is the ledger's own hold on the request id, opaque here.
+	Handle any
+}
+
+// TokenState is a recorded token's state (contract section 6).
+type TokenState string
+
+// Token states.
+const (
+	TokenLive    TokenState = "live"
+	TokenRotated TokenState = "rotated"
+	TokenRevoked TokenState = "revoked"
+	TokenExpired TokenState = "expired"
+)
+
+// Entry is what the ledger knows of one issued token.
+type Entry struct {
+	Workspace WorkspaceID
+	RequestID string
+	TokenID   string
+	SecretURI string // Key Vault delivery only
+	Comment   string // the caller's, without the marker
+	Scopes    []string
+	// RequestedBy is the caller's object id; empty for the queue.
+	RequestedBy string
+	CreatedAt   time.Time
+	ExpiresAt   time.Time // zero: never expires
+	State       TokenState
+}
+
+// InventoryFilter selects entries (GET /api/tokens).
+type InventoryFilter struct {
+	Workspace      WorkspaceID // zero: every workspace
+	Allow          func(WorkspaceID) bool
+	States         []TokenState
+	ExpiringWithin time.Duration
+	RequestedBy    string
+	Top            int
+	// ContinuationToken continues after the previous page.
+	ContinuationToken string
+}
+
+// InventoryPage is one page of entries.
+type InventoryPage struct {
+	Entries []Entry
+	// ContinuationToken is empty on the last page.
+	ContinuationToken string
+}

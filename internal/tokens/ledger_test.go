@@ -1,0 +1,91 @@
+package tokens
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// fakeLedger is a single-process Ledger for the service's unit tests (the
+// real ones, in internal/ledger, have their own suite).
+type fakeLedger struct {
+	mu      sync.Mutex
+	entries map[string]Entry // by workspace key + request id
+	held    map[string]bool
+}
+
+func newFakeLedger() *fakeLedger {
+	return &fakeLedger{entries: map[string]Entry{}, held: map[string]bool{}}
+}
+
+func ledgerKey(ws WorkspaceID, requestID string) string { return ws.Key() + "|" + requestID }
+
+func (l *fakeLedger) Claim(_ context.Context, ws WorkspaceID, requestID string, _ time.Duration) (Claim, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := ledgerKey(ws, requestID)
+	if e, ok := l.entries[k]; ok && (e.State == TokenLive || e.State == TokenRotated) && (e.ExpiresAt.IsZero() || e.ExpiresAt.After(fixedNow())) {
+		return Claim{Recorded: &e}, nil
+	}
+	l.held[k] = true
+	return Claim{Handle: k}, nil
+}
+
+func (l *fakeLedger) Record(_ context.Context, c Claim, e Entry) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := c.Handle.(string)
+	if !l.held[k] {
+		return ErrClaimLost
+	}
+	delete(l.held, k)
+	e.State = TokenLive
+	l.entries[k] = e
+	return nil
+}
+
+func (l *fakeLedger) Abandon(_ context.Context, c Claim) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if k, ok := c.Handle.(string); ok {
+		delete(l.held, k)
+	}
+	return nil
+}
+
+func (l *fakeLedger) Mark(_ context.Context, ws WorkspaceID, tokenID string, st TokenState) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for k, e := range l.entries {
+		if e.TokenID == tokenID && e.Workspace.Equal(ws) && e.State != TokenRevoked && e.State != TokenExpired {
+			e.State = st
+			l.entries[k] = e
+		}
+	}
+	return nil
+}
+
+func (l *fakeLedger) Inventory(context.Context, InventoryFilter) (InventoryPage, error) {
+	return InventoryPage{}, nil
+}
+
+func (l *fakeLedger) Durable() bool { return true }
+
+func (l *fakeLedger) state(tokenID string) TokenState {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range l.entries {
+		if e.TokenID == tokenID {
+			return e.State
+		}
+	}
+	return ""
+}
+
+// newTestService is NewService with a fresh fake ledger unless d has one.
+func newTestService(d Deps) *Service {
+	if d.Ledger == nil {
+		d.Ledger = newFakeLedger()
+	}
+	return NewService(d)
+}
