@@ -45,6 +45,10 @@ func (f *fakeService) Rotate(ctx context.Context, _ tokens.RotateOptions) ([]tok
 	return f.rotate(ctx)
 }
 
+func (f *fakeService) Sweep(context.Context, tokens.SweepOptions) ([]tokens.Outcome, error) {
+	return nil, nil
+}
+
 func (f *fakeService) Withdraw(_ context.Context, rec tokens.Record) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -31,6 +31,7 @@ type Service interface {
 	List(ctx context.Context, by tokens.Caller, id tokens.WorkspaceID) ([]tokens.TokenSummary, error)
 	EnsureLive(ctx context.Context, by tokens.Caller, id tokens.WorkspaceID, opts tokens.EnsureOptions) (tokens.CreateResult, error)
 	Rotate(ctx context.Context, opts tokens.RotateOptions) ([]tokens.Outcome, error)
+	Sweep(ctx context.Context, opts tokens.SweepOptions) ([]tokens.Outcome, error)
 	// Withdraw revokes an issued token whose value can no longer reach
 	// anyone (its inline result could not be published).
 	Withdraw(ctx context.Context, rec tokens.Record) error

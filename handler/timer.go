@@ -17,8 +17,8 @@ import (
 const maxRotationRun = 4 * time.Minute
 
 // rotateTokens is the timer function: it renews every Key Vault-held token
-// inside the rotation window and retires superseded ones, publishing one
-// result per outcome. Without KEY_VAULT_URI there is nothing it holds.
+// inside the rotation window and retires superseded ones, then sweeps the
+// ledger, publishing one result per outcome.
 func (s *Server) rotateTokens(w http.ResponseWriter, r *http.Request, log *slog.Logger) {
 	start := time.Now()
 	log = log.With("caller", "timer")
@@ -31,31 +31,38 @@ func (s *Server) rotateTokens(w http.ResponseWriter, r *http.Request, log *slog.
 		reply(w, http.StatusOK, "refused: "+tokens.AsError(err).Message)
 		return
 	}
-	if !s.opts.Limits.KeyVault {
-		logOutcome(log, start, audit.RotationSkipped, "rotation skipped: KEY_VAULT_URI is not set", nil, "reason", "no-key-vault")
-		reply(w, http.StatusOK, "rotation skipped: KEY_VAULT_URI is not set")
-		return
-	}
 	// A run outlasts the server's WriteTimeout, which is sized for one
 	// operation: lift it for this reply, or the host gets no answer (the
 	// Functions host's functionTimeout is the bound that matters here).
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	ctx, cancel := upstream.WithBudget(r.Context(), min(8*s.opts.RetryBudget, maxRotationRun))
 	defer cancel()
-	outcomes, err := s.svc.Rotate(ctx, tokens.RotateOptions{Before: s.opts.RotateBefore, DefaultLifetime: s.opts.Limits.DefaultLifetime, Queue: queueCaller})
-	if errors.Is(err, tokens.ErrRotationRunning) {
-		logOutcome(log, start, audit.RotationSkipped, "rotation already running in this instance; this run does nothing", nil, "reason", "already-running")
-		reply(w, http.StatusOK, "rotation already running")
-		return
+	var outcomes []tokens.Outcome
+	rotated := false
+	if !s.opts.Limits.KeyVault {
+		logOutcome(log, start, audit.RotationSkipped, "rotation skipped: KEY_VAULT_URI is not set", nil, "reason", "no-key-vault")
+	} else {
+		outs, err := s.svc.Rotate(ctx, tokens.RotateOptions{Before: s.opts.RotateBefore, DefaultLifetime: s.opts.Limits.DefaultLifetime, Queue: queueCaller})
+		if errors.Is(err, tokens.ErrRotationRunning) {
+			logOutcome(log, start, audit.RotationSkipped, "rotation already running in this instance; this run does nothing", nil, "reason", "already-running")
+			reply(w, http.StatusOK, "rotation already running")
+			return
+		}
+		if err != nil {
+			// The vault could not be listed: fail the invocation, so the
+			// timer's retry policy (or the next schedule) tries again.
+			logOutcome(log, start, audit.RotationFailed, "rotation failed", err)
+			reply(w, statusOf(tokens.AsError(err).Code), "rotation failed: "+tokens.AsError(err).Message)
+			return
+		}
+		outcomes, rotated = outs, true
 	}
-	if err != nil {
-		// The vault could not be listed: fail the invocation, so the
-		// timer's retry policy (or the next schedule) tries again.
-		logOutcome(log, start, audit.RotationFailed, "rotation failed", err)
-		reply(w, statusOf(tokens.AsError(err).Code), "rotation failed: "+tokens.AsError(err).Message)
-		return
-	}
-	logs := make([]string, 0, len(outcomes))
+	// The sweep keeps the ledger true (tokens revoked elsewhere, claims of
+	// holders that died) and says which inline tokens are expiring. It
+	// runs with or without Key Vault.
+	swept, serr := s.svc.Sweep(ctx, tokens.SweepOptions{RotateBefore: s.opts.RotateBefore})
+	outcomes = append(outcomes, swept...)
+	logs := make([]string, 0, len(outcomes)+1)
 	failed := 0
 	for _, o := range outcomes {
 		s.publish(r, log, o)
@@ -65,7 +72,13 @@ func (s *Server) rotateTokens(w http.ResponseWriter, r *http.Request, log *slog.
 		logRotationOutcome(log, start, o, s.opts.Now())
 		logs = append(logs, fmt.Sprintf("%s %s %s", o.Type, o.Workspace, o.TokenID))
 	}
-	logOutcome(log, start, audit.RotationCompleted, "rotation done", nil, "outcomes", len(outcomes), "failed", failed)
+	if serr != nil {
+		logOutcome(log, start, audit.TokenFailed, "ledger sweep failed", serr)
+		logs = append(logs, "ledger sweep failed: "+tokens.AsError(serr).Message)
+	}
+	if rotated {
+		logOutcome(log, start, audit.RotationCompleted, "rotation done", nil, "outcomes", len(outcomes), "failed", failed)
+	}
 	reply(w, http.StatusOK, logs...)
 }
 
@@ -86,6 +99,9 @@ func logRotationOutcome(log *slog.Logger, start time.Time, o tokens.Outcome, now
 		if o.Record != nil {
 			attrs = append(append(attrs, "secret_uri", o.Record.SecretURI), expiryAttrs(o.Record.ExpiresAt)...)
 		}
+	case o.Type == tokens.Expiring:
+		ev = audit.TokenExpiring
+		attrs = append(append(attrs, "token_id", o.TokenID, "delivery", "inline"), expiryAttrs(o.Record.ExpiresAt)...)
 	case o.Type == tokens.Revoked:
 		ev = audit.TokenRevoked
 		attrs = append(attrs, "token_id", o.TokenID)

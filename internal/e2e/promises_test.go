@@ -158,9 +158,8 @@ func TestFailedCleanupIsRetriedNotCompleted(t *testing.T) {
 	}
 
 	// Queue: the first delivery must not complete; the redelivery cleans up.
-	// (Both HTTP attempts failed under one request id: one Failed result,
-	// the second dropped as a duplicate.)
-	e.results(1, 20*time.Second)
+	// (The two HTTP attempts failed differently: two Failed results.)
+	e.results(2, 20*time.Second)
 	refuseWrites(2)
 	w1 := e.stack.Workspaces[1]
 	w1.InjectFault(databricks.OpDelete, databricks.Status503{RetryAfter: "100"})

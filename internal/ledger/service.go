@@ -24,6 +24,18 @@ type forService struct {
 	poll time.Duration
 }
 
+func (s forService) Purge(ctx context.Context) ([]tokens.Entry, error) {
+	rep, err := s.l.Purge(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]tokens.Entry, 0, len(rep.Stranded))
+	for _, r := range rep.Stranded {
+		out = append(out, entry(r))
+	}
+	return out, nil
+}
+
 func (s forService) Durable() bool {
 	_, inMemory := s.l.(*Memory)
 	return !inMemory

@@ -99,14 +99,22 @@ type Event struct {
 }
 
 // EventID is the deterministic id of an outcome: from the request id and
-// the type, and for Created also the token id. A redelivered request that
+// the type, for Created and Expiring also the token id, and for a lasting
+// Failed its error code. A redelivered request that
 // found its first token republishes the same id (and is dropped as a
 // duplicate); one that had to revoke an undelivered token and issue another
 // publishes a new id, so the replacement is not mistaken for a copy.
 func EventID(o tokens.Outcome) string {
 	key := o.RequestID + "\x00" + string(o.Type)
-	if o.Type == tokens.Created {
+	switch {
+	case o.Type == tokens.Created || o.Type == tokens.Expiring:
 		key += "\x00" + o.TokenID
+	case o.Type == tokens.Failed && o.Err != nil && o.Err.Code != tokens.CodeUpstreamUnavailable:
+		// A request id that fails twice for different reasons (a 503, then
+		// a 502 on the retry) reports both; the same failure republished
+		// is still one. Transient failures share one id: a consumer learns
+		// of the first, and the eventual outcome says the rest.
+		key += "\x00" + string(o.Err.Code)
 	}
 	sum := sha256.Sum256([]byte(key))
 	h := hex.EncodeToString(sum[:16])

@@ -32,6 +32,10 @@ type Ledger interface {
 	Mark(ctx context.Context, ws WorkspaceID, tokenID string, state TokenState) error
 	// Inventory lists recorded tokens, newest first, a page at a time.
 	Inventory(ctx context.Context, f InventoryFilter) (InventoryPage, error)
+	// Purge deletes the entries of tokens revoked or expired longer ago
+	// than the retention (LEDGER_RETENTION), and returns the claims whose
+	// holder died before recording anything (Workspace and RequestID set).
+	Purge(ctx context.Context) (stranded []Entry, err error)
 	// Durable reports whether records outlive the process and are seen by
 	// every instance (Table Storage). An in-memory ledger is not: after a
 	// restart it knows nothing, so a request id the caller chose is looked

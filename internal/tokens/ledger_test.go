@@ -71,6 +71,8 @@ func (l *fakeLedger) Inventory(context.Context, InventoryFilter) (InventoryPage,
 
 func (l *fakeLedger) Durable() bool { return true }
 
+func (l *fakeLedger) Purge(context.Context) ([]Entry, error) { return nil, nil }
+
 func (l *fakeLedger) state(tokenID string) TokenState {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -144,6 +144,9 @@ const (
 	Revoked OutcomeType = "Databricks.Token.Revoked"
 	Rotated OutcomeType = "Databricks.Token.Rotated"
 	Failed  OutcomeType = "Databricks.Token.Failed"
+	// Expiring: a token the service cannot rotate (inline delivery)
+	// entered the rotation window; its holder must act (contract section 6).
+	Expiring OutcomeType = "Databricks.Token.Expiring"
 )
 
 // Outcome is one finished operation, as published to the results queue.
