@@ -15,6 +15,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
 
 	"github.com/contoso/databricks-token-broker/internal/devstack/databricks"
+	"github.com/contoso/databricks-token-broker/internal/devstack/hostsim"
 )
 
 // TestSoak drives N create commands through the queue while the handler is
@@ -32,7 +33,10 @@ func TestSoak(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d, %d commands", seed, n)
 	rng := rand.New(rand.NewPCG(seed, 1))
-	e := startVault(t, envOptions{workspaces: workspaces, settings: []string{"UPSTREAM_RETRY_BUDGET=5s"}})
+	// Two instances of the app on one ledger table, both taking messages,
+	// both killed now and then.
+	e := startVault(t, envOptions{workspaces: workspaces, ledger: true, settings: []string{"UPSTREAM_RETRY_BUDGET=5s"}})
+	instances := []*hostsim.Host{e.host, e.instance()}
 	for i, w := range e.stack.Workspaces {
 		w.SetRandomFaults(seed+uint64(i), databricks.FaultRates{DropAfterCreate: 0.05, Status429: 0.08, Status503: 0.03, RetryAfter: "1",
 			Ops: []string{databricks.OpCreate, databricks.OpList}})
@@ -64,7 +68,7 @@ func TestSoak(t *testing.T) {
 				return
 			case <-time.After(time.Duration(200+rng.IntN(600)) * time.Millisecond):
 			}
-			e.host.KillHandler()
+			instances[killed%2].KillHandler()
 			killed++
 		}
 	})
@@ -155,13 +159,13 @@ func TestSoak(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("soak: %d commands (%d messages), %d handler kills, injected faults %v, %d results received, %d terminal (%d created, %d failed), %d live tokens, %d orphans",
+	t.Logf("soak: 2 instances on one ledger table, %d commands (%d messages), %d handler kills, injected faults %v, %d results received, %d terminal (%d created, %d failed), %d live tokens, %d orphans",
 		n, len(sends), killed, faults, results, len(terminal), created, failed, live, orphans)
 	if faults["dropAfter"] == 0 || faults["429"] == 0 {
 		t.Errorf("the soak injected no ambiguous creates or no throttling: %v", faults)
 	}
-	if len(terminal) != n || live != created || orphans != 0 || e.host.Restarts() == 0 {
+	if restarts := instances[0].Restarts() + instances[1].Restarts(); len(terminal) != n || live != created || orphans != 0 || restarts == 0 {
 		t.Errorf("want %d terminal results, live tokens = created, 0 orphans, and at least one restart; got %d, %d vs %d, %d, %d restarts",
-			n, len(terminal), live, created, orphans, e.host.Restarts())
+			n, len(terminal), live, created, orphans, restarts)
 	}
 }

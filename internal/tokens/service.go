@@ -254,13 +254,16 @@ func (s *Service) Create(ctx context.Context, by Caller, req CreateRequest, opts
 	return res, nil
 }
 
-// holdFor is how long a claim on a request id must last: the rest of the
-// invocation's budget and its clean-up, with a margin. A holder that dies
-// keeps others waiting that long, then they take the claim over.
+// holdFor is how long a claim on a request id lasts: the rest of the
+// invocation's budget, within which the holder creates, delivers and
+// records the token, and a margin. A holder that dies keeps others waiting
+// that long, then they take the claim over; one that outlives it (its
+// clean-up runs on past the budget) learns so when it records, and defers
+// to what the new holder found (recordIssued).
 func holdFor(ctx context.Context) time.Duration {
-	d := 2 * time.Minute
+	d := time.Minute
 	if deadline, ok := BudgetDeadline(ctx); ok {
-		d = time.Until(deadline) + CleanupTimeout + 15*time.Second
+		d = time.Until(deadline) + 5*time.Second
 	}
 	return d
 }
