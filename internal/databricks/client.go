@@ -101,16 +101,24 @@ func (p *managementTokenPolicy) Do(req *policy.Request) (*http.Response, error) 
 
 // --- wire types (Token API 2.0) ---
 
+// createBody is CreateTokenRequest (databricks-sdk-go service/settings):
+// no scopes means an unscoped token, which may call every API its identity
+// may, so the field is left out rather than sent empty.
 type createBody struct {
-	Comment         string `json:"comment"`
-	LifetimeSeconds int64  `json:"lifetime_seconds"`
+	Comment          string   `json:"comment"`
+	LifetimeSeconds  int64    `json:"lifetime_seconds"`
+	Scopes           []string `json:"scopes,omitempty"`
+	AutoscopeEnabled bool     `json:"autoscope_enabled,omitempty"`
 }
 
+// tokenInfo is PublicTokenInfo, as create and list return it.
 type tokenInfo struct {
-	TokenID      string `json:"token_id"`
-	CreationTime int64  `json:"creation_time"`
-	ExpiryTime   int64  `json:"expiry_time"`
-	Comment      string `json:"comment"`
+	TokenID        string   `json:"token_id"`
+	CreationTime   int64    `json:"creation_time"`
+	ExpiryTime     int64    `json:"expiry_time"`
+	Comment        string   `json:"comment"`
+	Scopes         []string `json:"scopes"`
+	AutoscopeState string   `json:"autoscope_state"`
 }
 
 type createResponse struct {
@@ -123,11 +131,27 @@ type listResponse struct {
 }
 
 func (t tokenInfo) token() tokens.Token {
-	out := tokens.Token{ID: t.TokenID, Comment: t.Comment, CreatedAt: time.UnixMilli(t.CreationTime).UTC()}
+	out := tokens.Token{ID: t.TokenID, Comment: t.Comment, CreatedAt: time.UnixMilli(t.CreationTime).UTC(),
+		Scopes: tokens.Scopes{List: t.Scopes, Autoscope: autoscoped(t.AutoscopeState)}}
+	if len(out.Scopes.List) == 0 {
+		out.Scopes.List = nil
+	}
 	if t.ExpiryTime > 0 { // -1: never expires
 		out.ExpiresAt = time.UnixMilli(t.ExpiryTime).UTC()
 	}
 	return out
+}
+
+// autoscoped reads autoscope_state (iam.AutoscopeState in the SDK):
+// absent, DISABLED and USER_SELECTED (scopes the creator chose) are not
+// autoscope; RUNNING, COMPLETED, BACKFILLED and API_NOT_COVERED are states
+// of a token created with autoscope_enabled.
+func autoscoped(state string) bool {
+	switch state {
+	case "", "AUTOSCOPE_STATE_DISABLED", "AUTOSCOPE_STATE_USER_SELECTED":
+		return false
+	}
+	return true
 }
 
 func (c *Client) newRequest(ctx context.Context, ws tokens.Workspace, method, path string) (*policy.Request, error) {
@@ -141,8 +165,9 @@ func (c *Client) newRequest(ctx context.Context, ws tokens.Workspace, method, pa
 }
 
 // CreateToken creates a token with an explicit lifetime (never 0 or
-// omitted: Databricks would read that as two years, or forever).
-func (c *Client) CreateToken(ctx context.Context, ws tokens.Workspace, comment string, lifetime time.Duration) (tokens.Issued, error) {
+// omitted: Databricks would read that as two years, or forever) and the
+// given scopes.
+func (c *Client) CreateToken(ctx context.Context, ws tokens.Workspace, comment string, lifetime time.Duration, scopes tokens.Scopes) (tokens.Issued, error) {
 	secs := int64(lifetime / time.Second)
 	if secs < 1 {
 		return tokens.Issued{}, tokens.Errorf(tokens.CodeInvalidRequest, "lifetime must be at least one second")
@@ -153,7 +178,7 @@ func (c *Client) CreateToken(ctx context.Context, ws tokens.Workspace, comment s
 	if err != nil {
 		return tokens.Issued{}, err
 	}
-	if err := runtime.MarshalAsJSON(req, createBody{Comment: comment, LifetimeSeconds: secs}); err != nil {
+	if err := runtime.MarshalAsJSON(req, createBody{Comment: comment, LifetimeSeconds: secs, Scopes: scopes.List, AutoscopeEnabled: scopes.Autoscope}); err != nil {
 		return tokens.Issued{}, fmt.Errorf("databricks: %w", err)
 	}
 	resp, err := c.pl.Do(req)
@@ -172,7 +197,14 @@ func (c *Client) CreateToken(ctx context.Context, ws tokens.Workspace, comment s
 		// A 200 we cannot read still created a token: ambiguous.
 		return tokens.Issued{}, ambiguous(errors.New("databricks: unreadable token/create response"))
 	}
-	return tokens.Issued{Token: out.TokenInfo.token(), Value: tokens.NewSecret(out.TokenValue)}, nil
+	t := out.TokenInfo.token()
+	// The answer to a create that asked for scopes may leave them out of
+	// token_info; Databricks accepted the request that named them.
+	if t.Scopes.List == nil {
+		t.Scopes.List = scopes.List
+	}
+	t.Scopes.Autoscope = t.Scopes.Autoscope || scopes.Autoscope
+	return tokens.Issued{Token: t, Value: tokens.NewSecret(out.TokenValue)}, nil
 }
 
 func ambiguous(err error) error {

@@ -70,7 +70,7 @@ func TestRedirectsAreNotFollowed(t *testing.T) {
 		call func(context.Context, *Client, tokens.Workspace) error
 	}{
 		{"create", func(ctx context.Context, c *Client, ws tokens.Workspace) error {
-			_, err := c.CreateToken(ctx, ws, "c", time.Hour)
+			_, err := c.CreateToken(ctx, ws, "c", time.Hour, tokens.Scopes{})
 			return err
 		}},
 		{"list", func(ctx context.Context, c *Client, ws tokens.Workspace) error {

@@ -95,7 +95,7 @@ func (a *queueOnly) Authorize(by Caller, act Action, ws WorkspaceID) (Grant, err
 // version of secret name, as an earlier create would have.
 func plant(t *testing.T, api *fakeAPI, vault *fakeVault, name, origin, kind string, lifetime time.Duration) Issued {
 	t.Helper()
-	issued, err := api.CreateToken(t.Context(), Workspace{ID: testWS}, Marker{Kind: kind, RequestID: "first"}.Comment("etl"), lifetime)
+	issued, err := api.CreateToken(t.Context(), Workspace{ID: testWS}, Marker{Kind: kind, RequestID: "first"}.Comment("etl"), lifetime, Scopes{})
 	if err != nil {
 		t.Fatal(err)
 	}

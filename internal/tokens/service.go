@@ -42,7 +42,8 @@ type WorkspacePolicy struct {
 // own tokens. Errors are *Error (UpstreamError, UpstreamUnavailable,
 // TokenQuotaExceeded, InvalidRequest) and may wrap ErrAmbiguous.
 type TokenAPI interface {
-	CreateToken(ctx context.Context, ws Workspace, comment string, lifetime time.Duration) (Issued, error)
+	// CreateToken creates a token with these scopes (none: unscoped).
+	CreateToken(ctx context.Context, ws Workspace, comment string, lifetime time.Duration, scopes Scopes) (Issued, error)
 	ListTokens(ctx context.Context, ws Workspace) ([]Token, error)
 	// DeleteToken reports false when the token does not exist (unknown,
 	// expired or already revoked).
@@ -193,14 +194,14 @@ func (s *Service) Create(ctx context.Context, by Caller, req CreateRequest, opts
 		return CreateResult{}, err
 	}
 
-	issued, gc, err := s.createOnce(ctx, ws, Marker{Kind: opts.MarkerKind, RequestID: req.RequestID}, req.Comment, req.Lifetime)
+	issued, gc, err := s.createOnce(ctx, ws, Marker{Kind: opts.MarkerKind, RequestID: req.RequestID}, req.Comment, req.Lifetime, req.Scopes)
 	res.Revoked = append(res.Revoked, gc...)
 	if err != nil {
 		return CreateResult{}, err
 	}
 	rec := s.record(req.RequestID, ws, issued.Token, req.Comment)
 	if s.vault != nil {
-		st := StoredToken{RequestID: req.RequestID, Comment: req.Comment, Lifetime: req.Lifetime, Kind: opts.MarkerKind, Origin: originOf(by)}
+		st := StoredToken{RequestID: req.RequestID, Comment: req.Comment, Lifetime: req.Lifetime, Kind: opts.MarkerKind, Origin: originOf(by), Scopes: req.Scopes}
 		if rec.SecretURI, err = s.deliver(ctx, ws, name, issued, st); err != nil {
 			return CreateResult{}, err
 		}
@@ -337,11 +338,11 @@ func (s *Service) checkLifetime(ctx context.Context, ws Workspace, lifetime time
 // deadline of its own, then tries once more if the budget allows. When the
 // identity holds the maximum number of tokens, the service's own superseded
 // tokens are revoked to make room, and the create tried once more.
-func (s *Service) createOnce(ctx context.Context, ws Workspace, m Marker, comment string, lifetime time.Duration) (Issued, []string, error) {
+func (s *Service) createOnce(ctx context.Context, ws Workspace, m Marker, comment string, lifetime time.Duration, scopes Scopes) (Issued, []string, error) {
 	full := m.Comment(comment)
 	var collected []string
 	for attempt := 0; ; attempt++ {
-		issued, err := s.api.CreateToken(ctx, ws, full, lifetime)
+		issued, err := s.api.CreateToken(ctx, ws, full, lifetime, scopes)
 		switch {
 		case err == nil:
 			return issued, collected, nil
@@ -560,6 +561,7 @@ func (s *Service) record(requestID string, ws Workspace, t Token, caller string)
 		Comment:      caller,
 		CreatedAt:    t.CreatedAt,
 		ExpiresAt:    t.ExpiresAt,
+		Scopes:       t.Scopes,
 	}
 }
 
@@ -639,7 +641,7 @@ func (s *Service) List(ctx context.Context, by Caller, id WorkspaceID) ([]TokenS
 			continue
 		}
 		_, caller, _ := SplitComment(t.Comment)
-		out = append(out, TokenSummary{TokenID: t.ID, Comment: caller, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt})
+		out = append(out, TokenSummary{TokenID: t.ID, Comment: caller, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, Scopes: t.Scopes})
 	}
 	slices.SortFunc(out, func(a, b TokenSummary) int { return b.CreatedAt.Compare(a.CreatedAt) })
 	return out, nil
@@ -656,6 +658,8 @@ type EnsureOptions struct {
 	RotateBefore time.Duration
 	// ReissueUndelivered as in CreateOptions (a redelivered event).
 	ReissueUndelivered bool
+	// Scopes of a new event token (EVENT_TOKEN_SCOPES; none: unscoped).
+	Scopes Scopes
 }
 
 // EnsureLive makes sure the workspace has a live token that this service
@@ -721,14 +725,14 @@ func (s *Service) EnsureLive(ctx context.Context, by Caller, id WorkspaceID, opt
 	if err := s.claim(ctx, name, ws.ID); err != nil {
 		return CreateResult{}, err
 	}
-	issued, gc, err := s.createOnce(ctx, ws, Marker{Kind: MarkerEvent, RequestID: opts.RequestID}, "", opts.Lifetime)
+	issued, gc, err := s.createOnce(ctx, ws, Marker{Kind: MarkerEvent, RequestID: opts.RequestID}, "", opts.Lifetime, opts.Scopes)
 	res.Revoked = append(res.Revoked, gc...)
 	if err != nil {
 		return CreateResult{}, err
 	}
 	rec := s.record(opts.RequestID, ws, issued.Token, "")
 	if s.vault != nil {
-		st := StoredToken{RequestID: opts.RequestID, Lifetime: opts.Lifetime, Kind: MarkerEvent, Origin: originOf(by)}
+		st := StoredToken{RequestID: opts.RequestID, Lifetime: opts.Lifetime, Kind: MarkerEvent, Origin: originOf(by), Scopes: opts.Scopes}
 		if rec.SecretURI, err = s.deliver(ctx, ws, name, issued, st); err != nil {
 			return CreateResult{}, err
 		}
@@ -851,11 +855,11 @@ func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredT
 			}
 		}
 	}
-	issued, _, err := s.createOnce(ctx, ws, Marker{Kind: kind, RequestID: reqID}, latest.Comment, lifetime)
+	issued, _, err := s.createOnce(ctx, ws, Marker{Kind: kind, RequestID: reqID}, latest.Comment, lifetime, latest.Scopes)
 	if err != nil {
 		return fail(err)
 	}
-	st := StoredToken{RequestID: reqID, Comment: latest.Comment, Lifetime: lifetime, Kind: kind, Origin: latest.Origin}
+	st := StoredToken{RequestID: reqID, Comment: latest.Comment, Lifetime: lifetime, Kind: kind, Origin: latest.Origin, Scopes: latest.Scopes}
 	uri, err := s.deliver(ctx, ws, name, issued, st)
 	if err != nil {
 		return fail(err)

@@ -25,7 +25,7 @@ func newFakeAPI(now func() time.Time) *fakeAPI {
 	return &fakeAPI{now: now, live: map[string]Token{}, calls: map[string]int{}, policy: WorkspacePolicy{TokensEnabled: true}}
 }
 
-func (f *fakeAPI) CreateToken(_ context.Context, _ Workspace, comment string, lifetime time.Duration) (Issued, error) {
+func (f *fakeAPI) CreateToken(_ context.Context, _ Workspace, comment string, lifetime time.Duration, scopes Scopes) (Issued, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls["create"]++
@@ -33,7 +33,7 @@ func (f *fakeAPI) CreateToken(_ context.Context, _ Workspace, comment string, li
 		return Issued{}, &Error{Code: CodeTokenQuotaExceeded, Message: "quota"}
 	}
 	f.next++
-	t := Token{ID: fmt.Sprintf("tok%03d", f.next), Comment: comment, CreatedAt: f.now().Add(time.Duration(f.next) * time.Millisecond), ExpiresAt: f.now().Add(lifetime)}
+	t := Token{ID: fmt.Sprintf("tok%03d", f.next), Comment: comment, CreatedAt: f.now().Add(time.Duration(f.next) * time.Millisecond), ExpiresAt: f.now().Add(lifetime), Scopes: scopes}
 	f.live[t.ID] = t
 	if f.dropped > 0 {
 		f.dropped--
@@ -256,7 +256,7 @@ func TestQuotaMakesRoomFromSupersededEventTokens(t *testing.T) {
 	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
 	// Two event tokens (the older one superseded) and one manual token fill the quota.
 	for _, c := range []string{"[dtb:evt:e1]", "[dtb:evt:e2]", "someone's manual token"} {
-		if _, err := api.CreateToken(t.Context(), Workspace{}, c, time.Hour); err != nil {
+		if _, err := api.CreateToken(t.Context(), Workspace{}, c, time.Hour, Scopes{}); err != nil {
 			t.Fatal(err)
 		}
 	}

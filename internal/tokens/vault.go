@@ -26,7 +26,10 @@ type StoredToken struct {
 	// for versions written before it was recorded.
 	Kind string
 	// Origin is OriginQueue or OriginHTTP; empty for older versions.
-	Origin  string
+	Origin string
+	// Scopes are the token's scopes; none for unscoped tokens and for
+	// versions written before scopes existed (whose tokens were unscoped).
+	Scopes  Scopes
 	Enabled bool
 	Created time.Time
 	// Tags are all the version's tags, kept so an update keeps them.
