@@ -16,6 +16,7 @@ type fakeVault struct {
 	secrets  map[string][]StoredToken
 	disabled []string
 	n        int
+	fits     error // what Fits answers
 }
 
 func newFakeVault() *fakeVault { return &fakeVault{secrets: map[string][]StoredToken{}} }
@@ -31,6 +32,7 @@ func (v *fakeVault) Put(_ context.Context, name string, _ Secret, st StoredToken
 }
 
 func (v *fakeVault) Claim(context.Context, string, WorkspaceID) error { return nil }
+func (v *fakeVault) Fits(StoredToken) error                           { return v.fits }
 
 func (v *fakeVault) Find(_ context.Context, name, tokenID string) (StoredToken, bool, error) {
 	v.mu.Lock()

@@ -190,7 +190,8 @@ func (s *Service) Create(ctx context.Context, by Caller, req CreateRequest, opts
 			return CreateResult{}, cleanupFailed(err)
 		}
 	}
-	if err := s.claim(ctx, name, ws.ID); err != nil {
+	st := StoredToken{RequestID: req.RequestID, Comment: req.Comment, Lifetime: req.Lifetime, Kind: opts.MarkerKind, Origin: originOf(by), Scopes: req.Scopes, Workspace: ws.ID}
+	if err := s.claim(ctx, name, st); err != nil {
 		return CreateResult{}, err
 	}
 
@@ -201,7 +202,6 @@ func (s *Service) Create(ctx context.Context, by Caller, req CreateRequest, opts
 	}
 	rec := s.record(req.RequestID, ws, issued.Token, req.Comment)
 	if s.vault != nil {
-		st := StoredToken{RequestID: req.RequestID, Comment: req.Comment, Lifetime: req.Lifetime, Kind: opts.MarkerKind, Origin: originOf(by), Scopes: req.Scopes}
 		if rec.SecretURI, err = s.deliver(ctx, ws, name, issued, st); err != nil {
 			return CreateResult{}, err
 		}
@@ -221,13 +221,17 @@ func originOf(by Caller) string {
 }
 
 // claim checks, before any token exists, that the secret may receive a
-// token of this workspace (so a create never fails after the token is made
-// for a reason the service could have known). A name once confirmed is
-// remembered for an hour.
-func (s *Service) claim(ctx context.Context, name string, ws WorkspaceID) error {
+// token of this workspace and that a version can record it (so a create
+// never fails after the token is made for a reason the service could have
+// known). A name once confirmed is remembered for an hour.
+func (s *Service) claim(ctx context.Context, name string, st StoredToken) error {
 	if s.vault == nil {
 		return nil
 	}
+	if err := s.vault.Fits(st); err != nil {
+		return err
+	}
+	ws := st.Workspace
 	key := strings.ToLower(name) // Key Vault names ignore case
 	if owner, ok := s.claims.get(key, s.now()); ok && owner == ws.Key() {
 		return nil
@@ -722,7 +726,8 @@ func (s *Service) EnsureLive(ctx context.Context, by Caller, id WorkspaceID, opt
 	if res.Revoked, err = s.revokeAll(ctx, ws, stale); err != nil {
 		return CreateResult{}, cleanupFailed(err)
 	}
-	if err := s.claim(ctx, name, ws.ID); err != nil {
+	st := StoredToken{RequestID: opts.RequestID, Lifetime: opts.Lifetime, Kind: MarkerEvent, Origin: originOf(by), Scopes: opts.Scopes, Workspace: ws.ID}
+	if err := s.claim(ctx, name, st); err != nil {
 		return CreateResult{}, err
 	}
 	issued, gc, err := s.createOnce(ctx, ws, Marker{Kind: MarkerEvent, RequestID: opts.RequestID}, "", opts.Lifetime, opts.Scopes)
@@ -732,7 +737,6 @@ func (s *Service) EnsureLive(ctx context.Context, by Caller, id WorkspaceID, opt
 	}
 	rec := s.record(opts.RequestID, ws, issued.Token, "")
 	if s.vault != nil {
-		st := StoredToken{RequestID: opts.RequestID, Lifetime: opts.Lifetime, Kind: MarkerEvent, Origin: originOf(by), Scopes: opts.Scopes}
 		if rec.SecretURI, err = s.deliver(ctx, ws, name, issued, st); err != nil {
 			return CreateResult{}, err
 		}

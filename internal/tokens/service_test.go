@@ -322,3 +322,17 @@ func TestRevokedTokenIsNotAnsweredForItsRequestID(t *testing.T) {
 		t.Errorf("after revoking, the same request id answered %+v %v; want a new token", again, err)
 	}
 }
+
+// A token whose record Key Vault could not hold is never created: the
+// vault is asked first.
+func TestCreateChecksTheVaultCanRecordTheTokenFirst(t *testing.T) {
+	t.Parallel()
+	api, vault := newFakeAPI(fixedNow), newFakeVault()
+	vault.fits = FieldError(CodeInvalidRequest, "scopes", "too many tags")
+	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Now: fixedNow})
+	_, err := svc.Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1",
+		Scopes: Scopes{List: []string{"sql:read"}}}, CreateOptions{})
+	if CodeOf(err) != CodeInvalidRequest || api.count("create") != 0 {
+		t.Errorf("err %v, %d creates; want InvalidRequest and none", err, api.count("create"))
+	}
+}

@@ -49,6 +49,9 @@ type ManagedSecret struct {
 type Vault interface {
 	// Put writes value as a new version of secret name and returns its URI.
 	Put(ctx context.Context, name string, value Secret, st StoredToken) (string, error)
+	// Fits checks, before the token exists, that a version can record st
+	// (Key Vault's tags are limited). Errors: InvalidRequest.
+	Fits(st StoredToken) error
 	// Claim checks that secret name may receive a token of workspace ws:
 	// it does not exist, or holds only this service's versions for ws.
 	// Errors: InvalidRequest (another workspace's or an unmanaged secret).
