@@ -256,7 +256,7 @@ func (s *Server) workspaceEvents(w http.ResponseWriter, r *http.Request, log *sl
 	ctx, cancel := s.budget(r.Context())
 	defer cancel()
 	res, err := s.svc.EnsureLive(ctx, queueCaller, id, tokens.EnsureOptions{RequestID: o.RequestID, Lifetime: s.opts.Limits.DefaultLifetime,
-		RotateBefore: s.opts.RotateBefore, ReissueUndelivered: msg.DeliveryCount > 1})
+		RotateBefore: s.opts.RotateBefore, ReissueUndelivered: msg.DeliveryCount > 1, Scopes: tokens.Scopes{List: s.opts.EventTokenScopes}})
 	if err != nil {
 		s.notReadyOrSettle(w, r, log, start, msg, o, err, s.opts.WorkspaceEventsQueue)
 		return

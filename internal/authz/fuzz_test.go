@@ -101,7 +101,7 @@ func FuzzParsePolicy(f *testing.F) {
 		}
 		for _, pr := range prs {
 			for _, a := range slices.Concat(Actions, []tokens.Action{"delete"}) {
-				d := p.Decide(pr, a, ws(sub1, "rg-data-x", "etl-lake"))
+				d := p.Decide(pr, a, ws(sub1, "rg-data-x", "etl-lake"), tokens.Scopes{})
 				if d.Allowed != (d.Rule >= 0) || d.Rule >= p.Rules() || (!d.Allowed || a != ActionCreate) && d.MaxLifetime != 0 {
 					t.Fatalf("Decide(%v, %s) = %+v", pr, a, d)
 				}

@@ -31,6 +31,22 @@ func TestLoadDefaults(t *testing.T) {
 	}
 }
 
+func TestEventTokenScopes(t *testing.T) {
+	for _, n := range Names() {
+		t.Setenv(n, "")
+	}
+	t.Setenv("EVENT_TOKEN_SCOPES", " sql:read, unity-catalog:read ")
+	c, err := Load()
+	if err != nil || strings.Join(c.EventTokenScopes, "|") != "sql:read|unity-catalog:read" {
+		t.Errorf("got %v, %v", c.EventTokenScopes, err)
+	}
+	t.Setenv("EVENT_TOKEN_SCOPES", "sql:write,jobs,jobs")
+	_, err = Load()
+	if err == nil || strings.Count(err.Error(), "EVENT_TOKEN_SCOPES: ") != 2 {
+		t.Errorf("one line per problem, naming the setting: %v", err)
+	}
+}
+
 func TestLoadSovereignCloud(t *testing.T) {
 	for _, n := range Names() {
 		t.Setenv(n, "")
@@ -68,6 +84,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		"ALLOW_INSECURE_LOOPBACK":          "yes please",
 		"LOG_LEVEL":                        "loud",
 		"QUEUE_MAX_DELIVERY_COUNT":         "0",
+		"EVENT_TOKEN_SCOPES":               "sql,SQL:read",
 	}
 	for k, v := range bad {
 		t.Setenv(k, v)

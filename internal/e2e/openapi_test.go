@@ -459,6 +459,7 @@ func TestOpenAPIResponsesConformToDocument(t *testing.T) {
 	for _, c := range []apiCall{
 		{name: "create not granted", op: "CreateToken", path: "/create-token", header: intruder, docValid: true, body: map[string]any{"workspaceResourceId": ws(0)}, status: 403, code: "NotAuthorized"},
 		{name: "create above the rule's lifetime", op: "CreateToken", path: "/create-token", header: creator, docValid: true, body: map[string]any{"workspaceResourceId": ws(0), "lifetimeSeconds": 7200}, status: 403, code: "NotAuthorized"},
+		{name: "create with the authentication scope no rule names", op: "CreateToken", path: "/create-token", header: creator, docValid: true, body: map[string]any{"workspaceResourceId": ws(0), "scopes": []string{"authentication"}}, status: 403, code: "NotAuthorized"},
 		{name: "revoke not granted", op: "RevokeToken", path: "/revoke-token", header: intruder, docValid: true, body: map[string]any{"workspaceResourceId": ws(0), "tokenId": "abc"}, status: 403, code: "NotAuthorized"},
 		{name: "list not granted", op: "ListTokens", path: "/list-tokens?workspaceResourceId=" + ws(0), header: intruder, docValid: true, status: 403, code: "NotAuthorized"},
 	} {

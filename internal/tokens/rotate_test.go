@@ -72,10 +72,11 @@ func (v *fakeVault) Managed(context.Context) ([]ManagedSecret, error) {
 
 // queueOnly grants the queue caller create with a lifetime cap, or denies it.
 type queueOnly struct {
-	max  time.Duration
-	deny bool
-	mu   sync.Mutex
-	asks []Action
+	max    time.Duration
+	deny   bool
+	mu     sync.Mutex
+	asks   []Action
+	scopes []Scopes // what each ask was for
 }
 
 type testCaller string
@@ -83,9 +84,10 @@ type testCaller string
 func (c testCaller) String() string { return string(c) }
 func (c testCaller) IsQueue() bool  { return c == "queue" }
 
-func (a *queueOnly) Authorize(by Caller, act Action, ws WorkspaceID) (Grant, error) {
+func (a *queueOnly) Authorize(by Caller, act Action, ws WorkspaceID, s Scopes) (Grant, error) {
 	a.mu.Lock()
 	a.asks = append(a.asks, act)
+	a.scopes = append(a.scopes, s)
 	a.mu.Unlock()
 	if by == nil || !by.IsQueue() || a.deny {
 		return Grant{}, &Error{Code: CodeNotAuthorized, Message: "not authorized"}
@@ -205,5 +207,35 @@ func TestDefaultSecretName(t *testing.T) {
 	}
 	if n := DefaultSecretName(long); ValidSecretName(n) != nil {
 		t.Errorf("%q is not a valid Key Vault name", n)
+	}
+}
+
+// A queue-issued scoped token is renewed only if the queue's rules still
+// allow its scopes: the policy is asked with them, and the successor gets
+// exactly them.
+func TestRotationAsksThePolicyWithTheTokensScopes(t *testing.T) {
+	t.Parallel()
+	api, vault := newFakeAPI(fixedNow), newFakeVault()
+	authz := &queueOnly{}
+	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Authorizer: authz, Now: fixedNow})
+	plant(t, api, vault, "sec", OriginQueue, MarkerRequest, 2*time.Hour)
+	want := Scopes{List: []string{"sql:read", "jobs:read"}, Autoscope: true}
+	vault.secrets["sec"][0].Scopes = want
+	out, err := svc.Rotate(t.Context(), RotateOptions{Before: 168 * time.Hour, DefaultLifetime: time.Hour, Queue: testCaller("queue")})
+	if err != nil || len(out) != 1 || out[0].Type != Rotated {
+		t.Fatalf("%v %+v", err, out)
+	}
+	if len(authz.scopes) != 1 || !slices.Equal(authz.scopes[0].List, want.List) || !authz.scopes[0].Autoscope {
+		t.Errorf("the policy was asked about %+v; want %+v", authz.scopes, want)
+	}
+	latest := vault.secrets["sec"][0]
+	toks, _ := api.ListTokens(t.Context(), Workspace{})
+	for _, tok := range toks {
+		if tok.ID == latest.TokenID && (!slices.Equal(tok.Scopes.List, want.List) || !tok.Scopes.Autoscope) {
+			t.Errorf("successor created with %+v; want %+v", tok.Scopes, want)
+		}
+	}
+	if !slices.Equal(latest.Scopes.List, want.List) || out[0].Record == nil || !slices.Equal(out[0].Record.Scopes.List, want.List) {
+		t.Errorf("successor version %+v, record %+v", latest.Scopes, out[0].Record)
 	}
 }

@@ -138,7 +138,7 @@ type CreateResult struct {
 // (also when clean-up after a failure failed: a retry with the same request
 // id repairs it).
 func (s *Service) Create(ctx context.Context, by Caller, req CreateRequest, opts CreateOptions) (CreateResult, error) {
-	grant, err := s.authz.Authorize(by, ActionCreate, req.Workspace)
+	grant, err := s.authz.Authorize(by, ActionCreate, req.Workspace, req.Scopes)
 	if err != nil {
 		return CreateResult{}, err
 	}
@@ -591,7 +591,7 @@ func (s *Service) Revoke(ctx context.Context, by Caller, req RevokeRequest) (Rev
 		}
 		req.Workspace, req.TokenID = st.Workspace, st.TokenID
 	}
-	if _, err := s.authz.Authorize(by, ActionRevoke, req.Workspace); err != nil {
+	if _, err := s.authz.Authorize(by, ActionRevoke, req.Workspace, Scopes{}); err != nil {
 		return RevokeResult{}, err
 	}
 	ws, err := s.resolver.Resolve(ctx, req.Workspace)
@@ -627,7 +627,7 @@ func (s *Service) Revoke(ctx context.Context, by Caller, req RevokeRequest) (Rev
 // Errors: NotAuthorized, WorkspaceNotAllowed, WorkspaceNotFound,
 // WorkspaceNotReady, UpstreamError, UpstreamUnavailable.
 func (s *Service) List(ctx context.Context, by Caller, id WorkspaceID) ([]TokenSummary, error) {
-	if _, err := s.authz.Authorize(by, ActionList, id); err != nil {
+	if _, err := s.authz.Authorize(by, ActionList, id, Scopes{}); err != nil {
 		return nil, err
 	}
 	ws, err := s.resolver.Resolve(ctx, id)
@@ -677,7 +677,7 @@ type EnsureOptions struct {
 //
 // Errors: as Create.
 func (s *Service) EnsureLive(ctx context.Context, by Caller, id WorkspaceID, opts EnsureOptions) (CreateResult, error) {
-	grant, err := s.authz.Authorize(by, ActionCreate, id)
+	grant, err := s.authz.Authorize(by, ActionCreate, id, opts.Scopes)
 	if err != nil {
 		return CreateResult{}, err
 	}
@@ -821,7 +821,7 @@ func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredT
 	}
 	if latest.Origin == OriginQueue {
 		o.RequestedBy = OriginQueue
-		grant, err := s.authz.Authorize(opts.Queue, ActionCreate, latest.Workspace)
+		grant, err := s.authz.Authorize(opts.Queue, ActionCreate, latest.Workspace, latest.Scopes)
 		if err != nil {
 			return fail(err)
 		}

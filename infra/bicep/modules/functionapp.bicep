@@ -155,6 +155,9 @@ param authOpenIdIssuer string = ''
 @description('AUTHZ_POLICY: inline JSON or @<path> in the package; empty means no policy.')
 param authzPolicy string = ''
 
+@description('EVENT_TOKEN_SCOPES: comma list of the Databricks API scopes of tokens issued for workspace events; empty means unscoped.')
+param eventTokenScopes string = ''
+
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
@@ -261,6 +264,7 @@ var serviceSettings = {
   WORKSPACE_NOT_READY_BACKOFF: workspaceNotReadyBackoff
   LOG_LEVEL: logLevel
   AUTHZ_POLICY: authzPolicy
+  EVENT_TOKEN_SCOPES: eventTokenScopes
 }
 
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
