@@ -95,7 +95,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, log *slog.L
 	if res.Issued {
 		status = http.StatusCreated
 	}
-	logOutcome(log, start, createdEvent(res.Issued), "create done", nil, append([]any{"token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked)}, expiryAttrs(res.Record.ExpiresAt)...)...)
+	logOutcome(log, start, createdEvent(res.Issued), "create done", nil, append([]any{"token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked)}, append(expiryAttrs(res.Record.ExpiresAt), scopeAttrs(res.Record.Scopes)...)...)...)
 	w.Header().Set("x-ms-request-id", id)
 	writeJSON(w, status, api.NewRecord(res.Record, true))
 }

@@ -156,7 +156,7 @@ func (s *Server) tokenRequests(w http.ResponseWriter, r *http.Request, log *slog
 		if !s.deliverResult(w, r, log, start, o, "create") {
 			return
 		}
-		logOutcome(log, start, createdEvent(res.Issued), "create done", nil, append([]any{"token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked)}, expiryAttrs(res.Record.ExpiresAt)...)...)
+		logOutcome(log, start, createdEvent(res.Issued), "create done", nil, append([]any{"token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked)}, append(expiryAttrs(res.Record.ExpiresAt), scopeAttrs(res.Record.Scopes)...)...)...)
 		reply(w, http.StatusOK, "token "+res.Record.TokenID+" ready for request "+reqID)
 	case "revoke":
 		req := cmd.revoke
@@ -270,7 +270,7 @@ func (s *Server) workspaceEvents(w http.ResponseWriter, r *http.Request, log *sl
 	if !s.deliverResult(w, r, log, start, o, "event token") {
 		return
 	}
-	logOutcome(log, start, audit.TokenIssued, "event: token issued", nil, append([]any{"token_id", res.Record.TokenID, "revoked_undelivered", len(res.Revoked)}, expiryAttrs(res.Record.ExpiresAt)...)...)
+	logOutcome(log, start, audit.TokenIssued, "event: token issued", nil, append([]any{"token_id", res.Record.TokenID, "revoked_undelivered", len(res.Revoked)}, append(expiryAttrs(res.Record.ExpiresAt), scopeAttrs(res.Record.Scopes)...)...)...)
 	reply(w, http.StatusOK, "issued token "+res.Record.TokenID+" for workspace event "+ev.ID)
 }
 

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -50,6 +51,10 @@ type Options struct {
 // of each call. It is safe for concurrent use.
 type Client struct {
 	pl runtime.Pipeline
+	// verify is the pipeline of calls made with a token the service just
+	// issued: the same transport (no redirects), http guard, retries and
+	// measurement, but none of the service identity's credentials.
+	verify runtime.Pipeline
 }
 
 var _ tokens.TokenAPI = (*Client)(nil)
@@ -75,7 +80,7 @@ func New(cred azcore.TokenCredential, opts Options) *Client {
 			&managementTokenPolicy{cred: cred, scope: opts.ManagementScope, allowLoopback: opts.AllowInsecureLoopback},
 		},
 	}, &co)
-	return &Client{pl: pl}
+	return &Client{pl: pl, verify: runtime.NewPipeline(moduleName, moduleVersion, runtime.PipelineOptions{}, &co)}
 }
 
 // managementTokenPolicy adds the ARM-audience token Databricks needs to
@@ -266,6 +271,61 @@ func (c *Client) DeleteToken(ctx context.Context, ws tokens.Workspace, tokenID s
 		return false, nil
 	}
 	return false, apiErr.translate("revoke token")
+}
+
+// mePath is SCIM Me: the caller's own identity. Databricks' scope reference
+// (docs.databricks.com/api/workspace/scopes) lists it under every scope,
+// and it is a GET (so :read scopes allow it too): a call any working
+// token, scoped or not, may make, that reads nothing but who it is.
+const mePath = "/api/2.0/preview/scim/v2/Me"
+
+// VerifyToken proves that a token just issued works: one GET of SCIM Me
+// on the workspace, authenticated with the token itself as the bearer. ws
+// is the workspace ARM resolved and the allow-list accepted, and nothing
+// else goes with the request: no Entra token, no management token, no
+// resource id header. Redirects are refused like every other call's.
+//
+// Errors: UpstreamError when the workspace refuses the token (the token
+// does not work), UpstreamUnavailable for throttling, 5xx and timeouts.
+// No error holds the value, even if the answer quoted it.
+func (c *Client) VerifyToken(ctx context.Context, ws tokens.Workspace, value tokens.Secret) error {
+	req, err := runtime.NewRequest(ctx, http.MethodGet, ws.URL+mePath)
+	if err != nil {
+		return fmt.Errorf("databricks: %w", err)
+	}
+	req.Raw().Header.Set("Accept", "application/json")
+	req.Raw().Header.Set("Authorization", "Bearer "+value.Reveal())
+	resp, err := c.verify.Do(req)
+	if err != nil {
+		return redact(transportError(err), value)
+	}
+	if resp.StatusCode == http.StatusOK {
+		runtime.Drain(resp)
+		return nil
+	}
+	e := parseError(resp)
+	if e.Status == http.StatusTooManyRequests || e.Status >= 500 {
+		return redact(e.translate("verify the new token"), value)
+	}
+	detail := e.describe()
+	return redact(&tokens.Error{Code: tokens.CodeUpstreamError, Upstream: upstream.ServiceDatabricks,
+		Err:     fmt.Errorf("databricks: verify the new token: %s", detail),
+		Message: "the workspace refused a call made with the new token (GET " + mePath + "): " + detail}, value)
+}
+
+// redact takes the token value out of an error's message and cause.
+func redact(err error, value tokens.Secret) error {
+	v := value.Reveal()
+	te, ok := errors.AsType[*tokens.Error](err)
+	if v == "" || !ok {
+		return err
+	}
+	out := *te
+	out.Message = strings.ReplaceAll(out.Message, v, "REDACTED")
+	if out.Err != nil && strings.Contains(out.Err.Error(), v) {
+		out.Err = errors.New(strings.ReplaceAll(out.Err.Error(), v, "REDACTED"))
+	}
+	return &out
 }
 
 // WorkspaceConf reads workspace settings (workspace-conf); unset keys are

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/contoso/databricks-token-broker/internal/audit"
 )
 
 // scopesOf reads a JSON "scopes" array.
@@ -38,6 +40,10 @@ func TestScopedCreateReachesDatabricks(t *testing.T) {
 	}
 	if res := e.results(1, 20*time.Second)[0]; !slices.Equal(scopesOf(res.data()["scopes"]), want) {
 		t.Errorf("Created result scopes = %v", res.data()["scopes"])
+	}
+	// Operators see which privilege each token got.
+	if l := e.lineOf(audit.TokenIssued, func(l auditLine) bool { return l.str("request_id") == "sc-1" }); l.str("scopes") != strings.Join(want, ",") {
+		t.Errorf("token.issued line: scopes %q", l.str("scopes"))
 	}
 	// The repeat answers with the same record, scopes included.
 	if again := e.create(map[string]any{"workspaceResourceId": ws(0), "scopes": want, "lifetimeSeconds": 600, "requestId": "sc-1"}); again.Status != 200 || !slices.Equal(scopesOf(again.json(t)["scopes"]), want) {

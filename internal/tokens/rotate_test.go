@@ -239,3 +239,55 @@ func TestRotationAsksThePolicyWithTheTokensScopes(t *testing.T) {
 		t.Errorf("successor version %+v, record %+v", latest.Scopes, out[0].Record)
 	}
 }
+
+// A successor is proved with a call made with it before it becomes the
+// latest version. One that fails is revoked, the current version stays
+// latest, and the outcome says why; a failed revoke is left to the next
+// run, which finds the token by its rotation marker.
+func TestRotationVerifiesTheSuccessor(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name       string
+		verifyErr  error
+		deleteFail bool
+		wantCode   Code
+		wantLive   int // live tokens after the run
+	}{
+		{"refused", nil, false, CodeUpstreamError, 1},
+		{"throttled", &Error{Code: CodeUpstreamUnavailable, Message: "throttled", RetryAfter: time.Second}, false, CodeUpstreamUnavailable, 1},
+		{"refused, and the revoke fails", nil, true, CodeUpstreamError, 2},
+	}
+	for _, c := range cases {
+		api, vault := newFakeAPI(fixedNow), newFakeVault()
+		svc := NewService(Deps{Resolver: fakeResolver{}, API: &deleteFails{fakeAPI: api, fail: c.deleteFail}, Vault: vault, Now: fixedNow})
+		old := plant(t, api, vault, "sec", OriginHTTP, MarkerRequest, 2*time.Hour)
+		api.breakNext, api.verifyErr = 1, c.verifyErr
+		out, err := svc.Rotate(t.Context(), RotateOptions{Before: 168 * time.Hour, DefaultLifetime: time.Hour})
+		if err != nil || len(out) != 1 {
+			t.Fatalf("%s: %v %+v", c.name, err, out)
+		}
+		o := out[0]
+		if o.Type != Failed || o.Err.Code != c.wantCode || !strings.Contains(o.Err.Message, "verification") || o.Rotating == nil || o.Rotating.TokenID != old.ID {
+			t.Errorf("%s: outcome %s %+v", c.name, o.Type, o.Err)
+		}
+		if vs := vault.secrets["sec"]; len(vs) != 1 || vs[0].TokenID != old.ID || !vs[0].Enabled {
+			t.Errorf("%s: %d versions; the old one must stay latest", c.name, len(vs))
+		}
+		if n := api.liveCount(); n != c.wantLive || api.count("verify") != 1 {
+			t.Errorf("%s: %d live tokens, %d verifications; want %d and 1", c.name, n, api.count("verify"), c.wantLive)
+		}
+	}
+}
+
+// deleteFails makes DeleteToken fail when fail is set.
+type deleteFails struct {
+	*fakeAPI
+	fail bool
+}
+
+func (d *deleteFails) DeleteToken(ctx context.Context, ws Workspace, id string) (bool, error) {
+	if d.fail {
+		return false, &Error{Code: CodeUpstreamUnavailable, Message: "unavailable"}
+	}
+	return d.fakeAPI.DeleteToken(ctx, ws, id)
+}

@@ -49,6 +49,11 @@ type TokenAPI interface {
 	// expired or already revoked).
 	DeleteToken(ctx context.Context, ws Workspace, tokenID string) (bool, error)
 	Policy(ctx context.Context, ws Workspace) (WorkspacePolicy, error)
+	// VerifyToken makes one cheap call with value itself as the bearer,
+	// one any working token may make whatever its scopes: nil means the
+	// token works. Errors: UpstreamError (the token was refused),
+	// UpstreamUnavailable.
+	VerifyToken(ctx context.Context, ws Workspace, value Secret) error
 }
 
 // Deps are the Service's collaborators.
@@ -766,9 +771,10 @@ type RotateOptions struct {
 }
 
 // Rotate renews every managed Key Vault token inside the rotation window:
-// a new token with the same lifetime, comment and kind becomes the
-// secret's new latest version, and consumers reading the latest version
-// never see an expired token. The superseded token keeps working until it
+// a new token with the same lifetime, comment, scopes and kind, once a
+// call made with it succeeded, becomes the secret's new latest version,
+// and consumers reading the latest version never see an expired token nor
+// one that does not work. The superseded token keeps working until it
 // expires; a later run then revokes it, if still live, and disables its
 // version. Each workspace's tokens in a secret are rotated on their own.
 // Every outcome is returned; one failing never stops the others.
@@ -863,6 +869,9 @@ func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredT
 	if err != nil {
 		return fail(err)
 	}
+	if err := s.verify(ctx, ws, issued); err != nil {
+		return fail(err)
+	}
 	st := StoredToken{RequestID: reqID, Comment: latest.Comment, Lifetime: lifetime, Kind: kind, Origin: latest.Origin, Scopes: latest.Scopes}
 	uri, err := s.deliver(ctx, ws, name, issued, st)
 	if err != nil {
@@ -872,6 +881,29 @@ func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredT
 	rec.SecretURI = uri
 	o.Type, o.Err, o.TokenID, o.Record = Rotated, nil, issued.ID, &rec
 	return o, true
+}
+
+// verify proves a successor works before any consumer can read it: one
+// call made with the new token itself (TokenAPI.VerifyToken), on the
+// workspace URL ARM returned and the allow-list accepted. Until that
+// succeeds no version holds the token, so a successor that does not work
+// (refused, or the check could not be made) is revoked and the current
+// version stays latest: its consumers keep a token that works, and the
+// next run tries again. If the revoke fails too, the next run finds the
+// token by its rotation marker (not held by any version) and revokes it.
+func (s *Service) verify(ctx context.Context, ws Workspace, issued Issued) error {
+	err := s.api.VerifyToken(ctx, ws, issued.Value)
+	if err == nil {
+		return nil
+	}
+	e := AsError(err)
+	out := &Error{Code: e.Code, Upstream: e.Upstream, RetryAfter: e.RetryAfter, Err: err,
+		Message: "the new token failed verification (" + e.Message + "); it was revoked, and the current version stays the latest"}
+	if rerr := s.withdraw(ctx, ws, issued.ID); rerr != nil {
+		out.Err = errors.Join(err, rerr)
+		out.Message = "the new token failed verification (" + e.Message + ") and revoking it failed; the current version stays the latest, and the next run revokes it"
+	}
+	return out
 }
 
 // retire revokes the tokens of superseded versions once they expired (if

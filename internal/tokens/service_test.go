@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +20,10 @@ type fakeAPI struct {
 	dropped int // the next N creates succeed, then report an ambiguous failure
 	policy  WorkspacePolicy
 	quota   int // 0: no quota
+	// broken tokens fail VerifyToken with this error.
+	broken    map[string]bool
+	verifyErr error
+	breakNext int // the next N tokens created fail VerifyToken
 }
 
 func newFakeAPI(now func() time.Time) *fakeAPI {
@@ -35,6 +40,13 @@ func (f *fakeAPI) CreateToken(_ context.Context, _ Workspace, comment string, li
 	f.next++
 	t := Token{ID: fmt.Sprintf("tok%03d", f.next), Comment: comment, CreatedAt: f.now().Add(time.Duration(f.next) * time.Millisecond), ExpiresAt: f.now().Add(lifetime), Scopes: scopes}
 	f.live[t.ID] = t
+	if f.breakNext > 0 {
+		f.breakNext--
+		if f.broken == nil {
+			f.broken = map[string]bool{}
+		}
+		f.broken[t.ID] = true
+	}
 	if f.dropped > 0 {
 		f.dropped--
 		return Issued{}, &Error{Code: CodeUpstreamUnavailable, Err: ErrAmbiguous}
@@ -60,6 +72,20 @@ func (f *fakeAPI) DeleteToken(_ context.Context, _ Workspace, id string) (bool, 
 	_, ok := f.live[id]
 	delete(f.live, id)
 	return ok, nil
+}
+
+func (f *fakeAPI) VerifyToken(_ context.Context, _ Workspace, v Secret) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["verify"]++
+	id := strings.TrimPrefix(v.Reveal(), "dapi-")
+	if _, live := f.live[id]; !live || f.broken[id] {
+		if f.verifyErr != nil {
+			return f.verifyErr
+		}
+		return &Error{Code: CodeUpstreamError, Message: "Invalid access token."}
+	}
+	return nil
 }
 
 func (f *fakeAPI) Policy(context.Context, Workspace) (WorkspacePolicy, error) {
