@@ -291,3 +291,39 @@ func (d *deleteFails) DeleteToken(ctx context.Context, ws Workspace, id string) 
 	}
 	return d.fakeAPI.DeleteToken(ctx, ws, id)
 }
+
+// A version's tags can be edited by anyone who may write the vault; the
+// token's own record in Databricks cannot. When Databricks lists the
+// predecessor with scopes and the tags say otherwise (stripped, to get an
+// unscoped successor, or changed), nothing is issued: the rotation fails
+// and says so.
+func TestRotationRefusesScopesThatDisagreeWithDatabricks(t *testing.T) {
+	t.Parallel()
+	for _, tagged := range []Scopes{{}, {List: []string{"sql"}}, {List: []string{"sql:read"}, Autoscope: true}} {
+		api, vault := newFakeAPI(fixedNow), newFakeVault()
+		svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Now: fixedNow})
+		old := plant(t, api, vault, "sec", OriginHTTP, MarkerRequest, 2*time.Hour)
+		tok := api.live[old.ID]
+		tok.Scopes = Scopes{List: []string{"sql:read"}}
+		api.live[old.ID] = tok
+		vault.secrets["sec"][0].Scopes = tagged
+		out, err := svc.Rotate(t.Context(), RotateOptions{Before: 168 * time.Hour, DefaultLifetime: time.Hour})
+		if err != nil || len(out) != 1 {
+			t.Fatalf("%+v: %v %+v", tagged, err, out)
+		}
+		if out[0].Type != Failed || !strings.Contains(out[0].Err.Message, "scopes") || api.count("create") != 1 {
+			t.Errorf("tags %+v, Databricks sql:read: %s %+v, %d creates; want Failed and no new token", tagged, out[0].Type, out[0].Err, api.count("create"))
+		}
+	}
+	// Agreeing (in another order) rotates.
+	api, vault := newFakeAPI(fixedNow), newFakeVault()
+	svc := NewService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Now: fixedNow})
+	old := plant(t, api, vault, "sec", OriginHTTP, MarkerRequest, 2*time.Hour)
+	tok := api.live[old.ID]
+	tok.Scopes = Scopes{List: []string{"jobs", "sql:read"}}
+	api.live[old.ID] = tok
+	vault.secrets["sec"][0].Scopes = Scopes{List: []string{"sql:read", "jobs"}}
+	if out, err := svc.Rotate(t.Context(), RotateOptions{Before: 168 * time.Hour, DefaultLifetime: time.Hour}); err != nil || out[0].Type != Rotated {
+		t.Errorf("agreeing scopes: %v %+v", err, out)
+	}
+}

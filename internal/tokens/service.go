@@ -845,6 +845,9 @@ func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredT
 	if err != nil {
 		return fail(err)
 	}
+	if err := sameScopes(latest, all); err != nil {
+		return fail(err)
+	}
 	earlier := byRequest(all, reqID)
 	for _, e := range earlier {
 		if _, held, err := s.vault.Find(ctx, name, e.ID); err != nil {
@@ -881,6 +884,29 @@ func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredT
 	rec.SecretURI = uri
 	o.Type, o.Err, o.TokenID, o.Record = Rotated, nil, issued.ID, &rec
 	return o, true
+}
+
+// sameScopes checks the scopes a version's tags record against the
+// predecessor's own record in Databricks, when Databricks lists it with
+// scopes. Tags can be edited by anyone who may write the vault; a
+// successor is issued with the tags' scopes, so a stripped or changed tag
+// would otherwise buy a token with more than its predecessor had. On any
+// disagreement nothing is issued. (A token Databricks lists without scopes
+// cannot be checked: an older API, or a truly unscoped token, whose tags
+// could then only narrow the successor, or ask for autoscope.)
+func sameScopes(latest StoredToken, all []Token) error {
+	for _, t := range all {
+		if t.ID != latest.TokenID || len(t.Scopes.List) == 0 {
+			continue
+		}
+		a, b := slices.Sorted(slices.Values(t.Scopes.List)), slices.Sorted(slices.Values(latest.Scopes.List))
+		if !slices.Equal(a, b) || t.Scopes.Autoscope != latest.Scopes.Autoscope {
+			return &Error{Code: CodeInvalidRequest, Target: "scopes",
+				Message: fmt.Sprintf("the scopes Key Vault records for token %s (%q, autoscope %v) are not the ones Databricks lists for it (%q, autoscope %v): not renewed; correct the version's scopes tag, or revoke the secret and issue anew",
+					t.ID, latest.Scopes.String(), latest.Scopes.Autoscope, t.Scopes.String(), t.Scopes.Autoscope)}
+		}
+	}
+	return nil
 }
 
 // verify proves a successor works before any consumer can read it: one
