@@ -115,6 +115,7 @@ func run(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 		Limits:       tokens.Limits{DefaultLifetime: cfg.DefaultLifetime, MaxLifetime: cfg.MaxLifetime, KeyVault: cfg.KeyVaultURI != ""},
 		RetryBudget:  cfg.RetryBudget,
 		RotateBefore: cfg.RotateBefore, MaxDeliveryCount: cfg.MaxDeliveryCount,
+		EventTokenScopes:   cfg.EventTokenScopes,
 		TokenRequestsQueue: cfg.TokenRequestsQueue, WorkspaceEventsQueue: cfg.WorkspaceEventsQueue,
 		NotReadyBackoff: cfg.NotReadyBackoff,
 		Policy:          cfg.Policy, TrustCallerHeaders: cfg.TrustsCallerHeaders(),

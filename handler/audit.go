@@ -64,6 +64,19 @@ func expiryAttrs(expires time.Time) []any {
 	return []any{"expires_at", expires.UTC().Format(time.RFC3339)}
 }
 
+// scopeAttrs names a token's scopes on its audit line (nothing for an
+// unscoped token): which privilege each issued token got.
+func scopeAttrs(s tokens.Scopes) []any {
+	var out []any
+	if len(s.List) > 0 {
+		out = append(out, "scopes", s.String())
+	}
+	if s.Autoscope {
+		out = append(out, "autoscope", true)
+	}
+	return out
+}
+
 // createdEvent is the event of a successful create: a new token, or the
 // one an earlier attempt issued.
 func createdEvent(issued bool) audit.Event {

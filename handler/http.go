@@ -148,7 +148,7 @@ func (s *Server) createToken(r *http.Request, log *slog.Logger) httpOutcome {
 	published.Value = tokens.Secret{}
 	h.result.Type, h.result.TokenID, h.result.Record = tokens.Created, res.Record.TokenID, &published
 	h.event, h.msg = createdEvent(res.Issued), "create done"
-	h.attrs = append([]any{"token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked)}, expiryAttrs(res.Record.ExpiresAt)...)
+	h.attrs = append([]any{"token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked)}, append(expiryAttrs(res.Record.ExpiresAt), scopeAttrs(res.Record.Scopes)...)...)
 	h.status = http.StatusOK
 	if res.Issued {
 		h.status = http.StatusCreated

@@ -104,7 +104,7 @@ func (s *Server) tokenRequests(r *http.Request, log *slog.Logger, msg queueMessa
 		}
 		q.result.Type, q.result.TokenID, q.result.Record = tokens.Created, res.Record.TokenID, &res.Record
 		return q.published(createdEvent(res.Issued), "create done", "token "+res.Record.TokenID+" ready for request "+reqID,
-			append([]any{"token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked)}, expiryAttrs(res.Record.ExpiresAt)...)...)
+			append([]any{"token_id", res.Record.TokenID, "issued", res.Issued, "revoked_undelivered", len(res.Revoked)}, append(expiryAttrs(res.Record.ExpiresAt), scopeAttrs(res.Record.Scopes)...)...)...)
 	default: // "revoke"
 		req := cmd.revoke
 		req.RequestID = reqID
@@ -144,7 +144,7 @@ func (s *Server) workspaceEvents(r *http.Request, log *slog.Logger, msg queueMes
 	ctx, cancel := s.budget(r.Context())
 	defer cancel()
 	res, err := s.svc.EnsureLive(ctx, queueCaller, id, tokens.EnsureOptions{RequestID: q.result.RequestID, Lifetime: s.opts.Limits.DefaultLifetime,
-		RotateBefore: s.opts.RotateBefore, ReissueUndelivered: msg.DeliveryCount > 1})
+		RotateBefore: s.opts.RotateBefore, ReissueUndelivered: msg.DeliveryCount > 1, Scopes: tokens.Scopes{List: s.opts.EventTokenScopes}})
 	if err != nil {
 		return s.retryLater(r, msg, q, err, s.opts.WorkspaceEventsQueue)
 	}
@@ -153,7 +153,7 @@ func (s *Server) workspaceEvents(r *http.Request, log *slog.Logger, msg queueMes
 	}
 	q.result.Type, q.result.TokenID, q.result.Record = tokens.Created, res.Record.TokenID, &res.Record
 	return q.published(audit.TokenIssued, "event: token issued", "issued token "+res.Record.TokenID+" for workspace event "+ev.ID,
-		append([]any{"token_id", res.Record.TokenID, "revoked_undelivered", len(res.Revoked)}, expiryAttrs(res.Record.ExpiresAt)...)...)
+		append([]any{"token_id", res.Record.TokenID, "revoked_undelivered", len(res.Revoked)}, append(expiryAttrs(res.Record.ExpiresAt), scopeAttrs(res.Record.Scopes)...)...)...)
 }
 
 // retryLater turns a failed queue operation into its outcome. A workspace

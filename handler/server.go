@@ -49,6 +49,9 @@ type Options struct {
 	Limits       tokens.Limits
 	RetryBudget  time.Duration
 	RotateBefore time.Duration
+	// EventTokenScopes are the scopes of tokens issued for workspace events
+	// (EVENT_TOKEN_SCOPES; none: unscoped).
+	EventTokenScopes []string
 	// MaxDeliveryCount is the queues' max delivery count: the delivery that
 	// reaches it is the last, and publishes its failure before Service Bus
 	// dead-letters the message.

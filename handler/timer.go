@@ -97,7 +97,7 @@ func logRotationOutcome(log *slog.Logger, start time.Time, o tokens.Outcome, now
 			attrs = append(attrs, "replaces_token_id", o.Rotating.TokenID)
 		}
 		if o.Record != nil {
-			attrs = append(append(attrs, "secret_uri", o.Record.SecretURI), expiryAttrs(o.Record.ExpiresAt)...)
+			attrs = append(append(append(attrs, "secret_uri", o.Record.SecretURI), expiryAttrs(o.Record.ExpiresAt)...), scopeAttrs(o.Record.Scopes)...)
 		}
 	case o.Type == tokens.Expiring:
 		ev = audit.TokenExpiring

@@ -33,6 +33,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
 	"github.com/google/uuid"
 
+	"github.com/contoso/databricks-token-broker/internal/devstack/databricks"
 	"github.com/contoso/databricks-token-broker/internal/devstack/easyauth"
 	"github.com/contoso/databricks-token-broker/internal/devstack/hostsim"
 	"github.com/contoso/databricks-token-broker/internal/devstack/stack"
@@ -294,12 +295,18 @@ func (d *demo) say(format string, args ...any) {
 
 // demoPolicy lets the demo's Logic App (app role Tokens.Create) create,
 // revoke and list anywhere in the stand-in subscription, for at most 90
-// days, and lets queue messages touch the same workspaces.
+// days; lets a BI Logic App (its own client id) have read-only SQL tokens
+// only, for a day at most; and lets queue messages touch the same
+// workspaces.
 func demoPolicy() string {
 	return `{"version":1,"rules":[
 	 {"principals":[{"appRole":"Tokens.Create"}],"actions":["create","revoke","list"],"workspaces":["/subscriptions/` + stack.Subscription + `"],"maxLifetime":"2160h"},
+	 {"principals":[{"appId":"` + biLogicApp + `"}],"actions":["create"],"workspaces":["/subscriptions/` + stack.Subscription + `"],"requireScopes":true,"scopes":["sql:read*"],"maxLifetime":"24h"},
 	 {"principals":["queue"],"actions":["create","revoke"],"workspaces":["/subscriptions/` + stack.Subscription + `"]}]}`
 }
+
+// biLogicApp is the client id of the demo's BI Logic App.
+const biLogicApp = "cccccccc-3333-4333-8333-cccccccccccc"
 
 func (d *demo) run(ctx context.Context) error {
 	ws := stack.WorkspaceResourceID(0)
@@ -363,6 +370,31 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 
+	d.say("Least privilege: a BI Logic App may only ever get read-only SQL tokens (a rule with requireScopes and scopes [\"sql:read*\"])")
+	d.caller = []string{"Authorization", "Bearer " + easyauth.NewCallerToken(easyauth.Caller{AppID: biLogicApp})}
+	bi, err := d.call(ctx, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": ws, "comment": "demo: BI dashboards", "scopes": []string{"sql:read:restricted-query"}, "lifetimeSeconds": 3600}, 201)
+	if err != nil {
+		return err
+	}
+	if tok, ok := d.st.Workspaces[0].Token(bi["tokenId"].(string)); ok {
+		fmt.Printf("   Databricks holds the token with scopes %v: it may run read-only queries and call nothing else\n", tok.Scopes)
+	}
+	before := d.databricksCalls()
+	fmt.Println("   Asking for write SQL, or for an unscoped token, is refused before any upstream call:")
+	if _, err := d.call(ctx, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": ws, "scopes": []string{"sql"}}, 403); err != nil {
+		return err
+	}
+	if _, err := d.call(ctx, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": ws}, 403); err != nil {
+		return err
+	}
+	if after := d.databricksCalls(); after != before {
+		return fmt.Errorf("%d Databricks calls for refused requests", after-before)
+	}
+	d.caller = caller
+	if err := d.drainResults(ctx, rcv, 3, 10*time.Second); err != nil {
+		return err
+	}
+
 	d.say("Automation drops a create command on the token-requests queue")
 	cmd := `{"action":"create","workspaceResourceId":"` + stack.WorkspaceResourceID(1) + `","comment":"demo: queued","lifetimeSeconds":7200}`
 	if err := d.send(ctx, sb, "token-requests", cmd, "demo-command-1"); err != nil {
@@ -400,7 +432,8 @@ func (d *demo) run(ctx context.Context) error {
 	}
 
 	d.say("Rotation: 2-hour tokens are inside TOKEN_ROTATE_BEFORE (168h), so the timer renews them; the old ones keep working until they expire")
-	if _, err := d.call(ctx, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": ws, "comment": "demo: short-lived", "lifetimeSeconds": 7200, "secretName": "demo-short"}, 201); err != nil {
+	if _, err := d.call(ctx, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": ws, "comment": "demo: short-lived", "lifetimeSeconds": 7200, "secretName": "demo-short",
+		"scopes": []string{"sql:read", "unity-catalog:read"}}, 201); err != nil {
 		return err
 	}
 	if err := d.drainResults(ctx, rcv, 1, 10*time.Second); err != nil {
@@ -410,11 +443,18 @@ func (d *demo) run(ctx context.Context) error {
 	if _, err := d.host.InvokeTimer(ctx, "rotate-tokens", false); err != nil {
 		return err
 	}
-	// Two secrets are inside the window: demo-short and the queued 2-hour token.
-	if err := d.drainResults(ctx, rcv, 2, 20*time.Second); err != nil {
+	// Three secrets are inside the window: demo-short, the BI token and the queued 2-hour token.
+	if err := d.drainResults(ctx, rcv, 3, 20*time.Second); err != nil {
 		return err
 	}
 	d.showVault("demo-short")
+	checks := 0
+	for _, q := range d.st.Workspaces[0].Requests() {
+		if q.Op == databricks.OpMe && q.Auth == "pat" && !q.ManagementTokenPresent {
+			checks++
+		}
+	}
+	fmt.Printf("   Each successor kept its scopes, lifetime and comment, and was proved with one call made with it (GET /api/2.0/preview/scim/v2/Me, %d on this workspace) before it became the latest version.\n", checks)
 
 	calls := 0
 	for _, n := range d.st.MSI.Calls() {
@@ -435,8 +475,12 @@ func (d *demo) showVault(name string) {
 		if s.Name != name {
 			continue
 		}
-		fmt.Printf("   Key Vault %s/%s: enabled=%v exp=%s tokenId=%.12s… value=%s\n", s.Name, s.Version[:8], s.Enabled,
-			s.Expires.UTC().Format(time.RFC3339), s.Tags["tokenId"], mask([]byte(s.Value)))
+		scopes := s.Tags["scopes"]
+		if scopes == "" {
+			scopes = "(unscoped)"
+		}
+		fmt.Printf("   Key Vault %s/%s: enabled=%v exp=%s tokenId=%.12s… scopes=%s value=%s\n", s.Name, s.Version[:8], s.Enabled,
+			s.Expires.UTC().Format(time.RFC3339), s.Tags["tokenId"], scopes, mask([]byte(s.Value)))
 	}
 }
 
@@ -551,7 +595,7 @@ func summary(m *azservicebus.ReceivedMessage) string {
 	}
 	_ = json.Unmarshal(m.Body, &ev)
 	out := ev.Type
-	for _, k := range []string{"requestId", "tokenId", "status", "comment", "expiresAt", "tokenValue"} {
+	for _, k := range []string{"requestId", "tokenId", "status", "comment", "scopes", "expiresAt", "tokenValue"} {
 		if v, ok := ev.Data[k]; ok {
 			out += fmt.Sprintf(" %s=%v", k, v)
 		}

@@ -121,6 +121,9 @@ param authOpenIdIssuer string = ''
 @description('AUTHZ_POLICY: who may create, revoke and list tokens in which workspaces: inline JSON, or @<path> of a policy file shipped in the app package (relative to the app root). Empty: no policy, every caller that passes the front door may do everything. Set it only together with authClientId: the policy trusts X-MS-CLIENT-PRINCIPAL*, which only App Service Authentication makes trustworthy.')
 param authzPolicy string = ''
 
+@description('EVENT_TOKEN_SCOPES: the Databricks API scopes of the tokens issued for workspace events, comma-separated (e.g. sql:read,unity-catalog:read). Empty: unscoped tokens, which may call every API the function identity may. Queue rules of AUTHZ_POLICY with requireScopes refuse unscoped event tokens.')
+param eventTokenScopes string = ''
+
 // ------------------------------------------------------------- hosting
 
 @description('Flex Consumption instance memory (MB).')
@@ -367,6 +370,7 @@ module functionApp 'modules/functionapp.bicep' = {
     authzPolicy: authzPolicy
     ledgerTableName: storage.outputs.ledgerTableName
     ledgerRetention: ledgerRetention
+    eventTokenScopes: eventTokenScopes
   }
 }
 

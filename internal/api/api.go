@@ -36,9 +36,13 @@ type Record struct {
 	Comment             string  `json:"comment"`
 	CreatedAt           string  `json:"createdAt"`
 	ExpiresAt           *string `json:"expiresAt"`
-	TokenValue          string  `json:"tokenValue,omitempty"`
-	SecretURI           string  `json:"secretUri,omitempty"`
-	RequestedBy         string  `json:"requestedBy,omitempty"`
+	// Scopes are the token's API scopes; absent for an unscoped token
+	// (contract section 6). Autoscope is present only when true.
+	Scopes      []string `json:"scopes,omitempty"`
+	Autoscope   bool     `json:"autoscope,omitempty"`
+	TokenValue  string   `json:"tokenValue,omitempty"`
+	SecretURI   string   `json:"secretUri,omitempty"`
+	RequestedBy string   `json:"requestedBy,omitempty"`
 }
 
 // NewRecord renders r. The token value is included only when withValue is
@@ -53,6 +57,8 @@ func NewRecord(r tokens.Record, withValue bool) Record {
 		Comment:             r.Comment,
 		CreatedAt:           Time(r.CreatedAt),
 		ExpiresAt:           OptionalTime(r.ExpiresAt),
+		Scopes:              r.Scopes.List,
+		Autoscope:           r.Scopes.Autoscope,
 		SecretURI:           r.SecretURI,
 	}
 	if withValue && !r.Value.IsZero() {
@@ -100,10 +106,12 @@ func NewRevoke(r tokens.RevokeResult) Revoke {
 
 // TokenSummary is one entry of the list-tokens response.
 type TokenSummary struct {
-	TokenID   string  `json:"tokenId"`
-	Comment   string  `json:"comment"`
-	CreatedAt string  `json:"createdAt"`
-	ExpiresAt *string `json:"expiresAt"`
+	TokenID   string   `json:"tokenId"`
+	Comment   string   `json:"comment"`
+	CreatedAt string   `json:"createdAt"`
+	ExpiresAt *string  `json:"expiresAt"`
+	Scopes    []string `json:"scopes,omitempty"`
+	Autoscope bool     `json:"autoscope,omitempty"`
 }
 
 // List is the list-tokens response.
@@ -115,7 +123,8 @@ type List struct {
 func NewList(ts []tokens.TokenSummary) List {
 	out := List{Tokens: make([]TokenSummary, len(ts))}
 	for i, t := range ts {
-		out.Tokens[i] = TokenSummary{TokenID: t.TokenID, Comment: t.Comment, CreatedAt: Time(t.CreatedAt), ExpiresAt: OptionalTime(t.ExpiresAt)}
+		out.Tokens[i] = TokenSummary{TokenID: t.TokenID, Comment: t.Comment, CreatedAt: Time(t.CreatedAt), ExpiresAt: OptionalTime(t.ExpiresAt),
+			Scopes: t.Scopes.List, Autoscope: t.Scopes.Autoscope}
 	}
 	return out
 }

@@ -111,6 +111,8 @@ var Fields = map[string]string{
 	"expires_in_s":        "seconds until expires_at at the time of the line (negative: already expired)",
 	"secret_name":         "the Key Vault secret that holds the token",
 	"secret_uri":          "the Key Vault secret version that holds the token",
+	"scopes":              "issued and rotated: the token's Databricks API scopes, comma-separated (absent: unscoped)",
+	"autoscope":           "issued and rotated: true when the token was created with autoscope",
 	"issued":              "create: true if this call issued the token, false if it answered with an earlier one",
 	"revoked_undelivered": "tokens of an earlier, undelivered attempt that were revoked",
 	"status":              "revoke: revoked or notFound",

@@ -36,14 +36,14 @@ func Example() {
 		panic(err) // 401 Unauthenticated
 	}
 	ws, _ := tokens.ParseWorkspaceID("/subscriptions/11111111-1111-4111-8111-111111111111/resourceGroups/rg-data-west/providers/Microsoft.Databricks/workspaces/lake")
-	d := policy.Decide(pr, authz.ActionCreate, ws)
+	d := policy.Decide(pr, authz.ActionCreate, ws, tokens.Scopes{})
 	fmt.Println(pr, "rule", d.Rule, "allowed", d.Allowed, "max", d.MaxLifetime)
 	if lifetime := 48 * time.Hour; d.MaxLifetime > 0 && lifetime > d.MaxLifetime {
 		fmt.Println(authz.LifetimeDeniedMessage(d.MaxLifetime, ws))
 	}
 
 	other, _ := tokens.ParseWorkspaceID("/subscriptions/11111111-1111-4111-8111-111111111111/resourceGroups/rg-web/providers/Microsoft.Databricks/workspaces/site")
-	if d := policy.Decide(pr, authz.ActionCreate, other); !d.Allowed {
+	if d := policy.Decide(pr, authz.ActionCreate, other, tokens.Scopes{}); !d.Allowed {
 		fmt.Println(authz.DeniedMessage(authz.ActionCreate, other))
 	}
 	// Output:

@@ -69,6 +69,7 @@ func FuzzParsePolicy(f *testing.F) {
 		`{"version":1,"rules":[{"principals":[{"appRole":"Tokens.Create"}],"actions":["create"],"workspaces":["/subscriptions/*/resourceGroups/rg-*/providers/Microsoft.Databricks/workspaces/*a*"],"maxLifetime":86400}]}`,
 		`{"version":1,"rules":[]}`, `{}`, `[]`, `null`, `{"version":1,"version":2}`, `{"version":1,"rules":[{"maxLifetime":1e400}]}`,
 		`{"version":1,"rules":[{"principals":[{"objectId":"` + oid + `","appId":"` + appID + `"}]}]}`, "\xff\xfe", `{"a":1}{"b":2}`,
+		`{"version":1,"rules":[{"principals":["queue"],"actions":["create"],"workspaces":["/subscriptions/*"],"requireScopes":true,"scopes":["sql:read*","authentication","*"]}]}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -99,9 +100,22 @@ func FuzzParsePolicy(f *testing.F) {
 				t.Fatalf("accepted rule %+v", r)
 			}
 		}
+		for _, r := range p.rules {
+			if (r.scopes != nil || r.requireScopes) && !slices.Contains(r.actions, ActionCreate) {
+				t.Fatalf("accepted scope rules on a rule that does not grant create: %+v", r)
+			}
+		}
 		for _, pr := range prs {
+			// However the rules are written, a wildcard never grants the
+			// scopes that mint tokens.
+			for _, priv := range []string{"authentication", "all-apis:read"} {
+				d := p.Decide(pr, ActionCreate, ws(sub1, "rg-data-x", "etl-lake"), tokens.Scopes{List: []string{priv}})
+				if d.Allowed && !slices.ContainsFunc(p.rules, func(r rule) bool { return slices.Contains(r.scopes, priv) }) {
+					t.Fatalf("%s granted without a rule naming it", priv)
+				}
+			}
 			for _, a := range slices.Concat(Actions, []tokens.Action{"delete"}) {
-				d := p.Decide(pr, a, ws(sub1, "rg-data-x", "etl-lake"))
+				d := p.Decide(pr, a, ws(sub1, "rg-data-x", "etl-lake"), tokens.Scopes{})
 				if d.Allowed != (d.Rule >= 0) || d.Rule >= p.Rules() || (!d.Allowed || a != ActionCreate) && d.MaxLifetime != 0 {
 					t.Fatalf("Decide(%v, %s) = %+v", pr, a, d)
 				}

@@ -58,6 +58,11 @@ type rule struct {
 	actions     []tokens.Action
 	workspaces  []scopePattern
 	maxLifetime time.Duration // 0: no limit of its own
+	// scopes are the patterns a create's scopes must each match (nil: any
+	// scope but authentication and all-apis); requireScopes refuses
+	// unscoped (and autoscoped) tokens.
+	scopes        []string
+	requireScopes bool
 }
 
 type principalKind int
@@ -93,17 +98,40 @@ type Decision struct {
 	// Rule is the index of the deciding rule (for audit logs), -1 when no
 	// rule decided (denied, or no policy configured).
 	Rule int
+	// Scopes, for a create that rules grant on the workspace but not with
+	// these scopes, says what was wrong with them.
+	Scopes ScopeRefusal
 }
 
+// ScopeRefusal says why the scopes of a create were refused; the zero
+// value means they were not (or the action was not granted at all).
+type ScopeRefusal struct {
+	// Unscoped: every rule that could grant the create requires scoped
+	// tokens, and the request is unscoped or autoscoped.
+	Unscoped bool
+	// Denied lists, comma-joined, the requested scopes no such rule allows.
+	Denied string
+	// Together: each scope is allowed by some rule, but no one rule allows
+	// them all.
+	Together bool
+}
+
+// Refused reports whether the create was refused for its scopes.
+func (r ScopeRefusal) Refused() bool { return r.Unscoped || r.Denied != "" || r.Together }
+
 // Decide tells whether pr may perform action (ActionCreate, ActionRevoke or
-// ActionList) on workspace. Rules are matched on action, principal and
-// workspace; when several allow, the most generous maxLifetime wins (a
-// matching rule without maxLifetime means no rule limit). Nothing matching
-// means denied, as do a nil principal and an unknown action.
+// ActionList) on workspace, and for a create, with these scopes. Rules are
+// matched on action, principal and workspace, and for a create on scopes
+// (a rule's requireScopes refuses an unscoped or autoscoped token; each
+// requested scope must match one of its scope patterns; authentication and
+// all-apis, which can mint further tokens, only a pattern that names them
+// literally). When several rules allow, the most generous maxLifetime wins
+// (a matching rule without maxLifetime means no rule limit). Nothing
+// matching means denied, as do a nil principal and an unknown action.
 //
 // A nil policy means no policy is configured: everything is allowed
 // (Allowed true, Rule -1), as before authorization existed.
-func (p *Policy) Decide(pr *Principal, action tokens.Action, workspace tokens.WorkspaceID) Decision {
+func (p *Policy) Decide(pr *Principal, action tokens.Action, workspace tokens.WorkspaceID, scopes tokens.Scopes) Decision {
 	if p == nil {
 		return Decision{Allowed: true, Rule: -1}
 	}
@@ -113,10 +141,14 @@ func (p *Policy) Decide(pr *Principal, action tokens.Action, workspace tokens.Wo
 	}
 	sub, group, name := strings.ToLower(workspace.Subscription), strings.ToLower(workspace.ResourceGroup), strings.ToLower(workspace.Name)
 	d := denied
+	var refusal scopeTally
 	for i, r := range p.rules {
 		if !slices.Contains(r.actions, action) ||
 			!slices.ContainsFunc(r.principals, func(s principalSpec) bool { return s.matches(pr) }) ||
 			!slices.ContainsFunc(r.workspaces, func(w scopePattern) bool { return w.matches(sub, group, name) }) {
+			continue
+		}
+		if action == ActionCreate && !refusal.accepts(r, scopes) {
 			continue
 		}
 		switch {
@@ -132,7 +164,75 @@ func (p *Policy) Decide(pr *Principal, action tokens.Action, workspace tokens.Wo
 			break
 		}
 	}
+	if !d.Allowed {
+		d.Scopes = refusal.result(scopes)
+	}
 	return d
+}
+
+// scopeTally collects, over the rules that grant a create on the
+// workspace, why they refused its scopes, to tell the caller (never the
+// policy): that it must ask for scopes, which scopes no rule allows, or
+// that the scopes are allowed only apart.
+type scopeTally struct {
+	matched     int             // rules that grant the action here
+	pastRequire int             // of those, rules whose requireScopes the request passed
+	allowed     map[string]bool // scopes one of those rules allows
+}
+
+// accepts reports whether rule r allows these scopes, and tallies why not.
+func (t *scopeTally) accepts(r rule, s tokens.Scopes) bool {
+	t.matched++
+	if r.requireScopes && s.Unrestricted() {
+		return false
+	}
+	t.pastRequire++
+	ok := true
+	for _, sc := range s.List {
+		if r.allowsScope(sc) {
+			if t.allowed == nil {
+				t.allowed = map[string]bool{}
+			}
+			t.allowed[sc] = true
+		} else {
+			ok = false
+		}
+	}
+	return ok
+}
+
+func (t scopeTally) result(s tokens.Scopes) ScopeRefusal {
+	switch {
+	case t.matched == 0:
+		return ScopeRefusal{} // no rule grants the action here at all
+	case t.pastRequire == 0:
+		return ScopeRefusal{Unscoped: true}
+	}
+	var denied []string
+	for _, sc := range s.List {
+		if !t.allowed[sc] {
+			denied = append(denied, sc)
+		}
+	}
+	if len(denied) == 0 {
+		return ScopeRefusal{Together: true}
+	}
+	return ScopeRefusal{Denied: strings.Join(denied, ",")}
+}
+
+// allowsScope reports whether a requested scope matches one of the rule's
+// patterns. A scope that can mint tokens (authentication, all-apis, with
+// any modifiers) must be named literally: no wildcard and no rule without
+// patterns grants it, so a rule written for "anything scoped" never hands
+// out the power to issue more tokens.
+func (r rule) allowsScope(s string) bool {
+	if tokens.Privileged(s) {
+		return slices.Contains(r.scopes, s)
+	}
+	if r.scopes == nil {
+		return true
+	}
+	return slices.ContainsFunc(r.scopes, func(p string) bool { return glob(p, s) })
 }
 
 // Rules returns the number of rules.
@@ -431,7 +531,7 @@ func checkDescription(ps *problems, path string, raw json.RawMessage) {
 
 func parseRule(ps *problems, path string, raw json.RawMessage) (rule, bool) {
 	before := len(*ps)
-	f, ok := fields(ps, path, raw, "description", "principals", "actions", "workspaces", "maxLifetime")
+	f, ok := fields(ps, path, raw, "description", "principals", "actions", "workspaces", "maxLifetime", "scopes", "requireScopes")
 	if !ok {
 		return rule{}, false
 	}
@@ -496,7 +596,64 @@ func parseRule(ps *problems, path string, raw json.RawMessage) (rule, bool) {
 			r.maxLifetime = d
 		}
 	}
+	grantsCreate := slices.Contains(r.actions, ActionCreate) || len(r.actions) == 0
+	if raw := f["scopes"]; raw != nil {
+		for j, item := range array(ps, path+".scopes", raw, `scope patterns, e.g. "sql:read*"`) {
+			at := fmt.Sprintf("%s.scopes[%d]", path, j)
+			s, ok := str(item)
+			if !ok {
+				ps.add(at, "must be a string")
+				continue
+			}
+			if err := parseScopePattern(s); err != nil {
+				ps.add(at, "%v", err)
+				continue
+			}
+			if slices.Contains(r.scopes, s) {
+				ps.add(at, "repeats scope pattern %q", s)
+				continue
+			}
+			r.scopes = append(r.scopes, s)
+		}
+		if !grantsCreate {
+			ps.add(path+".scopes", "applies only to rules that grant %q", ActionCreate)
+		}
+	}
+	if raw := f["requireScopes"]; raw != nil {
+		if json.Unmarshal(raw, &r.requireScopes) != nil || isNull(raw) {
+			ps.add(path+".requireScopes", "must be true or false")
+		} else if !grantsCreate {
+			ps.add(path+".requireScopes", "applies only to rules that grant %q", ActionCreate)
+		}
+	}
 	return r, len(*ps) == before
+}
+
+// parseScopePattern checks a rule's scope pattern: a scope (area and
+// modifiers, as a request names them) in which '*' stands for any run of
+// characters, e.g. "sql:read*", "unity-catalog", "*". A pattern without
+// '*' must be a scope a request could name, so a typo (sql:write) is
+// caught at start instead of silently matching nothing.
+func parseScopePattern(s string) error {
+	switch {
+	case s == "":
+		return errors.New("must not be empty")
+	case len(s) > 128:
+		return errors.New("is longer than 128 characters")
+	case strings.ToLower(s) != s:
+		return fmt.Errorf("%q must be lower case, as Databricks writes scopes", tokens.Clip(s, 80))
+	case !strings.Contains(s, "*"):
+		if err := tokens.ValidScope(s); err != nil {
+			return err
+		}
+		return nil
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == ':' || c == '*') {
+			return fmt.Errorf("%q may hold only lower-case letters, digits, '-', ':' and '*'", tokens.Clip(s, 80))
+		}
+	}
+	return nil
 }
 
 func parsePrincipal(ps *problems, path string, raw json.RawMessage) (principalSpec, bool) {
@@ -681,24 +838,59 @@ func (p *Policy) HasQueueRules() bool {
 // authorization existed. Queue commands, workspace events and the rotation
 // of queue-issued tokens act as the Queue principal, which the policy
 // restricts only when it has rules for it (HasQueueRules): the queue's
-// RBAC is the control there.
+// RBAC is the control there. Even then, a scope that can mint tokens
+// (authentication, all-apis) needs a rule that names it, so with a policy
+// and no queue rules the queue cannot get one.
 type Authorizer struct{ Policy *Policy }
 
 var _ tokens.Authorizer = Authorizer{}
 
 // Authorize implements tokens.Authorizer. by is a *Principal (nil: nobody
 // vouched for the caller, which any policy denies).
-func (a Authorizer) Authorize(by tokens.Caller, act tokens.Action, ws tokens.WorkspaceID) (tokens.Grant, error) {
+func (a Authorizer) Authorize(by tokens.Caller, act tokens.Action, ws tokens.WorkspaceID, scopes tokens.Scopes) (tokens.Grant, error) {
 	if a.Policy == nil {
 		return tokens.Grant{}, nil
 	}
 	pr, _ := by.(*Principal)
 	if pr.IsQueue() && !a.Policy.HasQueueRules() {
+		if act == ActionCreate {
+			var priv []string
+			for _, s := range scopes.List {
+				if tokens.Privileged(s) {
+					priv = append(priv, s)
+				}
+			}
+			if len(priv) > 0 {
+				return tokens.Grant{}, scopeDenied(ScopeRefusal{Denied: strings.Join(priv, ",")}, ws)
+			}
+		}
 		return tokens.Grant{}, nil
 	}
-	d := a.Policy.Decide(pr, act, ws)
-	if !d.Allowed {
-		return tokens.Grant{}, &tokens.Error{Code: tokens.CodeNotAuthorized, Target: "workspaceResourceId", Message: DeniedMessage(act, ws)}
+	d := a.Policy.Decide(pr, act, ws, scopes)
+	switch {
+	case d.Allowed:
+		return tokens.Grant{MaxLifetime: d.MaxLifetime}, nil
+	case d.Scopes.Refused():
+		return tokens.Grant{}, scopeDenied(d.Scopes, ws)
 	}
-	return tokens.Grant{MaxLifetime: d.MaxLifetime}, nil
+	return tokens.Grant{}, &tokens.Error{Code: tokens.CodeNotAuthorized, Target: "workspaceResourceId", Message: DeniedMessage(act, ws)}
+}
+
+// scopeDenied is the refusal of a create for its scopes. Like every
+// refusal it names the caller's request and the workspace, never the
+// policy's patterns.
+func scopeDenied(r ScopeRefusal, ws tokens.WorkspaceID) error {
+	return tokens.FieldError(tokens.CodeNotAuthorized, "scopes", ScopeDeniedMessage(r, ws))
+}
+
+// ScopeDeniedMessage is the caller-facing message for a create refused for
+// its scopes.
+func ScopeDeniedMessage(r ScopeRefusal, ws tokens.WorkspaceID) string {
+	switch {
+	case r.Unscoped:
+		return fmt.Sprintf("the caller may create only scoped tokens in workspace %s: name the scopes the token needs (autoscope counts as unscoped, since the token may call every API while Databricks observes it)", ws)
+	case r.Together:
+		return fmt.Sprintf("the caller may not create one token with all of these scopes in workspace %s; ask for them in separate tokens", ws)
+	}
+	return fmt.Sprintf("the caller is not authorized to create tokens with scope %s in workspace %s", strings.ReplaceAll(r.Denied, ",", ", "), ws)
 }

@@ -197,6 +197,25 @@ func TestParsePolicyErrors(t *testing.T) {
 			`rules[6].maxLifetime: null is not`,
 			`rules[7].maxLifetime: 63072001 seconds is out of range`,
 			`rules[8].maxLifetime: applies only to rules that grant "create"`}},
+		{"bad scope rules", `{"version":1,"rules":[` +
+			`{` + okP + `,` + okA + `,` + okW + `,"scopes":["SQL","sql:write","sql:*","sql:*","",7,"sql read*","` + strings.Repeat("a", 129) + `"]},` +
+			`{` + okP + `,` + okA + `,` + okW + `,"scopes":[],"requireScopes":"yes"},` +
+			`{` + okP + `,` + okA + `,` + okW + `,"scopes":"sql","requireScopes":null},` +
+			`{` + okP + `,"actions":["list"],` + okW + `,"scopes":["sql"],"requireScopes":true}` +
+			`]}`, []string{
+			`rules[0].scopes[0]: "SQL" must be lower case`,
+			`rules[0].scopes[1]: "sql:write" has the modifier "write"`,
+			`rules[0].scopes[3]: repeats scope pattern "sql:*"`,
+			`rules[0].scopes[4]: must not be empty`,
+			`rules[0].scopes[5]: must be a string`,
+			`rules[0].scopes[6]: "sql read*" may hold only`,
+			`rules[0].scopes[7]: is longer than 128 characters`,
+			`rules[1].scopes: must not be empty`,
+			`rules[1].requireScopes: must be true or false`,
+			`rules[2].scopes: must be an array`,
+			`rules[2].requireScopes: must be true or false`,
+			`rules[3].scopes: applies only to rules that grant "create"`,
+			`rules[3].requireScopes: applies only to rules that grant "create"`}},
 		{"descriptions", `{"version":1,"description":7,"rules":[{"description":"` + strings.Repeat("d", 501) + `",` + okP + `,` + okA + `,` + okW + `}]}`, []string{
 			"description: must be a string", "rules[0].description: must be at most 500 characters"}},
 		{"errors in two rules", `{"version":1,"rules":[{` + okP + `,` + okA + `},{` + okP + `,` + okW + `,"actions":["write"]}]}`, []string{
@@ -246,40 +265,40 @@ func TestDecide(t *testing.T) {
 		ws     tokens.WorkspaceID
 		want   Decision
 	}{
-		{"object id, wildcard resource group", etl, ActionCreate, data, Decision{true, 24 * time.Hour, 0}},
-		{"object id, case-insensitive everything", &Principal{ObjectID: strings.ToUpper(etlOID), IDP: "aad"}, ActionList, ws(strings.ToUpper(sub1), "RG-DATA-EAST", "LAKE"), Decision{true, 0, 0}},
-		{"object id, revoke", etl, ActionRevoke, data, Decision{true, 0, 0}},
-		{"object id, resource group outside the pattern", etl, ActionCreate, ws(sub1, "rg-web", "lake"), Decision{false, 0, -1}},
-		{"object id, prefix is not a match", etl, ActionCreate, ws(sub1, "rg-dat", "lake"), Decision{false, 0, -1}},
-		{"object id, other subscription", etl, ActionCreate, ws(sub2, "rg-data-west", "lake"), Decision{false, 0, -1}},
-		{"app role, subscription scope", creator, ActionCreate, ws(sub1, "any", "thing"), Decision{true, 7 * 24 * time.Hour, 1}},
-		{"app role, action not granted", creator, ActionList, ws(sub1, "any", "thing"), Decision{false, 0, -1}},
-		{"app roles are case-sensitive", stranger, ActionCreate, ws(sub1, "any", "thing"), Decision{false, 0, -1}},
-		{"app id, resource group scope, no limit", ci, ActionCreate, ws(sub2, "rg-ci", "build"), Decision{true, 0, 2}},
-		{"app id, other resource group", ci, ActionCreate, ws(sub2, "rg-ci2", "build"), Decision{false, 0, -1}},
-		{"second principal of a rule", revoker, ActionRevoke, ws(sub2, "x", "y"), Decision{true, 0, 3}},
-		{"subscription wildcard", ops, ActionList, ws(sub2, "x", "y"), Decision{true, 0, 3}},
-		{"object id of another rule does not carry over", ops, ActionCreate, data, Decision{false, 0, -1}},
-		{"queue principal, name pattern", Queue(), ActionCreate, ws(sub2, "rg", "etl-nightly"), Decision{true, 12 * time.Hour, 4}},
-		{"queue principal, name outside pattern", Queue(), ActionCreate, ws(sub2, "rg", "nightly-etl"), Decision{false, 0, -1}},
-		{"queue principal, action not granted", Queue(), ActionList, ws(sub2, "rg", "etl-nightly"), Decision{false, 0, -1}},
-		{"queue principal matches no header rule", Queue(), ActionCreate, data, Decision{false, 0, -1}},
-		{"header principal never matches queue", etl, ActionCreate, ws(sub2, "rg", "etl-nightly"), Decision{false, 0, -1}},
-		{"largest limit wins", both, ActionCreate, data, Decision{true, 7 * 24 * time.Hour, 1}},
-		{"default deny", stranger, ActionCreate, data, Decision{false, 0, -1}},
-		{"nil principal", nil, ActionList, data, Decision{false, 0, -1}},
-		{"unknown action", etl, "delete", data, Decision{false, 0, -1}},
-		{"action case matters", etl, "Create", data, Decision{false, 0, -1}},
+		{"object id, wildcard resource group", etl, ActionCreate, data, Decision{Allowed: true, MaxLifetime: 24 * time.Hour, Rule: 0}},
+		{"object id, case-insensitive everything", &Principal{ObjectID: strings.ToUpper(etlOID), IDP: "aad"}, ActionList, ws(strings.ToUpper(sub1), "RG-DATA-EAST", "LAKE"), Decision{Allowed: true, MaxLifetime: 0, Rule: 0}},
+		{"object id, revoke", etl, ActionRevoke, data, Decision{Allowed: true, MaxLifetime: 0, Rule: 0}},
+		{"object id, resource group outside the pattern", etl, ActionCreate, ws(sub1, "rg-web", "lake"), Decision{Allowed: false, MaxLifetime: 0, Rule: -1}},
+		{"object id, prefix is not a match", etl, ActionCreate, ws(sub1, "rg-dat", "lake"), Decision{Allowed: false, MaxLifetime: 0, Rule: -1}},
+		{"object id, other subscription", etl, ActionCreate, ws(sub2, "rg-data-west", "lake"), Decision{Allowed: false, MaxLifetime: 0, Rule: -1}},
+		{"app role, subscription scope", creator, ActionCreate, ws(sub1, "any", "thing"), Decision{Allowed: true, MaxLifetime: 7 * 24 * time.Hour, Rule: 1}},
+		{"app role, action not granted", creator, ActionList, ws(sub1, "any", "thing"), Decision{Allowed: false, MaxLifetime: 0, Rule: -1}},
+		{"app roles are case-sensitive", stranger, ActionCreate, ws(sub1, "any", "thing"), Decision{Allowed: false, MaxLifetime: 0, Rule: -1}},
+		{"app id, resource group scope, no limit", ci, ActionCreate, ws(sub2, "rg-ci", "build"), Decision{Allowed: true, MaxLifetime: 0, Rule: 2}},
+		{"app id, other resource group", ci, ActionCreate, ws(sub2, "rg-ci2", "build"), Decision{Allowed: false, MaxLifetime: 0, Rule: -1}},
+		{"second principal of a rule", revoker, ActionRevoke, ws(sub2, "x", "y"), Decision{Allowed: true, MaxLifetime: 0, Rule: 3}},
+		{"subscription wildcard", ops, ActionList, ws(sub2, "x", "y"), Decision{Allowed: true, MaxLifetime: 0, Rule: 3}},
+		{"object id of another rule does not carry over", ops, ActionCreate, data, Decision{Allowed: false, MaxLifetime: 0, Rule: -1}},
+		{"queue principal, name pattern", Queue(), ActionCreate, ws(sub2, "rg", "etl-nightly"), Decision{Allowed: true, MaxLifetime: 12 * time.Hour, Rule: 4}},
+		{"queue principal, name outside pattern", Queue(), ActionCreate, ws(sub2, "rg", "nightly-etl"), Decision{Allowed: false, MaxLifetime: 0, Rule: -1}},
+		{"queue principal, action not granted", Queue(), ActionList, ws(sub2, "rg", "etl-nightly"), Decision{Allowed: false, MaxLifetime: 0, Rule: -1}},
+		{"queue principal matches no header rule", Queue(), ActionCreate, data, Decision{Allowed: false, MaxLifetime: 0, Rule: -1}},
+		{"header principal never matches queue", etl, ActionCreate, ws(sub2, "rg", "etl-nightly"), Decision{Allowed: false, MaxLifetime: 0, Rule: -1}},
+		{"largest limit wins", both, ActionCreate, data, Decision{Allowed: true, MaxLifetime: 7 * 24 * time.Hour, Rule: 1}},
+		{"default deny", stranger, ActionCreate, data, Decision{Allowed: false, MaxLifetime: 0, Rule: -1}},
+		{"nil principal", nil, ActionList, data, Decision{Allowed: false, MaxLifetime: 0, Rule: -1}},
+		{"unknown action", etl, "delete", data, Decision{Allowed: false, MaxLifetime: 0, Rule: -1}},
+		{"action case matters", etl, "Create", data, Decision{Allowed: false, MaxLifetime: 0, Rule: -1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := p.Decide(tt.pr, tt.action, tt.ws); got != tt.want {
+			if got := p.Decide(tt.pr, tt.action, tt.ws, tokens.Scopes{}); got != tt.want {
 				t.Errorf("Decide(%v, %s, %s) = %+v, want %+v", tt.pr, tt.action, tt.ws, got, tt.want)
 			}
 		})
 	}
 	var none *Policy
-	if got := none.Decide(nil, ActionCreate, data); got != (Decision{true, 0, -1}) {
+	if got := none.Decide(nil, ActionCreate, data, tokens.Scopes{}); got != (Decision{Allowed: true, MaxLifetime: 0, Rule: -1}) {
 		t.Errorf("nil policy: %+v", got)
 	}
 }
@@ -292,7 +311,7 @@ func TestDecideLifetimeOrder(t *testing.T) {
 		{"principals":["queue"],"actions":["create"],"workspaces":["/subscriptions/*"],"maxLifetime":"3h"},
 		{"principals":["queue"],"actions":["create"],"workspaces":["/subscriptions/*"],"maxLifetime":10800},
 		{"principals":["queue"],"actions":["create"],"workspaces":["/subscriptions/*"],"maxLifetime":"2h"}]}`)
-	if got := p.Decide(Queue(), ActionCreate, ws(sub1, "rg", "ws")); got != (Decision{true, 3 * time.Hour, 1}) {
+	if got := p.Decide(Queue(), ActionCreate, ws(sub1, "rg", "ws"), tokens.Scopes{}); got != (Decision{Allowed: true, MaxLifetime: 3 * time.Hour, Rule: 1}) {
 		t.Errorf("got %+v", got)
 	}
 	// A rule without maxLifetime wins over every limit.
@@ -300,11 +319,94 @@ func TestDecideLifetimeOrder(t *testing.T) {
 		{"principals":["queue"],"actions":["create"],"workspaces":["/subscriptions/*"],"maxLifetime":"1h"},
 		{"principals":["queue"],"actions":["create"],"workspaces":["/subscriptions/*/resourceGroups/rg"]},
 		{"principals":["queue"],"actions":["create"],"workspaces":["/subscriptions/*"],"maxLifetime":"3h"}]}`)
-	if got := p.Decide(Queue(), ActionCreate, ws(sub1, "rg", "ws")); got != (Decision{true, 0, 1}) {
+	if got := p.Decide(Queue(), ActionCreate, ws(sub1, "rg", "ws"), tokens.Scopes{}); got != (Decision{Allowed: true, MaxLifetime: 0, Rule: 1}) {
 		t.Errorf("got %+v", got)
 	}
-	if got := p.Decide(Queue(), ActionCreate, ws(sub1, "rg2", "ws")); got != (Decision{true, 3 * time.Hour, 2}) {
+	if got := p.Decide(Queue(), ActionCreate, ws(sub1, "rg2", "ws"), tokens.Scopes{}); got != (Decision{Allowed: true, MaxLifetime: 3 * time.Hour, Rule: 2}) {
 		t.Errorf("got %+v", got)
+	}
+}
+
+func TestDecideScopes(t *testing.T) {
+	p := mustParse(t, `{"version":1,"rules":[
+		{"principals":[{"appId":"`+ciApp+`"}],"actions":["create"],"workspaces":["/subscriptions/*"],"requireScopes":true,"scopes":["sql:read*","unity-catalog:read"],"maxLifetime":"24h"},
+		{"principals":[{"appId":"`+ciApp+`"}],"actions":["create"],"workspaces":["/subscriptions/`+sub2+`"],"requireScopes":true,"scopes":["jobs*"],"maxLifetime":"1h"},
+		{"principals":[{"objectId":"`+etlOID+`"}],"actions":["create"],"workspaces":["/subscriptions/*"]},
+		{"principals":[{"objectId":"`+opsOID+`"}],"actions":["create"],"workspaces":["/subscriptions/*"],"scopes":["*","authentication"]},
+		{"principals":["queue"],"actions":["create","revoke"],"workspaces":["/subscriptions/*"],"requireScopes":true}]}`)
+	ci := &Principal{ObjectID: "c0000000-0000-4000-8000-000000000009", AppID: ciApp, IDP: "aad"}
+	etl := &Principal{ObjectID: etlOID, IDP: "aad"}
+	ops := &Principal{ObjectID: opsOID, IDP: "aad"}
+	sc := func(s ...string) tokens.Scopes { return tokens.Scopes{List: s} }
+	w1, w2 := ws(sub1, "rg", "w"), ws(sub2, "rg", "w")
+	tests := []struct {
+		name   string
+		pr     *Principal
+		w      tokens.WorkspaceID
+		scopes tokens.Scopes
+		want   Decision
+	}{
+		{"read-only SQL", ci, w1, sc("sql:read"), Decision{Allowed: true, MaxLifetime: 24 * time.Hour, Rule: 0}},
+		{"read-only SQL queries and catalog", ci, w1, sc("sql:read:restricted-query", "unity-catalog:read"), Decision{Allowed: true, MaxLifetime: 24 * time.Hour, Rule: 0}},
+		{"unscoped where scopes are required", ci, w1, tokens.Scopes{}, Decision{Rule: -1, Scopes: ScopeRefusal{Unscoped: true}}},
+		{"autoscope where scopes are required", ci, w1, tokens.Scopes{List: []string{"sql:read"}, Autoscope: true}, Decision{Rule: -1, Scopes: ScopeRefusal{Unscoped: true}}},
+		{"write SQL", ci, w1, sc("sql"), Decision{Rule: -1, Scopes: ScopeRefusal{Denied: "sql"}}},
+		{"each rule allows one, none both", ci, w2, sc("sql:read", "jobs"), Decision{Rule: -1, Scopes: ScopeRefusal{Together: true}}},
+		{"the second rule, its lifetime", ci, w2, sc("jobs:read"), Decision{Allowed: true, MaxLifetime: time.Hour, Rule: 1}},
+		{"names the scopes no rule allows", ci, w2, sc("sql:read", "clusters", "files"), Decision{Rule: -1, Scopes: ScopeRefusal{Denied: "clusters,files"}}},
+		{"a rule without scopes allows unscoped", etl, w1, tokens.Scopes{}, Decision{Allowed: true, Rule: 2}},
+		{"a rule without scopes allows any scope", etl, w1, sc("jobs", "clusters:read"), Decision{Allowed: true, Rule: 2}},
+		{"but not authentication", etl, w1, sc("sql", "authentication"), Decision{Rule: -1, Scopes: ScopeRefusal{Denied: "authentication"}}},
+		{"nor all-apis", etl, w1, sc("all-apis"), Decision{Rule: -1, Scopes: ScopeRefusal{Denied: "all-apis"}}},
+		{"a wildcard does not grant authentication:read", ops, w1, sc("authentication:read"), Decision{Rule: -1, Scopes: ScopeRefusal{Denied: "authentication:read"}}},
+		{"a literal does", ops, w1, sc("authentication", "sql"), Decision{Allowed: true, Rule: 3}},
+		{"queue: unscoped refused", Queue(), w1, tokens.Scopes{}, Decision{Rule: -1, Scopes: ScopeRefusal{Unscoped: true}}},
+		{"queue: scoped allowed", Queue(), w1, sc("sql"), Decision{Allowed: true, Rule: 4}},
+		{"stranger: not a scope refusal", &Principal{ObjectID: opsOID[:35] + "9", IDP: "aad"}, w1, sc("sql"), Decision{Rule: -1}},
+	}
+	for _, tt := range tests {
+		if got := p.Decide(tt.pr, ActionCreate, tt.w, tt.scopes); got != tt.want {
+			t.Errorf("%s: Decide = %+v, want %+v", tt.name, got, tt.want)
+		}
+	}
+	// Scopes do not matter to other actions, even under requireScopes.
+	if got := p.Decide(Queue(), ActionRevoke, w1, tokens.Scopes{}); !got.Allowed {
+		t.Errorf("revoke under a requireScopes rule: %+v", got)
+	}
+}
+
+func TestAuthorizerScopes(t *testing.T) {
+	ci := &Principal{ObjectID: "c0000000-0000-4000-8000-000000000009", AppID: ciApp, IDP: "aad"}
+	w := ws(sub1, "rg", "w")
+	noQueue := Authorizer{Policy: mustParse(t, `{"version":1,"rules":[{"principals":[{"appId":"`+ciApp+`"}],"actions":["create"],"workspaces":["/subscriptions/*"],"requireScopes":true,"scopes":["sql:*"]}]}`)}
+	for _, tt := range []struct {
+		name   string
+		by     tokens.Caller
+		scopes tokens.Scopes
+		target string // "" = allowed
+		says   string
+	}{
+		{"allowed", ci, tokens.Scopes{List: []string{"sql:read"}}, "", ""},
+		{"unscoped", ci, tokens.Scopes{}, "scopes", "only scoped tokens"},
+		{"outside", ci, tokens.Scopes{List: []string{"jobs"}}, "scopes", "with scope jobs in workspace"},
+		// Without queue rules the queue is unrestricted, except for the
+		// scopes that mint tokens: no rule names them for it.
+		{"queue without queue rules", Queue(), tokens.Scopes{}, "", ""},
+		{"queue asks for authentication", Queue(), tokens.Scopes{List: []string{"sql", "authentication", "all-apis:read"}}, "scopes", "authentication, all-apis:read"},
+		{"nobody", nil, tokens.Scopes{List: []string{"sql:read"}}, "workspaceResourceId", "not authorized to create tokens in workspace"},
+	} {
+		_, err := noQueue.Authorize(tt.by, ActionCreate, w, tt.scopes)
+		switch {
+		case tt.target == "" && err != nil:
+			t.Errorf("%s: %v", tt.name, err)
+		case tt.target != "" && (tokens.CodeOf(err) != tokens.CodeNotAuthorized || tokens.AsError(err).Target != tt.target || !strings.Contains(tokens.AsError(err).Message, tt.says)):
+			t.Errorf("%s: %+v; want NotAuthorized on %s saying %q", tt.name, tokens.AsError(err), tt.target, tt.says)
+		case err != nil && strings.Contains(tokens.AsError(err).Message, "sql:*"):
+			t.Errorf("%s: the message quotes the policy: %s", tt.name, err)
+		}
+	}
+	if _, err := (Authorizer{}).Authorize(Queue(), ActionCreate, w, tokens.Scopes{List: []string{"authentication"}}); err != nil {
+		t.Errorf("no policy allows everything: %v", err)
 	}
 }
 

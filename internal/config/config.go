@@ -23,6 +23,7 @@ import (
 	"github.com/contoso/databricks-token-broker/internal/allowlist"
 	"github.com/contoso/databricks-token-broker/internal/authz"
 	"github.com/contoso/databricks-token-broker/internal/ledger"
+	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
 
 // env is the raw environment, as envconfig reads it. Values stay strings
@@ -39,6 +40,7 @@ type env struct {
 	DefaultLifetime            string `envconfig:"TOKEN_DEFAULT_LIFETIME" default:"720h"`
 	MaxLifetime                string `envconfig:"TOKEN_MAX_LIFETIME" default:"2160h"`
 	RotateBefore               string `envconfig:"TOKEN_ROTATE_BEFORE" default:"168h"`
+	EventTokenScopes           string `envconfig:"EVENT_TOKEN_SCOPES"`
 	KeyVaultURI                string `envconfig:"KEY_VAULT_URI"`
 	ServiceBusNamespace        string `envconfig:"SERVICEBUS_NAMESPACE"`
 	ServiceBusConnectionString string `envconfig:"SERVICEBUS_CONNECTION_STRING"`
@@ -75,7 +77,10 @@ type Config struct {
 	DefaultLifetime      time.Duration
 	MaxLifetime          time.Duration
 	RotateBefore         time.Duration
-	KeyVaultURI          string
+	// EventTokenScopes are the scopes of tokens issued for workspace
+	// events (EVENT_TOKEN_SCOPES, comma list); nil: unscoped, as before.
+	EventTokenScopes []string
+	KeyVaultURI      string
 	// ServiceBusNamespace is a fully qualified namespace host; empty when
 	// results go through a connection string or are not published.
 	ServiceBusNamespace string
@@ -264,6 +269,13 @@ func parse(e env) (Config, error) {
 	}
 	if c.RotateBefore > 0 && c.MaxLifetime > 0 && c.RotateBefore >= c.MaxLifetime {
 		p.add("TOKEN_ROTATE_BEFORE", "%s must be shorter than TOKEN_MAX_LIFETIME (%s)", e.RotateBefore, e.MaxLifetime)
+	}
+	if scopes, err := tokens.ParseScopeList(e.EventTokenScopes); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			p.add("EVENT_TOKEN_SCOPES", "%s", line)
+		}
+	} else {
+		c.EventTokenScopes = scopes
 	}
 	if c.RetryBudget > 10*time.Minute {
 		p.add("UPSTREAM_RETRY_BUDGET", "%s is longer than the longest Consumption function timeout (10m)", e.RetryBudget)

@@ -35,6 +35,22 @@ func TestLoadDefaults(t *testing.T) {
 	}
 }
 
+func TestEventTokenScopes(t *testing.T) {
+	for _, n := range Names() {
+		t.Setenv(n, "")
+	}
+	t.Setenv("EVENT_TOKEN_SCOPES", " sql:read, unity-catalog:read ")
+	c, err := Load()
+	if err != nil || strings.Join(c.EventTokenScopes, "|") != "sql:read|unity-catalog:read" {
+		t.Errorf("got %v, %v", c.EventTokenScopes, err)
+	}
+	t.Setenv("EVENT_TOKEN_SCOPES", "sql:write,jobs,jobs")
+	_, err = Load()
+	if err == nil || strings.Count(err.Error(), "EVENT_TOKEN_SCOPES: ") != 2 {
+		t.Errorf("one line per problem, naming the setting: %v", err)
+	}
+}
+
 func TestLoadSovereignCloud(t *testing.T) {
 	for _, n := range Names() {
 		t.Setenv(n, "")
@@ -75,6 +91,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		"LEDGER_TABLE":                         "token-ledger",
 		"LEDGER_RETENTION":                     "a while",
 		"AzureWebJobsStorage__tableServiceUri": "http://table.example.com",
+		"EVENT_TOKEN_SCOPES":                   "sql,SQL:read",
 	}
 	for k, v := range bad {
 		t.Setenv(k, v)

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -49,6 +50,10 @@ type Options struct {
 // of each call. It is safe for concurrent use.
 type Client struct {
 	pl runtime.Pipeline
+	// verify is the pipeline of calls made with a token the service just
+	// issued: the same transport (no redirects), http guard, retries and
+	// measurement, but none of the service identity's credentials.
+	verify runtime.Pipeline
 }
 
 var _ tokens.TokenAPI = (*Client)(nil)
@@ -74,7 +79,7 @@ func New(cred azcore.TokenCredential, opts Options) *Client {
 			&managementTokenPolicy{cred: cred, scope: opts.ManagementScope, allowLoopback: opts.AllowInsecureLoopback},
 		},
 	}, &co)
-	return &Client{pl: pl}
+	return &Client{pl: pl, verify: runtime.NewPipeline(moduleName, moduleVersion, runtime.PipelineOptions{}, &co)}
 }
 
 // managementTokenPolicy adds the ARM-audience token Databricks needs to
@@ -100,16 +105,24 @@ func (p *managementTokenPolicy) Do(req *policy.Request) (*http.Response, error) 
 
 // --- wire types (Token API 2.0) ---
 
+// createBody is CreateTokenRequest (databricks-sdk-go service/settings):
+// no scopes means an unscoped token, which may call every API its identity
+// may, so the field is left out rather than sent empty.
 type createBody struct {
-	Comment         string `json:"comment"`
-	LifetimeSeconds int64  `json:"lifetime_seconds"`
+	Comment          string   `json:"comment"`
+	LifetimeSeconds  int64    `json:"lifetime_seconds"`
+	Scopes           []string `json:"scopes,omitempty"`
+	AutoscopeEnabled bool     `json:"autoscope_enabled,omitempty"`
 }
 
+// tokenInfo is PublicTokenInfo, as create and list return it.
 type tokenInfo struct {
-	TokenID      string `json:"token_id"`
-	CreationTime int64  `json:"creation_time"`
-	ExpiryTime   int64  `json:"expiry_time"`
-	Comment      string `json:"comment"`
+	TokenID        string   `json:"token_id"`
+	CreationTime   int64    `json:"creation_time"`
+	ExpiryTime     int64    `json:"expiry_time"`
+	Comment        string   `json:"comment"`
+	Scopes         []string `json:"scopes"`
+	AutoscopeState string   `json:"autoscope_state"`
 }
 
 type createResponse struct {
@@ -122,11 +135,27 @@ type listResponse struct {
 }
 
 func (t tokenInfo) token() tokens.Token {
-	out := tokens.Token{ID: t.TokenID, Comment: t.Comment, CreatedAt: time.UnixMilli(t.CreationTime).UTC()}
+	out := tokens.Token{ID: t.TokenID, Comment: t.Comment, CreatedAt: time.UnixMilli(t.CreationTime).UTC(),
+		Scopes: tokens.Scopes{List: t.Scopes, Autoscope: autoscoped(t.AutoscopeState)}}
+	if len(out.Scopes.List) == 0 {
+		out.Scopes.List = nil
+	}
 	if t.ExpiryTime > 0 { // -1: never expires
 		out.ExpiresAt = time.UnixMilli(t.ExpiryTime).UTC()
 	}
 	return out
+}
+
+// autoscoped reads autoscope_state (iam.AutoscopeState in the SDK):
+// absent, DISABLED and USER_SELECTED (scopes the creator chose) are not
+// autoscope; RUNNING, COMPLETED, BACKFILLED and API_NOT_COVERED are states
+// of a token created with autoscope_enabled.
+func autoscoped(state string) bool {
+	switch state {
+	case "", "AUTOSCOPE_STATE_DISABLED", "AUTOSCOPE_STATE_USER_SELECTED":
+		return false
+	}
+	return true
 }
 
 func (c *Client) newRequest(ctx context.Context, ws tokens.Workspace, method, path string) (*policy.Request, error) {
@@ -140,8 +169,9 @@ func (c *Client) newRequest(ctx context.Context, ws tokens.Workspace, method, pa
 }
 
 // CreateToken creates a token with an explicit lifetime (never 0 or
-// omitted: Databricks would read that as two years, or forever).
-func (c *Client) CreateToken(ctx context.Context, ws tokens.Workspace, comment string, lifetime time.Duration) (tokens.Issued, error) {
+// omitted: Databricks would read that as two years, or forever) and the
+// given scopes.
+func (c *Client) CreateToken(ctx context.Context, ws tokens.Workspace, comment string, lifetime time.Duration, scopes tokens.Scopes) (tokens.Issued, error) {
 	secs := int64(lifetime / time.Second)
 	if secs < 1 {
 		return tokens.Issued{}, tokens.Errorf(tokens.CodeInvalidRequest, "lifetime must be at least one second")
@@ -152,7 +182,7 @@ func (c *Client) CreateToken(ctx context.Context, ws tokens.Workspace, comment s
 	if err != nil {
 		return tokens.Issued{}, err
 	}
-	if err := runtime.MarshalAsJSON(req, createBody{Comment: comment, LifetimeSeconds: secs}); err != nil {
+	if err := runtime.MarshalAsJSON(req, createBody{Comment: comment, LifetimeSeconds: secs, Scopes: scopes.List, AutoscopeEnabled: scopes.Autoscope}); err != nil {
 		return tokens.Issued{}, fmt.Errorf("databricks: %w", err)
 	}
 	resp, err := c.pl.Do(req)
@@ -171,7 +201,14 @@ func (c *Client) CreateToken(ctx context.Context, ws tokens.Workspace, comment s
 		// A 200 we cannot read still created a token: ambiguous.
 		return tokens.Issued{}, ambiguous(errors.New("databricks: unreadable token/create response"))
 	}
-	return tokens.Issued{Token: out.TokenInfo.token(), Value: tokens.NewSecret(out.TokenValue)}, nil
+	t := out.TokenInfo.token()
+	// The answer to a create that asked for scopes may leave them out of
+	// token_info; Databricks accepted the request that named them.
+	if t.Scopes.List == nil {
+		t.Scopes.List = scopes.List
+	}
+	t.Scopes.Autoscope = t.Scopes.Autoscope || scopes.Autoscope
+	return tokens.Issued{Token: t, Value: tokens.NewSecret(out.TokenValue)}, nil
 }
 
 func ambiguous(err error) error {
@@ -233,6 +270,61 @@ func (c *Client) DeleteToken(ctx context.Context, ws tokens.Workspace, tokenID s
 		return false, nil
 	}
 	return false, apiErr.translate("revoke token")
+}
+
+// mePath is SCIM Me: the caller's own identity. Databricks' scope reference
+// (docs.databricks.com/api/workspace/scopes) lists it under every scope,
+// and it is a GET (so :read scopes allow it too): a call any working
+// token, scoped or not, may make, that reads nothing but who it is.
+const mePath = "/api/2.0/preview/scim/v2/Me"
+
+// VerifyToken proves that a token just issued works: one GET of SCIM Me
+// on the workspace, authenticated with the token itself as the bearer. ws
+// is the workspace ARM resolved and the allow-list accepted, and nothing
+// else goes with the request: no Entra token, no management token, no
+// resource id header. Redirects are refused like every other call's.
+//
+// Errors: UpstreamError when the workspace refuses the token (the token
+// does not work), UpstreamUnavailable for throttling, 5xx and timeouts.
+// No error holds the value, even if the answer quoted it.
+func (c *Client) VerifyToken(ctx context.Context, ws tokens.Workspace, value tokens.Secret) error {
+	req, err := runtime.NewRequest(ctx, http.MethodGet, ws.URL+mePath)
+	if err != nil {
+		return fmt.Errorf("databricks: %w", err)
+	}
+	req.Raw().Header.Set("Accept", "application/json")
+	req.Raw().Header.Set("Authorization", "Bearer "+value.Reveal())
+	resp, err := c.verify.Do(req)
+	if err != nil {
+		return redact(transportError(err), value)
+	}
+	if resp.StatusCode == http.StatusOK {
+		runtime.Drain(resp)
+		return nil
+	}
+	e := parseError(resp)
+	if e.Status == http.StatusTooManyRequests || e.Status >= 500 {
+		return redact(e.translate("verify the new token"), value)
+	}
+	detail := e.describe()
+	return redact(&tokens.Error{Code: tokens.CodeUpstreamError, Upstream: upstream.ServiceDatabricks,
+		Err:     fmt.Errorf("databricks: verify the new token: %s", detail),
+		Message: "the workspace refused a call made with the new token (GET " + mePath + "): " + detail}, value)
+}
+
+// redact takes the token value out of an error's message and cause.
+func redact(err error, value tokens.Secret) error {
+	v := value.Reveal()
+	te, ok := errors.AsType[*tokens.Error](err)
+	if v == "" || !ok {
+		return err
+	}
+	out := *te
+	out.Message = strings.ReplaceAll(out.Message, v, "REDACTED")
+	if out.Err != nil && strings.Contains(out.Err.Error(), v) {
+		out.Err = errors.New(strings.ReplaceAll(out.Err.Error(), v, "REDACTED"))
+	}
+	return &out
 }
 
 // WorkspaceConf reads workspace settings (workspace-conf); unset keys are

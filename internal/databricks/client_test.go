@@ -70,7 +70,7 @@ func TestRedirectsAreNotFollowed(t *testing.T) {
 		call func(context.Context, *Client, tokens.Workspace) error
 	}{
 		{"create", func(ctx context.Context, c *Client, ws tokens.Workspace) error {
-			_, err := c.CreateToken(ctx, ws, "c", time.Hour)
+			_, err := c.CreateToken(ctx, ws, "c", time.Hour, tokens.Scopes{})
 			return err
 		}},
 		{"list", func(ctx context.Context, c *Client, ws tokens.Workspace) error {
@@ -84,6 +84,10 @@ func TestRedirectsAreNotFollowed(t *testing.T) {
 		{"workspace-conf", func(ctx context.Context, c *Client, ws tokens.Workspace) error {
 			_, err := c.Policy(ctx, ws)
 			return err
+		}},
+		// A redirect followed here would hand the new token itself over.
+		{"verify", func(ctx context.Context, c *Client, ws tokens.Workspace) error {
+			return c.VerifyToken(ctx, ws, tokens.NewSecret("dapi-successor-7c1e"))
 		}},
 	}
 	for _, status := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
@@ -109,7 +113,7 @@ func TestRedirectsAreNotFollowed(t *testing.T) {
 					if !strings.Contains(te.Message, wsHost) || !strings.Contains(te.Message, fmt.Sprint(status)) || !strings.Contains(te.Message, otherHost.Host) {
 						t.Errorf("%s: message %q does not name the host %s, the status and where it pointed", op.name, te.Message, wsHost)
 					}
-					if s := err.Error(); strings.Contains(s, redirectBody) || strings.Contains(s, "fake_token") {
+					if s := err.Error(); strings.Contains(s, redirectBody) || strings.Contains(s, "fake_token") || strings.Contains(s, "dapi-successor") {
 						t.Errorf("%s: the error echoes the redirect body or a token: %s", op.name, s)
 					}
 				}
@@ -117,6 +121,48 @@ func TestRedirectsAreNotFollowed(t *testing.T) {
 					t.Errorf("the redirect target received %d requests (with the management token)", n)
 				}
 			})
+		}
+	}
+}
+
+// The verification call carries the new token and nothing of the service's
+// identity, and its errors never hold the value, even when an answer
+// quotes it.
+func TestVerifyToken(t *testing.T) {
+	t.Parallel()
+	const value = "dapi0123456789abcdef0123456789abcdef"
+	id, _ := tokens.ParseWorkspaceID("/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg/providers/Microsoft.Databricks/workspaces/ws-one")
+	var status atomic.Int64
+	var seen atomic.Value
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Store(r.Clone(context.Background()))
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(int(status.Load()))
+		fmt.Fprintf(w, `{"error_code":"PERMISSION_DENIED","message":"token %s does not have required scopes: x"}`, value)
+	}))
+	t.Cleanup(srv.Close)
+	c := New(&azfake.TokenCredential{}, Options{DatabricksScope: "dbx/.default", ManagementScope: "mgmt/.default",
+		ClientOptions: policy.ClientOptions{Transport: srv.Client()}})
+	ws := tokens.Workspace{ID: id, URL: srv.URL}
+
+	status.Store(http.StatusOK)
+	if err := c.VerifyToken(t.Context(), ws, tokens.NewSecret(value)); err != nil {
+		t.Fatalf("200: %v", err)
+	}
+	r := seen.Load().(*http.Request)
+	if r.Method != http.MethodGet || r.URL.Path != "/api/2.0/preview/scim/v2/Me" || r.Header.Get("Authorization") != "Bearer "+value ||
+		r.Header.Get(HeaderManagementToken) != "" || r.Header.Get(HeaderWorkspaceResourceID) != "" {
+		t.Errorf("request %s %s with headers %v", r.Method, r.URL.Path, r.Header)
+	}
+	for _, st := range []int{http.StatusUnauthorized, http.StatusForbidden} {
+		status.Store(int64(st))
+		err := c.VerifyToken(t.Context(), ws, tokens.NewSecret(value))
+		var te *tokens.Error
+		if !errors.As(err, &te) || te.Code != tokens.CodeUpstreamError || te.PermissionDenied || !strings.Contains(te.Message, fmt.Sprint(st)) {
+			t.Errorf("%d: %v; want an UpstreamError naming the status", st, err)
+		}
+		if strings.Contains(err.Error(), value) || strings.Contains(te.Message, value) {
+			t.Errorf("%d: the error holds the token value: %v", st, err)
 		}
 	}
 }

@@ -283,6 +283,17 @@ func TestOpenAPIResponsesConformToDocument(t *testing.T) {
 			}},
 		{name: "create with the request id in the header", op: "CreateToken", path: "/create-token", docValid: true, status: 201,
 			body: map[string]any{"workspaceResourceId": lowerCased}, header: []string{"x-ms-client-request-id", "hdr:openapi.2"}},
+		{name: "create scoped", op: "CreateToken", path: "/create-token", docValid: true, status: 201,
+			body: map[string]any{"workspaceResourceId": ws(0), "scopes": []string{"sql:read:restricted-query", "unity-catalog:read"}, "autoscope": false, "lifetimeSeconds": 3600},
+			check: func(t *testing.T, b map[string]any) {
+				if s, _ := b["scopes"].([]any); len(s) != 2 {
+					t.Errorf("scoped create: scopes %v", b["scopes"])
+				}
+			}},
+		{name: "create autoscoped", op: "CreateToken", path: "/create-token", docValid: true, status: 201,
+			body: map[string]any{"workspaceResourceId": ws(0), "scopes": []string{"jobs"}, "autoscope": true, "lifetimeSeconds": 3600}},
+		{name: "create bad scopes", op: "CreateToken", path: "/create-token", body: map[string]any{"workspaceResourceId": ws(0), "scopes": []string{"SQL", "sql:write"}}, status: 400, code: "InvalidRequest"},
+		{name: "create empty scopes", op: "CreateToken", path: "/create-token", body: map[string]any{"workspaceResourceId": ws(0), "scopes": []string{}}, status: 400, code: "InvalidRequest"},
 		{name: "create malformed JSON", op: "CreateToken", path: "/create-token", body: `{"workspaceResourceId":`, status: 400, code: "InvalidRequest"},
 		{name: "create empty body", op: "CreateToken", path: "/create-token", body: ``, status: 400, code: "InvalidRequest"},
 		{name: "create without workspace", op: "CreateToken", path: "/create-token", body: map[string]any{"comment": "x"}, status: 400, code: "InvalidRequest"},
@@ -324,8 +335,14 @@ func TestOpenAPIResponsesConformToDocument(t *testing.T) {
 						never++
 					}
 				}
-				if len(toks) < 3 || never != 1 {
-					t.Errorf("list: %d tokens, %d never expiring; want at least 3, 1 with expiresAt null", len(toks), never)
+				scoped := 0
+				for _, tok := range toks {
+					if m, _ := tok.(map[string]any); m != nil && m["scopes"] != nil {
+						scoped++
+					}
+				}
+				if len(toks) < 3 || never != 1 || scoped != 2 {
+					t.Errorf("list: %d tokens, %d never expiring, %d scoped; want at least 3, 1 with expiresAt null, 2 with scopes", len(toks), never, scoped)
 				}
 			}},
 		{name: "list with lower-case id segments", op: "ListTokens", path: "/list-tokens?workspaceResourceId=" + lowerCased, docValid: true, status: 200},
@@ -442,6 +459,7 @@ func TestOpenAPIResponsesConformToDocument(t *testing.T) {
 	for _, c := range []apiCall{
 		{name: "create not granted", op: "CreateToken", path: "/create-token", header: intruder, docValid: true, body: map[string]any{"workspaceResourceId": ws(0)}, status: 403, code: "NotAuthorized"},
 		{name: "create above the rule's lifetime", op: "CreateToken", path: "/create-token", header: creator, docValid: true, body: map[string]any{"workspaceResourceId": ws(0), "lifetimeSeconds": 7200}, status: 403, code: "NotAuthorized"},
+		{name: "create with the authentication scope no rule names", op: "CreateToken", path: "/create-token", header: creator, docValid: true, body: map[string]any{"workspaceResourceId": ws(0), "scopes": []string{"authentication"}}, status: 403, code: "NotAuthorized"},
 		{name: "revoke not granted", op: "RevokeToken", path: "/revoke-token", header: intruder, docValid: true, body: map[string]any{"workspaceResourceId": ws(0), "tokenId": "abc"}, status: 403, code: "NotAuthorized"},
 		{name: "list not granted", op: "ListTokens", path: "/list-tokens?workspaceResourceId=" + ws(0), header: intruder, docValid: true, status: 403, code: "NotAuthorized"},
 	} {
@@ -659,6 +677,12 @@ func (v *conformance) checkDetailTargets(t *testing.T, name string, route *route
 		m, _ := d.(map[string]any)
 		target, _ := m["target"].(string)
 		msg, _ := m["message"].(string)
+		// An element of an array field is named field[i] (scopes[2]).
+		if base, rest, ok := strings.Cut(target, "["); ok && strings.HasSuffix(rest, "]") {
+			if _, err := strconv.Atoi(strings.TrimSuffix(rest, "]")); err == nil {
+				target = base
+			}
+		}
 		if !known[target] && !strings.HasSuffix(msg, "is not a known field") {
 			t.Errorf("%s: detail target %q is neither documented nor an unknown field (%q)", name, target, msg)
 		}

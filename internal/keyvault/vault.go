@@ -44,6 +44,13 @@ const (
 	// rotations of those) or "http". Rotation re-authorizes queue-issued
 	// tokens as the queue principal.
 	TagOrigin = "origin"
+	// TagScopes is the token's scopes joined with commas (split over
+	// scopes, scopes2, … like every long value); absent for an unscoped
+	// token. A rotation issues the successor with the same scopes, so a
+	// least-privilege token never comes back with more.
+	TagScopes = "scopes"
+	// TagAutoscope is "true" for a token created with autoscope.
+	TagAutoscope = "autoscope"
 	// ManagedBy is the managedBy tag's value: secrets without it are never
 	// touched, rotated or revoked.
 	ManagedBy   = "databricks-token-broker"
@@ -101,29 +108,57 @@ func New(vaultURL string, cred azcore.TokenCredential, opts Options) (*Vault, er
 	return &Vault{client: c, base: u}, nil
 }
 
+// maxTags is Key Vault's limit on the tags of one secret version.
+const maxTags = 15
+
+// versionTags are the tags of a version holding st. Values longer than a
+// tag allows are split (putLong).
+func versionTags(st tokens.StoredToken) map[string]*string {
+	tags := map[string]*string{
+		TagManagedBy: ptr(ManagedBy),
+		TagTokenID:   ptr(st.TokenID),
+		TagLifetime:  ptr(strconv.FormatInt(int64(st.Lifetime/time.Second), 10)),
+		TagRequestID: ptr(st.RequestID),
+		TagIssuedAt:  ptr(st.IssuedAt.UTC().Format(time.RFC3339Nano)),
+	}
+	putLong(tags, TagWorkspace, st.Workspace.String())
+	putLong(tags, TagComment, st.Comment)
+	putLong(tags, TagScopes, st.Scopes.String())
+	if st.Scopes.Autoscope {
+		tags[TagAutoscope] = ptr("true")
+	}
+	if st.Kind != "" {
+		tags[TagKind] = ptr(st.Kind)
+	}
+	if st.Origin != "" {
+		tags[TagOrigin] = ptr(st.Origin)
+	}
+	return tags
+}
+
+// Fits reports whether a token's record fits one version's 15 tags, with
+// one to spare for revokedAt (Disable adds it). Asked before the token is
+// created, so a token is never made that its secret could not describe.
+// With the longest workspace id and a comment of 200 four-byte characters
+// the record leaves one tag, 256 bytes, for scopes; typical ones leave
+// five.
+func (v *Vault) Fits(st tokens.StoredToken) error {
+	if n := len(versionTags(st)) + 1; n > maxTags {
+		return tokens.FieldError(tokens.CodeInvalidRequest, "scopes", fmt.Sprintf(
+			"Key Vault cannot record this token: its scopes (%d characters), comment and workspace id need %d tags and a secret version holds at most %d; shorten the comment or the scopes", len(st.Scopes.String()), n, maxTags))
+	}
+	return nil
+}
+
 // Put writes the token as a new version of the secret name.
 func (v *Vault) Put(ctx context.Context, name string, value tokens.Secret, st tokens.StoredToken) (string, error) {
 	val := value.Reveal()
 	exp := st.ExpiresAt.UTC()
 	params := azsecrets.SetSecretParameters{
-		Value:       &val,
-		ContentType: ptr(contentType),
-		Tags: map[string]*string{
-			TagManagedBy: ptr(ManagedBy),
-			TagTokenID:   ptr(st.TokenID),
-			TagLifetime:  ptr(strconv.FormatInt(int64(st.Lifetime/time.Second), 10)),
-			TagRequestID: ptr(st.RequestID),
-			TagIssuedAt:  ptr(st.IssuedAt.UTC().Format(time.RFC3339Nano)),
-		},
+		Value:            &val,
+		ContentType:      ptr(contentType),
+		Tags:             versionTags(st),
 		SecretAttributes: &azsecrets.SecretAttributes{Enabled: ptr(true)},
-	}
-	putLong(params.Tags, TagWorkspace, st.Workspace.String())
-	putLong(params.Tags, TagComment, st.Comment)
-	if st.Kind != "" {
-		params.Tags[TagKind] = ptr(st.Kind)
-	}
-	if st.Origin != "" {
-		params.Tags[TagOrigin] = ptr(st.Origin)
 	}
 	if !st.ExpiresAt.IsZero() {
 		params.SecretAttributes.Expires = &exp
@@ -306,7 +341,11 @@ func stored(p *azsecrets.SecretProperties) (tokens.StoredToken, bool) {
 	secs, _ := strconv.ParseInt(tag(p.Tags, TagLifetime), 10, 64)
 	st := tokens.StoredToken{URI: string(*p.ID), Name: p.ID.Name(), Version: p.ID.Version(), TokenID: tag(p.Tags, TagTokenID),
 		Workspace: ws, Lifetime: time.Duration(secs) * time.Second, RequestID: tag(p.Tags, TagRequestID),
-		Comment: getLong(p.Tags, TagComment), Kind: tag(p.Tags, TagKind), Origin: tag(p.Tags, TagOrigin), Tags: map[string]string{}}
+		Comment: getLong(p.Tags, TagComment), Kind: tag(p.Tags, TagKind), Origin: tag(p.Tags, TagOrigin), Tags: map[string]string{},
+		Scopes: tokens.Scopes{Autoscope: tag(p.Tags, TagAutoscope) == "true"}}
+	if joined := getLong(p.Tags, TagScopes); joined != "" {
+		st.Scopes.List = strings.Split(joined, ",")
+	}
 	st.IssuedAt, _ = time.Parse(time.RFC3339Nano, tag(p.Tags, TagIssuedAt))
 	for k, v := range p.Tags {
 		if v != nil {
@@ -329,8 +368,9 @@ func stored(p *azsecrets.SecretProperties) (tokens.StoredToken, bool) {
 // in bytes here, which is never more). A workspace resource id can be 264
 // characters and a comment 200 characters of up to 4 bytes each, so longer
 // values are split over the tags k, k2, k3, … at character boundaries,
-// and getLong joins them. Validation bounds both, so the number of tags
-// stays under Key Vault's 15 (at most 14 with every field at its longest).
+// and getLong joins them. Validation bounds both, so without scopes the
+// number of tags stays under Key Vault's 15 (at most 14 with every field
+// at its longest); scopes take what is left, which Fits checks.
 const maxTagValue = 256
 
 func putLong(tags map[string]*string, k, v string) {

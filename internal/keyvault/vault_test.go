@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	azfake "github.com/Azure/azure-sdk-for-go/sdk/azcore/fake"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
@@ -79,6 +81,65 @@ func TestRedirectsAreNotFollowed(t *testing.T) {
 					}
 				})
 			}
+		}
+	}
+}
+
+// The scopes take the tags the rest of the record leaves: a version never
+// needs more than Key Vault's 15 (one kept for revokedAt), and Fits says
+// so before any token exists.
+func TestScopesFitTheTagLimit(t *testing.T) {
+	t.Parallel()
+	longWS, err := tokens.ParseWorkspaceID("/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/" + strings.Repeat("g", 90) + "/providers/Microsoft.Databricks/workspaces/" + strings.Repeat("w", 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var many []string
+	for i := range 32 {
+		many = append(many, fmt.Sprintf("area-number-%02d:read", i))
+	}
+	v := &Vault{}
+	tests := []struct {
+		name    string
+		st      tokens.StoredToken
+		fits    bool
+		scopeTg int // tags the scopes take
+	}{
+		{"unscoped at every field's longest", tokens.StoredToken{Workspace: longWS, Comment: strings.Repeat("😀", 200), Kind: "req", Origin: "http"}, true, 0},
+		{"a few scopes at every field's longest", tokens.StoredToken{Workspace: longWS, Comment: strings.Repeat("😀", 200), Kind: "req", Origin: "http",
+			Scopes: tokens.Scopes{List: []string{"sql:read:restricted-query", "unity-catalog:read"}}}, true, 1},
+		{"32 long scopes, typical comment", tokens.StoredToken{Workspace: longWS, Comment: "nightly ETL", Kind: "req", Origin: "http",
+			Scopes: tokens.Scopes{List: many, Autoscope: true}}, true, 3},
+		{"32 long scopes at every field's longest", tokens.StoredToken{Workspace: longWS, Comment: strings.Repeat("😀", 200), Kind: "req", Origin: "http",
+			Scopes: tokens.Scopes{List: many}}, false, 3},
+	}
+	for _, tt := range tests {
+		tt.st.TokenID = strings.Repeat("f", 64)
+		err := v.Fits(tt.st)
+		if (err == nil) != tt.fits {
+			t.Errorf("%s: Fits = %v", tt.name, err)
+		}
+		if err != nil && (tokens.CodeOf(err) != tokens.CodeInvalidRequest || tokens.AsError(err).Target != "scopes") {
+			t.Errorf("%s: %v; want InvalidRequest on scopes", tt.name, err)
+		}
+		tags := versionTags(tt.st)
+		n := 0
+		for k := range tags {
+			if strings.HasPrefix(k, TagScopes) {
+				n++
+			}
+		}
+		if n != tt.scopeTg {
+			t.Errorf("%s: scopes take %d tags; want %d", tt.name, n, tt.scopeTg)
+		}
+		if tt.fits && len(tags)+1 > maxTags {
+			t.Errorf("%s: %d tags fit, yet with revokedAt a version would exceed %d", tt.name, len(tags), maxTags)
+		}
+		// What Put writes reads back as it was.
+		props := &azsecrets.SecretProperties{ID: ptr(azsecrets.ID("https://kv.vault.azure.net/secrets/s/v1")), Tags: tags}
+		got, ok := stored(props)
+		if !ok || !slices.Equal(got.Scopes.List, tt.st.Scopes.List) || got.Scopes.Autoscope != tt.st.Scopes.Autoscope {
+			t.Errorf("%s: read back scopes %+v; want %+v", tt.name, got.Scopes, tt.st.Scopes)
 		}
 	}
 }

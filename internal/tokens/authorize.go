@@ -45,18 +45,21 @@ type Grant struct {
 
 // Authorizer decides who may do what. The service asks it on every path
 // that issues, revokes or lists, before any upstream call (a revoke by
-// secretUri once the secret's tags named the workspace).
+// secretUri once the secret's tags named the workspace). For a create the
+// Authorizer is given the token's scopes, since which rule allows them
+// also decides its lifetime; for revoke and list they are empty.
 //
 // Errors: NotAuthorized, with a message that names the action and the
-// workspace and never the policy.
+// workspace (target workspaceResourceId) or the refused scopes (target
+// scopes), never the policy.
 type Authorizer interface {
-	Authorize(by Caller, a Action, ws WorkspaceID) (Grant, error)
+	Authorize(by Caller, a Action, ws WorkspaceID, s Scopes) (Grant, error)
 }
 
 // allowAll is the Authorizer when no policy is configured.
 type allowAll struct{}
 
-func (allowAll) Authorize(Caller, Action, WorkspaceID) (Grant, error) { return Grant{}, nil }
+func (allowAll) Authorize(Caller, Action, WorkspaceID, Scopes) (Grant, error) { return Grant{}, nil }
 
 // capLifetime applies a grant's maximum lifetime to a create: a default
 // lifetime is shortened to it; an explicit longer one is refused.

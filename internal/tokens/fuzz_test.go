@@ -11,6 +11,8 @@ func FuzzDecodeCreate(f *testing.F) {
 	for _, s := range []string{
 		`{"workspaceResourceId":"` + wsID + `","comment":"nightly ETL","lifetimeSeconds":86400,"requestId":"7f3c"}`,
 		`{"workspaceResourceId":"` + wsID + `","secretName":"etl-token"}`,
+		`{"workspaceResourceId":"` + wsID + `","scopes":["sql:read:restricted-query","jobs"],"autoscope":true}`,
+		`{"scopes":["",1,null,"SQL"],"autoscope":"no"}`,
 		`{}`, `[]`, `null`, `{"lifetimeSeconds":1e400}`, `{"comment":"\u0000"}`, "\xff\xfe", `{"a":1}{"b":2}`,
 	} {
 		f.Add([]byte(s), true)
@@ -35,6 +37,14 @@ func FuzzDecodeCreate(f *testing.F) {
 		}
 		if req.SecretName != "" && !kv {
 			t.Fatal("accepted secretName without Key Vault")
+		}
+		if len(req.Scopes.List) > MaxScopes {
+			t.Fatalf("accepted %d scopes", len(req.Scopes.List))
+		}
+		for _, s := range req.Scopes.List {
+			if ValidScope(s) != nil {
+				t.Fatalf("accepted scope %q", s)
+			}
 		}
 		if _, err := ParseWorkspaceID(req.Workspace.String()); err != nil {
 			t.Fatalf("accepted workspace %v does not parse back: %v", req.Workspace, err)

@@ -32,6 +32,8 @@ type Token struct {
 	Comment   string // as stored in Databricks, marker included
 	CreatedAt time.Time
 	ExpiresAt time.Time // zero: never expires
+	// Scopes are what Databricks says the token may call.
+	Scopes Scopes
 }
 
 // Issued is a token just created, with its value.
@@ -96,6 +98,7 @@ type Record struct {
 	Comment      string // the caller's, without the marker
 	CreatedAt    time.Time
 	ExpiresAt    time.Time // zero: never expires
+	Scopes       Scopes    // none: unscoped
 	Value        Secret    // inline delivery only, and only while it can still be produced
 	SecretURI    string    // Key Vault delivery only
 }
@@ -115,6 +118,7 @@ type TokenSummary struct {
 	Comment   string
 	CreatedAt time.Time
 	ExpiresAt time.Time // zero: never expires
+	Scopes    Scopes    // as Databricks lists them; none: unscoped
 }
 
 // RevokeStatus is the outcome of a revoke.

@@ -30,7 +30,9 @@ type CreateRequest struct {
 	// LifetimeGiven is true when the caller chose the lifetime.
 	LifetimeGiven bool
 	SecretName    string
-	RequestID     string
+	// Scopes are the token's API scopes (nil: unscoped) and autoscope.
+	Scopes    Scopes
+	RequestID string
 	// RequestIDGiven is true when the caller chose the request id (body,
 	// header or message id), so the same id may arrive again and must find
 	// the token the first attempt issued.
@@ -177,7 +179,7 @@ func ValidSecretName(name string) error {
 // to fill from its own source.
 func DecodeCreate(body []byte, lim Limits, extra ...string) (CreateRequest, error) {
 	var p problems
-	known := append([]string{"workspaceResourceId", "comment", "lifetimeSeconds", "secretName", "requestId"}, extra...)
+	known := append([]string{"workspaceResourceId", "comment", "lifetimeSeconds", "secretName", "scopes", "autoscope", "requestId"}, extra...)
 	fields := object(body, known, &p)
 	if fields == nil {
 		return CreateRequest{}, p.err()
@@ -218,6 +220,12 @@ func DecodeCreate(body []byte, lim Limits, extra ...string) (CreateRequest, erro
 		}
 		req.SecretName = s
 	}
+	req.Scopes.List = scopeList(fields, &p)
+	if raw, ok := fields["autoscope"]; ok && string(raw) != "null" {
+		if json.Unmarshal(raw, &req.Scopes.Autoscope) != nil {
+			p.add("autoscope", "must be true or false")
+		}
+	}
 	if s, ok := str(fields, "requestId", &p); ok {
 		if err := ValidRequestID(s); err != nil {
 			p.add("requestId", "%v", err)
@@ -225,6 +233,44 @@ func DecodeCreate(body []byte, lim Limits, extra ...string) (CreateRequest, erro
 		req.RequestID, req.RequestIDGiven = s, true
 	}
 	return req, p.err()
+}
+
+// scopeList reads the optional scopes array: 1…32 strings, each a scope
+// (ValidScope), none twice. Each bad entry is its own problem, named
+// scopes[i]; absent or null means unscoped.
+func scopeList(fields map[string]json.RawMessage, p *problems) []string {
+	raw, ok := fields["scopes"]
+	if !ok || string(raw) == "null" {
+		return nil
+	}
+	var items []json.RawMessage
+	if len(raw) == 0 || raw[0] != '[' || json.Unmarshal(raw, &items) != nil {
+		p.add("scopes", "must be an array of scope strings, e.g. [\"sql:read\"]")
+		return nil
+	}
+	if len(items) == 0 || len(items) > MaxScopes {
+		p.add("scopes", "must hold 1 to %d scopes (omit it for an unscoped token); got %d", MaxScopes, len(items))
+		return nil
+	}
+	var out []string
+	for i, item := range items {
+		target := fmt.Sprintf("scopes[%d]", i)
+		var s string
+		if len(item) == 0 || item[0] != '"' || json.Unmarshal(item, &s) != nil {
+			p.add(target, "must be a string")
+			continue
+		}
+		if err := ValidScope(s); err != nil {
+			p.add(target, "%v", err)
+			continue
+		}
+		if slices.Contains(out, s) {
+			p.add(target, "repeats %q", s)
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 // wholeNumber parses a JSON number that must be an integer. A whole number

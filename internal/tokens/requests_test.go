@@ -75,6 +75,16 @@ func TestDecodeCreate(t *testing.T) {
 			body: `{"workspaceResourceId":"` + wsID + `","secretName":"etl_token"}`, targets: []string{"secretName"}},
 		{name: "bad request id", body: `{"workspaceResourceId":"` + wsID + `","requestId":"has space"}`, targets: []string{"requestId"}},
 		{name: "request id too long", body: `{"workspaceResourceId":"` + wsID + `","requestId":"` + strings.Repeat("a", 129) + `"}`, targets: []string{"requestId"}},
+		{name: "scopes and autoscope", body: `{"workspaceResourceId":"` + wsID + `","scopes":["sql:read:restricted-query","unity-catalog"],"autoscope":true}`,
+			want: CreateRequest{Workspace: WorkspaceID{"00000000-0000-0000-0000-000000000000", "rg-data", "dbw-prod"}, Lifetime: 720 * time.Hour,
+				Scopes: Scopes{List: []string{"sql:read:restricted-query", "unity-catalog"}, Autoscope: true}}},
+		{name: "null scopes are unscoped", body: `{"workspaceResourceId":"` + wsID + `","scopes":null,"autoscope":null}`,
+			want: CreateRequest{Workspace: WorkspaceID{"00000000-0000-0000-0000-000000000000", "rg-data", "dbw-prod"}, Lifetime: 720 * time.Hour}},
+		{name: "empty scopes", body: `{"workspaceResourceId":"` + wsID + `","scopes":[]}`, targets: []string{"scopes"}},
+		{name: "scopes not an array", body: `{"workspaceResourceId":"` + wsID + `","scopes":"sql"}`, targets: []string{"scopes"}},
+		{name: "33 scopes", body: `{"workspaceResourceId":"` + wsID + `","scopes":[` + strings.TrimSuffix(strings.Repeat(`"sql",`, 33), ",") + `]}`, targets: []string{"scopes"}},
+		{name: "each bad scope reported", body: `{"workspaceResourceId":"` + wsID + `","scopes":["Sql",1,"jobs:write","jobs:read","jobs:read","clusters:restricted-query","sql:restricted-query:read","-x","a--b",""],"autoscope":"yes"}`,
+			targets: []string{"scopes[0]", "scopes[1]", "scopes[2]", "scopes[4]", "scopes[5]", "scopes[6]", "scopes[7]", "scopes[8]", "scopes[9]", "autoscope"}},
 		{name: "all problems at once", body: `{"workspaceResourceId":"nope","lifetimeSeconds":0,"comment":"\n","requestId":"","x":1}`,
 			targets: []string{"x", "workspaceResourceId", "comment", "lifetimeSeconds", "requestId"}},
 	}
@@ -204,5 +214,48 @@ func TestSecretNeverPrints(t *testing.T) {
 	}
 	if s.Reveal() != "dapi0123456789abcdef" {
 		t.Error("Reveal lost the value")
+	}
+}
+
+func TestValidScope(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{"sql", "sql:read", "sql:restricted-query", "sql:read:restricted-query", "unity-catalog", "jobs:read", "all-apis", "authentication", "vector-search2"} {
+		if err := ValidScope(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for bad, says := range map[string]string{
+		"":                          "empty",
+		"SQL":                       "lower case",
+		"sql:":                      "modifier",
+		":read":                     "area",
+		"sql:write":                 `modifier "write"`,
+		"sql:read:read":             "repeats",
+		"sql:restricted-query:read": "repeats or reorders",
+		"jobs:restricted-query":     "only to the sql scope",
+		"2fa":                       "area",
+		"unity_catalog":             "area",
+		"sql read":                  "area",
+		strings.Repeat("a", 65):     "area",
+	} {
+		err := ValidScope(bad)
+		if err == nil || !strings.Contains(err.Error(), says) {
+			t.Errorf("%q: %v; want a problem saying %q", bad, err, says)
+		}
+	}
+}
+
+func TestParseScopeList(t *testing.T) {
+	t.Parallel()
+	got, err := ParseScopeList(" sql:read , jobs ")
+	if err != nil || !cmp.Equal(got, []string{"sql:read", "jobs"}) {
+		t.Errorf("got %v, %v", got, err)
+	}
+	if got, err := ParseScopeList(""); got != nil || err != nil {
+		t.Errorf("empty: %v, %v", got, err)
+	}
+	_, err = ParseScopeList("sql,Jobs,sql,,x:write")
+	if err == nil || strings.Count(err.Error(), "\n") != 3 || !strings.Contains(err.Error(), "scope 2") || !strings.Contains(err.Error(), "listed twice") {
+		t.Errorf("every problem, one line each: %v", err)
 	}
 }

@@ -16,6 +16,7 @@ type fakeVault struct {
 	secrets  map[string][]StoredToken
 	disabled []string
 	n        int
+	fits     error // what Fits answers
 }
 
 func newFakeVault() *fakeVault { return &fakeVault{secrets: map[string][]StoredToken{}} }
@@ -31,6 +32,7 @@ func (v *fakeVault) Put(_ context.Context, name string, _ Secret, st StoredToken
 }
 
 func (v *fakeVault) Claim(context.Context, string, WorkspaceID) error { return nil }
+func (v *fakeVault) Fits(StoredToken) error                           { return v.fits }
 
 func (v *fakeVault) Find(_ context.Context, name, tokenID string) (StoredToken, bool, error) {
 	v.mu.Lock()
@@ -70,10 +72,11 @@ func (v *fakeVault) Managed(context.Context) ([]ManagedSecret, error) {
 
 // queueOnly grants the queue caller create with a lifetime cap, or denies it.
 type queueOnly struct {
-	max  time.Duration
-	deny bool
-	mu   sync.Mutex
-	asks []Action
+	max    time.Duration
+	deny   bool
+	mu     sync.Mutex
+	asks   []Action
+	scopes []Scopes // what each ask was for
 }
 
 type testCaller string
@@ -82,9 +85,10 @@ func (c testCaller) String() string   { return string(c) }
 func (c testCaller) IsQueue() bool    { return c == "queue" }
 func (c testCaller) CallerID() string { return "" }
 
-func (a *queueOnly) Authorize(by Caller, act Action, ws WorkspaceID) (Grant, error) {
+func (a *queueOnly) Authorize(by Caller, act Action, ws WorkspaceID, s Scopes) (Grant, error) {
 	a.mu.Lock()
 	a.asks = append(a.asks, act)
+	a.scopes = append(a.scopes, s)
 	a.mu.Unlock()
 	if by == nil || !by.IsQueue() || a.deny {
 		return Grant{}, &Error{Code: CodeNotAuthorized, Message: "not authorized"}
@@ -96,7 +100,7 @@ func (a *queueOnly) Authorize(by Caller, act Action, ws WorkspaceID) (Grant, err
 // version of secret name, as an earlier create would have.
 func plant(t *testing.T, api *fakeAPI, vault *fakeVault, name, origin, kind string, lifetime time.Duration) Issued {
 	t.Helper()
-	issued, err := api.CreateToken(t.Context(), Workspace{ID: testWS}, Marker{Kind: kind, RequestID: "first"}.Comment("etl"), lifetime)
+	issued, err := api.CreateToken(t.Context(), Workspace{ID: testWS}, Marker{Kind: kind, RequestID: "first"}.Comment("etl"), lifetime, Scopes{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,5 +208,123 @@ func TestDefaultSecretName(t *testing.T) {
 	}
 	if n := DefaultSecretName(long); ValidSecretName(n) != nil {
 		t.Errorf("%q is not a valid Key Vault name", n)
+	}
+}
+
+// A queue-issued scoped token is renewed only if the queue's rules still
+// allow its scopes: the policy is asked with them, and the successor gets
+// exactly them.
+func TestRotationAsksThePolicyWithTheTokensScopes(t *testing.T) {
+	t.Parallel()
+	api, vault := newFakeAPI(fixedNow), newFakeVault()
+	authz := &queueOnly{}
+	svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Authorizer: authz, Now: fixedNow})
+	plant(t, api, vault, "sec", OriginQueue, MarkerRequest, 2*time.Hour)
+	want := Scopes{List: []string{"sql:read", "jobs:read"}, Autoscope: true}
+	vault.secrets["sec"][0].Scopes = want
+	out, err := svc.Rotate(t.Context(), RotateOptions{Before: 168 * time.Hour, DefaultLifetime: time.Hour, Queue: testCaller("queue")})
+	if err != nil || len(out) != 1 || out[0].Type != Rotated {
+		t.Fatalf("%v %+v", err, out)
+	}
+	if len(authz.scopes) != 1 || !slices.Equal(authz.scopes[0].List, want.List) || !authz.scopes[0].Autoscope {
+		t.Errorf("the policy was asked about %+v; want %+v", authz.scopes, want)
+	}
+	latest := vault.secrets["sec"][0]
+	toks, _ := api.ListTokens(t.Context(), Workspace{})
+	for _, tok := range toks {
+		if tok.ID == latest.TokenID && (!slices.Equal(tok.Scopes.List, want.List) || !tok.Scopes.Autoscope) {
+			t.Errorf("successor created with %+v; want %+v", tok.Scopes, want)
+		}
+	}
+	if !slices.Equal(latest.Scopes.List, want.List) || out[0].Record == nil || !slices.Equal(out[0].Record.Scopes.List, want.List) {
+		t.Errorf("successor version %+v, record %+v", latest.Scopes, out[0].Record)
+	}
+}
+
+// A successor is proved with a call made with it before it becomes the
+// latest version. One that fails is revoked, the current version stays
+// latest, and the outcome says why; a failed revoke is left to the next
+// run, which finds the token by its rotation marker.
+func TestRotationVerifiesTheSuccessor(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name       string
+		verifyErr  error
+		deleteFail bool
+		wantCode   Code
+		wantLive   int // live tokens after the run
+	}{
+		{"refused", nil, false, CodeUpstreamError, 1},
+		{"throttled", &Error{Code: CodeUpstreamUnavailable, Message: "throttled", RetryAfter: time.Second}, false, CodeUpstreamUnavailable, 1},
+		{"refused, and the revoke fails", nil, true, CodeUpstreamError, 2},
+	}
+	for _, c := range cases {
+		api, vault := newFakeAPI(fixedNow), newFakeVault()
+		svc := newTestService(Deps{Resolver: fakeResolver{}, API: &deleteFails{fakeAPI: api, fail: c.deleteFail}, Vault: vault, Now: fixedNow})
+		old := plant(t, api, vault, "sec", OriginHTTP, MarkerRequest, 2*time.Hour)
+		api.breakNext, api.verifyErr = 1, c.verifyErr
+		out, err := svc.Rotate(t.Context(), RotateOptions{Before: 168 * time.Hour, DefaultLifetime: time.Hour})
+		if err != nil || len(out) != 1 {
+			t.Fatalf("%s: %v %+v", c.name, err, out)
+		}
+		o := out[0]
+		if o.Type != Failed || o.Err.Code != c.wantCode || !strings.Contains(o.Err.Message, "verification") || o.Rotating == nil || o.Rotating.TokenID != old.ID {
+			t.Errorf("%s: outcome %s %+v", c.name, o.Type, o.Err)
+		}
+		if vs := vault.secrets["sec"]; len(vs) != 1 || vs[0].TokenID != old.ID || !vs[0].Enabled {
+			t.Errorf("%s: %d versions; the old one must stay latest", c.name, len(vs))
+		}
+		if n := api.liveCount(); n != c.wantLive || api.count("verify") != 1 {
+			t.Errorf("%s: %d live tokens, %d verifications; want %d and 1", c.name, n, api.count("verify"), c.wantLive)
+		}
+	}
+}
+
+// deleteFails makes DeleteToken fail when fail is set.
+type deleteFails struct {
+	*fakeAPI
+	fail bool
+}
+
+func (d *deleteFails) DeleteToken(ctx context.Context, ws Workspace, id string) (bool, error) {
+	if d.fail {
+		return false, &Error{Code: CodeUpstreamUnavailable, Message: "unavailable"}
+	}
+	return d.fakeAPI.DeleteToken(ctx, ws, id)
+}
+
+// A version's tags can be edited by anyone who may write the vault; the
+// token's own record in Databricks cannot. When Databricks lists the
+// predecessor with scopes and the tags say otherwise (stripped, to get an
+// unscoped successor, or changed), nothing is issued: the rotation fails
+// and says so.
+func TestRotationRefusesScopesThatDisagreeWithDatabricks(t *testing.T) {
+	t.Parallel()
+	for _, tagged := range []Scopes{{}, {List: []string{"sql"}}, {List: []string{"sql:read"}, Autoscope: true}} {
+		api, vault := newFakeAPI(fixedNow), newFakeVault()
+		svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Now: fixedNow})
+		old := plant(t, api, vault, "sec", OriginHTTP, MarkerRequest, 2*time.Hour)
+		tok := api.live[old.ID]
+		tok.Scopes = Scopes{List: []string{"sql:read"}}
+		api.live[old.ID] = tok
+		vault.secrets["sec"][0].Scopes = tagged
+		out, err := svc.Rotate(t.Context(), RotateOptions{Before: 168 * time.Hour, DefaultLifetime: time.Hour})
+		if err != nil || len(out) != 1 {
+			t.Fatalf("%+v: %v %+v", tagged, err, out)
+		}
+		if out[0].Type != Failed || !strings.Contains(out[0].Err.Message, "scopes") || api.count("create") != 1 {
+			t.Errorf("tags %+v, Databricks sql:read: %s %+v, %d creates; want Failed and no new token", tagged, out[0].Type, out[0].Err, api.count("create"))
+		}
+	}
+	// Agreeing (in another order) rotates.
+	api, vault := newFakeAPI(fixedNow), newFakeVault()
+	svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Now: fixedNow})
+	old := plant(t, api, vault, "sec", OriginHTTP, MarkerRequest, 2*time.Hour)
+	tok := api.live[old.ID]
+	tok.Scopes = Scopes{List: []string{"jobs", "sql:read"}}
+	api.live[old.ID] = tok
+	vault.secrets["sec"][0].Scopes = Scopes{List: []string{"sql:read", "jobs"}}
+	if out, err := svc.Rotate(t.Context(), RotateOptions{Before: 168 * time.Hour, DefaultLifetime: time.Hour}); err != nil || out[0].Type != Rotated {
+		t.Errorf("agreeing scopes: %v %+v", err, out)
 	}
 }

@@ -42,12 +42,18 @@ type WorkspacePolicy struct {
 // own tokens. Errors are *Error (UpstreamError, UpstreamUnavailable,
 // TokenQuotaExceeded, InvalidRequest) and may wrap ErrAmbiguous.
 type TokenAPI interface {
-	CreateToken(ctx context.Context, ws Workspace, comment string, lifetime time.Duration) (Issued, error)
+	// CreateToken creates a token with these scopes (none: unscoped).
+	CreateToken(ctx context.Context, ws Workspace, comment string, lifetime time.Duration, scopes Scopes) (Issued, error)
 	ListTokens(ctx context.Context, ws Workspace) ([]Token, error)
 	// DeleteToken reports false when the token does not exist (unknown,
 	// expired or already revoked).
 	DeleteToken(ctx context.Context, ws Workspace, tokenID string) (bool, error)
 	Policy(ctx context.Context, ws Workspace) (WorkspacePolicy, error)
+	// VerifyToken makes one cheap call with value itself as the bearer,
+	// one any working token may make whatever its scopes: nil means the
+	// token works. Errors: UpstreamError (the token was refused),
+	// UpstreamUnavailable.
+	VerifyToken(ctx context.Context, ws Workspace, value Secret) error
 }
 
 // Deps are the Service's collaborators.
@@ -140,7 +146,7 @@ type CreateResult struct {
 // (also when clean-up after a failure failed: a retry with the same request
 // id repairs it).
 func (s *Service) Create(ctx context.Context, by Caller, req CreateRequest, opts CreateOptions) (CreateResult, error) {
-	grant, err := s.authorizeIssue(by, req.Workspace)
+	grant, err := s.authorizeIssue(by, req.Workspace, req.Scopes)
 	if err != nil {
 		return CreateResult{}, err
 	}
@@ -227,18 +233,18 @@ func (s *Service) Create(ctx context.Context, by Caller, req CreateRequest, opts
 			return CreateResult{}, cleanupFailed(err)
 		}
 	}
-	if err := s.claim(ctx, name, ws.ID); err != nil {
+	st := StoredToken{RequestID: req.RequestID, Comment: req.Comment, Lifetime: req.Lifetime, Kind: opts.MarkerKind, Origin: originOf(by), Scopes: req.Scopes, Workspace: ws.ID}
+	if err := s.claim(ctx, name, st); err != nil {
 		return CreateResult{}, err
 	}
 
-	issued, gc, err := s.createOnce(ctx, ws, Marker{Kind: opts.MarkerKind, RequestID: req.RequestID}, req.Comment, req.Lifetime)
+	issued, gc, err := s.createOnce(ctx, ws, Marker{Kind: opts.MarkerKind, RequestID: req.RequestID}, req.Comment, req.Lifetime, req.Scopes)
 	res.Revoked = append(res.Revoked, gc...)
 	if err != nil {
 		return CreateResult{}, err
 	}
 	rec := s.record(req.RequestID, ws, issued.Token, req.Comment)
 	if s.vault != nil {
-		st := StoredToken{RequestID: req.RequestID, Comment: req.Comment, Lifetime: req.Lifetime, Kind: opts.MarkerKind, Origin: originOf(by)}
 		if rec.SecretURI, err = s.deliver(ctx, ws, name, issued, st); err != nil {
 			return CreateResult{}, err
 		}
@@ -333,7 +339,7 @@ func (s *Service) discard(ctx context.Context, ws Workspace, tokenID string) err
 // entry is what the ledger records of a record.
 func (s *Service) entry(rec Record, by Caller) Entry {
 	e := Entry{Workspace: rec.Workspace, RequestID: rec.RequestID, TokenID: rec.TokenID, SecretURI: rec.SecretURI,
-		Comment: rec.Comment, CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt, State: TokenLive}
+		Comment: rec.Comment, Scopes: rec.Scopes.List, CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt, State: TokenLive}
 	if by != nil {
 		e.RequestedBy = by.CallerID()
 	}
@@ -343,14 +349,14 @@ func (s *Service) entry(rec Record, by Caller) Entry {
 // fromEntry is the record a repeated request id answers with.
 func (s *Service) fromEntry(ws Workspace, e Entry) Record {
 	return Record{RequestID: e.RequestID, Workspace: ws.ID, WorkspaceURL: ws.URL, TokenID: e.TokenID, Comment: e.Comment,
-		CreatedAt: e.CreatedAt, ExpiresAt: e.ExpiresAt, SecretURI: e.SecretURI}
+		CreatedAt: e.CreatedAt, ExpiresAt: e.ExpiresAt, SecretURI: e.SecretURI, Scopes: Scopes{List: e.Scopes}}
 }
 
 // authorizeIssue decides whether by may have a token issued in ws, and
 // whether it would have somewhere to go: an HTTP caller gets the value in
 // its answer, a queue's token needs Key Vault or results that carry values.
-func (s *Service) authorizeIssue(by Caller, ws WorkspaceID) (Grant, error) {
-	grant, err := s.authz.Authorize(by, ActionCreate, ws)
+func (s *Service) authorizeIssue(by Caller, ws WorkspaceID, scopes Scopes) (Grant, error) {
+	grant, err := s.authz.Authorize(by, ActionCreate, ws, scopes)
 	if err != nil {
 		return Grant{}, err
 	}
@@ -369,13 +375,17 @@ func originOf(by Caller) string {
 }
 
 // claim checks, before any token exists, that the secret may receive a
-// token of this workspace (so a create never fails after the token is made
-// for a reason the service could have known). A name once confirmed is
-// remembered for an hour.
-func (s *Service) claim(ctx context.Context, name string, ws WorkspaceID) error {
+// token of this workspace and that a version can record it (so a create
+// never fails after the token is made for a reason the service could have
+// known). A name once confirmed is remembered for an hour.
+func (s *Service) claim(ctx context.Context, name string, st StoredToken) error {
 	if s.vault == nil {
 		return nil
 	}
+	if err := s.vault.Fits(st); err != nil {
+		return err
+	}
+	ws := st.Workspace
 	key := strings.ToLower(name) // Key Vault names ignore case
 	if owner, ok := s.claims.get(key, s.now()); ok && owner == ws.Key() {
 		return nil
@@ -485,11 +495,11 @@ func (s *Service) checkLifetime(ctx context.Context, ws Workspace, lifetime time
 // deadline of its own, then tries once more if the budget allows. When the
 // identity holds the maximum number of tokens, the service's own superseded
 // tokens are revoked to make room, and the create tried once more.
-func (s *Service) createOnce(ctx context.Context, ws Workspace, m Marker, comment string, lifetime time.Duration) (Issued, []string, error) {
+func (s *Service) createOnce(ctx context.Context, ws Workspace, m Marker, comment string, lifetime time.Duration, scopes Scopes) (Issued, []string, error) {
 	full := m.Comment(comment)
 	var collected []string
 	for attempt := 0; ; attempt++ {
-		issued, err := s.api.CreateToken(ctx, ws, full, lifetime)
+		issued, err := s.api.CreateToken(ctx, ws, full, lifetime, scopes)
 		switch {
 		case err == nil:
 			return issued, collected, nil
@@ -711,6 +721,7 @@ func (s *Service) record(requestID string, ws Workspace, t Token, caller string)
 		Comment:      caller,
 		CreatedAt:    t.CreatedAt,
 		ExpiresAt:    t.ExpiresAt,
+		Scopes:       t.Scopes,
 	}
 }
 
@@ -736,7 +747,7 @@ func (s *Service) Revoke(ctx context.Context, by Caller, req RevokeRequest) (Rev
 		}
 		req.Workspace, req.TokenID = st.Workspace, st.TokenID
 	}
-	if _, err := s.authz.Authorize(by, ActionRevoke, req.Workspace); err != nil {
+	if _, err := s.authz.Authorize(by, ActionRevoke, req.Workspace, Scopes{}); err != nil {
 		return RevokeResult{}, err
 	}
 	ws, err := s.resolver.Resolve(ctx, req.Workspace)
@@ -774,7 +785,7 @@ func (s *Service) Revoke(ctx context.Context, by Caller, req RevokeRequest) (Rev
 // Errors: NotAuthorized, WorkspaceNotAllowed, WorkspaceNotFound,
 // WorkspaceNotReady, UpstreamError, UpstreamUnavailable.
 func (s *Service) List(ctx context.Context, by Caller, id WorkspaceID) ([]TokenSummary, error) {
-	if _, err := s.authz.Authorize(by, ActionList, id); err != nil {
+	if _, err := s.authz.Authorize(by, ActionList, id, Scopes{}); err != nil {
 		return nil, err
 	}
 	ws, err := s.resolver.Resolve(ctx, id)
@@ -792,7 +803,7 @@ func (s *Service) List(ctx context.Context, by Caller, id WorkspaceID) ([]TokenS
 			continue
 		}
 		_, caller, _ := SplitComment(t.Comment)
-		out = append(out, TokenSummary{TokenID: t.ID, Comment: caller, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt})
+		out = append(out, TokenSummary{TokenID: t.ID, Comment: caller, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, Scopes: t.Scopes})
 	}
 	slices.SortFunc(out, func(a, b TokenSummary) int { return b.CreatedAt.Compare(a.CreatedAt) })
 	return out, nil
@@ -809,6 +820,8 @@ type EnsureOptions struct {
 	RotateBefore time.Duration
 	// ReissueUndelivered as in CreateOptions (a redelivered event).
 	ReissueUndelivered bool
+	// Scopes of a new event token (EVENT_TOKEN_SCOPES; none: unscoped).
+	Scopes Scopes
 }
 
 // EnsureLive makes sure the workspace has a live token that this service
@@ -822,7 +835,7 @@ type EnsureOptions struct {
 //
 // Errors: as Create.
 func (s *Service) EnsureLive(ctx context.Context, by Caller, id WorkspaceID, opts EnsureOptions) (CreateResult, error) {
-	grant, err := s.authorizeIssue(by, id)
+	grant, err := s.authorizeIssue(by, id, opts.Scopes)
 	if err != nil {
 		return CreateResult{}, err
 	}
@@ -871,7 +884,8 @@ func (s *Service) EnsureLive(ctx context.Context, by Caller, id WorkspaceID, opt
 	if res.Revoked, err = s.revokeAll(ctx, ws, stale); err != nil {
 		return CreateResult{}, cleanupFailed(err)
 	}
-	if err := s.claim(ctx, name, ws.ID); err != nil {
+	st := StoredToken{RequestID: opts.RequestID, Lifetime: opts.Lifetime, Kind: MarkerEvent, Origin: originOf(by), Scopes: opts.Scopes, Workspace: ws.ID}
+	if err := s.claim(ctx, name, st); err != nil {
 		return CreateResult{}, err
 	}
 	claim, err := s.ledger.Claim(ctx, ws.ID, opts.RequestID, holdFor(ctx))
@@ -887,14 +901,13 @@ func (s *Service) EnsureLive(ctx context.Context, by Caller, id WorkspaceID, opt
 			s.abandon(ctx, claim)
 		}
 	}()
-	issued, gc, err := s.createOnce(ctx, ws, Marker{Kind: MarkerEvent, RequestID: opts.RequestID}, "", opts.Lifetime)
+	issued, gc, err := s.createOnce(ctx, ws, Marker{Kind: MarkerEvent, RequestID: opts.RequestID}, "", opts.Lifetime, opts.Scopes)
 	res.Revoked = append(res.Revoked, gc...)
 	if err != nil {
 		return CreateResult{}, err
 	}
 	rec := s.record(opts.RequestID, ws, issued.Token, "")
 	if s.vault != nil {
-		st := StoredToken{RequestID: opts.RequestID, Lifetime: opts.Lifetime, Kind: MarkerEvent, Origin: originOf(by)}
 		if rec.SecretURI, err = s.deliver(ctx, ws, name, issued, st); err != nil {
 			return CreateResult{}, err
 		}
@@ -929,9 +942,10 @@ type RotateOptions struct {
 }
 
 // Rotate renews every managed Key Vault token inside the rotation window:
-// a new token with the same lifetime, comment and kind becomes the
-// secret's new latest version, and consumers reading the latest version
-// never see an expired token. The superseded token keeps working until it
+// a new token with the same lifetime, comment, scopes and kind, once a
+// call made with it succeeded, becomes the secret's new latest version,
+// and consumers reading the latest version never see an expired token nor
+// one that does not work. The superseded token keeps working until it
 // expires; a later run then revokes it, if still live, and disables its
 // version. Each workspace's tokens in a secret are rotated on their own.
 // Every outcome is returned; one failing never stops the others.
@@ -984,7 +998,7 @@ func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredT
 	}
 	if latest.Origin == OriginQueue {
 		o.RequestedBy = OriginQueue
-		grant, err := s.authz.Authorize(opts.Queue, ActionCreate, latest.Workspace)
+		grant, err := s.authz.Authorize(opts.Queue, ActionCreate, latest.Workspace, latest.Scopes)
 		if err != nil {
 			return fail(err)
 		}
@@ -1017,6 +1031,9 @@ func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredT
 	if err != nil {
 		return fail(err)
 	}
+	if err := sameScopes(latest, all); err != nil {
+		return fail(err)
+	}
 	earlier := byRequest(all, reqID)
 	for _, e := range earlier {
 		if _, held, err := s.vault.Find(ctx, name, e.ID); err != nil {
@@ -1037,11 +1054,14 @@ func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredT
 			}
 		}
 	}
-	issued, _, err := s.createOnce(ctx, ws, Marker{Kind: kind, RequestID: reqID}, latest.Comment, lifetime)
+	issued, _, err := s.createOnce(ctx, ws, Marker{Kind: kind, RequestID: reqID}, latest.Comment, lifetime, latest.Scopes)
 	if err != nil {
 		return fail(err)
 	}
-	st := StoredToken{RequestID: reqID, Comment: latest.Comment, Lifetime: lifetime, Kind: kind, Origin: latest.Origin}
+	if err := s.verify(ctx, ws, issued); err != nil {
+		return fail(err)
+	}
+	st := StoredToken{RequestID: reqID, Comment: latest.Comment, Lifetime: lifetime, Kind: kind, Origin: latest.Origin, Scopes: latest.Scopes}
 	uri, err := s.deliver(ctx, ws, name, issued, st)
 	if err != nil {
 		return fail(err)
@@ -1057,6 +1077,52 @@ func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredT
 	}
 	o.Type, o.Err, o.TokenID, o.Record = Rotated, nil, issued.ID, &rec
 	return o, true
+}
+
+// sameScopes checks the scopes a version's tags record against the
+// predecessor's own record in Databricks, when Databricks lists it with
+// scopes. Tags can be edited by anyone who may write the vault; a
+// successor is issued with the tags' scopes, so a stripped or changed tag
+// would otherwise buy a token with more than its predecessor had. On any
+// disagreement nothing is issued. (A token Databricks lists without scopes
+// cannot be checked: an older API, or a truly unscoped token, whose tags
+// could then only narrow the successor, or ask for autoscope.)
+func sameScopes(latest StoredToken, all []Token) error {
+	for _, t := range all {
+		if t.ID != latest.TokenID || len(t.Scopes.List) == 0 {
+			continue
+		}
+		a, b := slices.Sorted(slices.Values(t.Scopes.List)), slices.Sorted(slices.Values(latest.Scopes.List))
+		if !slices.Equal(a, b) || t.Scopes.Autoscope != latest.Scopes.Autoscope {
+			return &Error{Code: CodeInvalidRequest, Target: "scopes",
+				Message: fmt.Sprintf("the scopes Key Vault records for token %s (%q, autoscope %v) are not the ones Databricks lists for it (%q, autoscope %v): not renewed; correct the version's scopes tag, or revoke the secret and issue anew",
+					t.ID, latest.Scopes.String(), latest.Scopes.Autoscope, t.Scopes.String(), t.Scopes.Autoscope)}
+		}
+	}
+	return nil
+}
+
+// verify proves a successor works before any consumer can read it: one
+// call made with the new token itself (TokenAPI.VerifyToken), on the
+// workspace URL ARM returned and the allow-list accepted. Until that
+// succeeds no version holds the token, so a successor that does not work
+// (refused, or the check could not be made) is revoked and the current
+// version stays latest: its consumers keep a token that works, and the
+// next run tries again. If the revoke fails too, the next run finds the
+// token by its rotation marker (not held by any version) and revokes it.
+func (s *Service) verify(ctx context.Context, ws Workspace, issued Issued) error {
+	err := s.api.VerifyToken(ctx, ws, issued.Value)
+	if err == nil {
+		return nil
+	}
+	e := AsError(err)
+	out := &Error{Code: e.Code, Upstream: e.Upstream, RetryAfter: e.RetryAfter, Err: err,
+		Message: "the new token failed verification (" + e.Message + "); it was revoked, and the current version stays the latest"}
+	if rerr := s.withdraw(ctx, ws, issued.ID); rerr != nil {
+		out.Err = errors.Join(err, rerr)
+		out.Message = "the new token failed verification (" + e.Message + ") and revoking it failed; the current version stays the latest, and the next run revokes it"
+	}
+	return out
 }
 
 // retire revokes the tokens of superseded versions once they expired (if

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,13 +20,17 @@ type fakeAPI struct {
 	dropped int // the next N creates succeed, then report an ambiguous failure
 	policy  WorkspacePolicy
 	quota   int // 0: no quota
+	// broken tokens fail VerifyToken with this error.
+	broken    map[string]bool
+	verifyErr error
+	breakNext int // the next N tokens created fail VerifyToken
 }
 
 func newFakeAPI(now func() time.Time) *fakeAPI {
 	return &fakeAPI{now: now, live: map[string]Token{}, calls: map[string]int{}, policy: WorkspacePolicy{TokensEnabled: true}}
 }
 
-func (f *fakeAPI) CreateToken(_ context.Context, _ Workspace, comment string, lifetime time.Duration) (Issued, error) {
+func (f *fakeAPI) CreateToken(_ context.Context, _ Workspace, comment string, lifetime time.Duration, scopes Scopes) (Issued, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls["create"]++
@@ -33,8 +38,15 @@ func (f *fakeAPI) CreateToken(_ context.Context, _ Workspace, comment string, li
 		return Issued{}, &Error{Code: CodeTokenQuotaExceeded, Message: "quota"}
 	}
 	f.next++
-	t := Token{ID: fmt.Sprintf("tok%03d", f.next), Comment: comment, CreatedAt: f.now().Add(time.Duration(f.next) * time.Millisecond), ExpiresAt: f.now().Add(lifetime)}
+	t := Token{ID: fmt.Sprintf("tok%03d", f.next), Comment: comment, CreatedAt: f.now().Add(time.Duration(f.next) * time.Millisecond), ExpiresAt: f.now().Add(lifetime), Scopes: scopes}
 	f.live[t.ID] = t
+	if f.breakNext > 0 {
+		f.breakNext--
+		if f.broken == nil {
+			f.broken = map[string]bool{}
+		}
+		f.broken[t.ID] = true
+	}
 	if f.dropped > 0 {
 		f.dropped--
 		return Issued{}, &Error{Code: CodeUpstreamUnavailable, Err: ErrAmbiguous}
@@ -60,6 +72,20 @@ func (f *fakeAPI) DeleteToken(_ context.Context, _ Workspace, id string) (bool, 
 	_, ok := f.live[id]
 	delete(f.live, id)
 	return ok, nil
+}
+
+func (f *fakeAPI) VerifyToken(_ context.Context, _ Workspace, v Secret) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["verify"]++
+	id := strings.TrimPrefix(v.Reveal(), "dapi-")
+	if _, live := f.live[id]; !live || f.broken[id] {
+		if f.verifyErr != nil {
+			return f.verifyErr
+		}
+		return &Error{Code: CodeUpstreamError, Message: "Invalid access token."}
+	}
+	return nil
 }
 
 func (f *fakeAPI) Policy(context.Context, Workspace) (WorkspacePolicy, error) {
@@ -258,7 +284,7 @@ func TestQuotaMakesRoomFromSupersededEventTokens(t *testing.T) {
 	svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Now: fixedNow})
 	// Two event tokens (the older one superseded) and one manual token fill the quota.
 	for _, c := range []string{"[dtb:evt:e1]", "[dtb:evt:e2]", "someone's manual token"} {
-		if _, err := api.CreateToken(t.Context(), Workspace{}, c, time.Hour); err != nil {
+		if _, err := api.CreateToken(t.Context(), Workspace{}, c, time.Hour, Scopes{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -322,5 +348,19 @@ func TestRevokedTokenIsNotAnsweredForItsRequestID(t *testing.T) {
 	again, err := svc.Create(t.Context(), nil, req, CreateOptions{})
 	if err != nil || !again.Issued || again.Record.TokenID == first.Record.TokenID {
 		t.Errorf("after revoking, the same request id answered %+v %v; want a new token", again, err)
+	}
+}
+
+// A token whose record Key Vault could not hold is never created: the
+// vault is asked first.
+func TestCreateChecksTheVaultCanRecordTheTokenFirst(t *testing.T) {
+	t.Parallel()
+	api, vault := newFakeAPI(fixedNow), newFakeVault()
+	vault.fits = FieldError(CodeInvalidRequest, "scopes", "too many tags")
+	svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Now: fixedNow})
+	_, err := svc.Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r1",
+		Scopes: Scopes{List: []string{"sql:read"}}}, CreateOptions{})
+	if CodeOf(err) != CodeInvalidRequest || api.count("create") != 0 {
+		t.Errorf("err %v, %d creates; want InvalidRequest and none", err, api.count("create"))
 	}
 }

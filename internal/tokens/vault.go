@@ -26,7 +26,10 @@ type StoredToken struct {
 	// for versions written before it was recorded.
 	Kind string
 	// Origin is OriginQueue or OriginHTTP; empty for older versions.
-	Origin  string
+	Origin string
+	// Scopes are the token's scopes; none for unscoped tokens and for
+	// versions written before scopes existed (whose tokens were unscoped).
+	Scopes  Scopes
 	Enabled bool
 	Created time.Time
 	// Tags are all the version's tags, kept so an update keeps them.
@@ -46,6 +49,9 @@ type ManagedSecret struct {
 type Vault interface {
 	// Put writes value as a new version of secret name and returns its URI.
 	Put(ctx context.Context, name string, value Secret, st StoredToken) (string, error)
+	// Fits checks, before the token exists, that a version can record st
+	// (Key Vault's tags are limited). Errors: InvalidRequest.
+	Fits(st StoredToken) error
 	// Claim checks that secret name may receive a token of workspace ws:
 	// it does not exist, or holds only this service's versions for ws.
 	// Errors: InvalidRequest (another workspace's or an unmanaged secret).

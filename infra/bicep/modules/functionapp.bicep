@@ -165,6 +165,9 @@ param ledgerTableName string
 @maxLength(16)
 param ledgerRetention string
 
+@description('EVENT_TOKEN_SCOPES: comma list of the Databricks API scopes of tokens issued for workspace events; empty means unscoped.')
+param eventTokenScopes string = ''
+
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
@@ -276,6 +279,7 @@ var serviceSettings = {
   AUTHZ_POLICY: authzPolicy
   LEDGER_TABLE: ledgerTableName
   LEDGER_RETENTION: ledgerRetention
+  EVENT_TOKEN_SCOPES: eventTokenScopes
 }
 
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {

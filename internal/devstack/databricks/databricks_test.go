@@ -652,3 +652,82 @@ func TestRedirectFault(t *testing.T) {
 		t.Errorf("requests: %+v", n)
 	}
 }
+
+func TestScopedTokens(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, databricks.Options{})
+	h := sp.headers()
+	r := e.create(h, map[string]any{"lifetime_seconds": 600, "scopes": []string{"sql:read", "jobs"}})
+	if r.status != 200 {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	info := r.json(t)["token_info"].(map[string]any)
+	if got := fmt.Sprint(info["scopes"]); got != "[sql:read jobs]" {
+		t.Errorf("token_info.scopes = %s", got)
+	}
+	pat := r.json(t)["token_value"].(string)
+	ph := map[string]string{"Authorization": "Bearer " + pat}
+
+	// Me is under every scope; the Token API needs authentication.
+	if me := e.do(http.MethodGet, "/api/2.0/preview/scim/v2/Me", ph, nil); me.status != 200 || me.json(t)["applicationId"] != sp.appid {
+		t.Errorf("Me with a scoped PAT: %d %s", me.status, me.body)
+	}
+	e.list(ph).wantError(t, 403, "PERMISSION_DENIED", "^Provided access token does not have required scopes: authentication$")
+
+	// list shows the scopes; an unscoped token shows none and may call the Token API.
+	l := e.list(sp.bearerOnly())
+	if !strings.Contains(string(l.body), `"scopes":["sql:read","jobs"]`) {
+		t.Errorf("list = %s", l.body)
+	}
+	plain := e.create(h, map[string]any{"lifetime_seconds": 600})
+	if strings.Contains(string(plain.body), "scopes") {
+		t.Errorf("an unscoped token lists scopes: %s", plain.body)
+	}
+	if l := e.list(map[string]string{"Authorization": "Bearer " + plain.json(t)["token_value"].(string)}); l.status != 200 {
+		t.Errorf("list with an unscoped PAT: %d %s", l.status, l.body)
+	}
+
+	// :read allows GET only; authentication:read can list but not create.
+	ar := e.create(h, map[string]any{"lifetime_seconds": 600, "scopes": []string{"authentication:read"}}).json(t)["token_value"].(string)
+	arh := map[string]string{"Authorization": "Bearer " + ar}
+	if l := e.list(arh); l.status != 200 {
+		t.Errorf("list with authentication:read: %d %s", l.status, l.body)
+	}
+	e.create(arh, map[string]any{"lifetime_seconds": 60}).wantError(t, 403, "PERMISSION_DENIED", "required scopes: authentication$")
+
+	// Autoscoped tokens hold all-apis while observed.
+	auto := e.create(h, map[string]any{"lifetime_seconds": 600, "scopes": []string{"sql"}, "autoscope_enabled": true})
+	if auto.json(t)["token_info"].(map[string]any)["autoscope_state"] != "AUTOSCOPE_STATE_RUNNING" {
+		t.Errorf("autoscope: %s", auto.body)
+	}
+	if l := e.list(map[string]string{"Authorization": "Bearer " + auto.json(t)["token_value"].(string)}); l.status != 200 {
+		t.Errorf("list with an autoscoped PAT: %d %s", l.status, l.body)
+	}
+
+	e.create(h, map[string]any{"scopes": []string{"SQL"}}).wantError(t, 400, "INVALID_PARAMETER_VALUE", `^Invalid scope: "SQL"$`)
+	toks := e.ws.Tokens()
+	if got := fmt.Sprint(toks[0].Scopes); got != "[sql:read jobs]" || toks[1].Scopes != nil || !toks[3].Autoscope {
+		t.Errorf("Tokens() scopes: %v %v %v", toks[0].Scopes, toks[1].Scopes, toks[3].Autoscope)
+	}
+}
+
+func TestIssueBrokenTokens(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, databricks.Options{})
+	e.ws.IssueBrokenTokens(1)
+	broken := e.create(sp.headers(), map[string]any{"lifetime_seconds": 600})
+	good := e.create(sp.headers(), map[string]any{"lifetime_seconds": 600})
+	if broken.status != 200 || good.status != 200 {
+		t.Fatalf("creates: %d %d", broken.status, good.status)
+	}
+	me := func(r response) response {
+		return e.do(http.MethodGet, "/api/2.0/preview/scim/v2/Me", map[string]string{"Authorization": "Bearer " + r.json(t)["token_value"].(string)}, nil)
+	}
+	me(broken).wantHTML403(t)
+	if r := me(good); r.status != 200 {
+		t.Errorf("the token after the broken one: %d %s", r.status, r.body)
+	}
+	if toks := e.ws.LiveTokens(); len(toks) != 2 || !toks[0].Broken || toks[1].Broken {
+		t.Errorf("live tokens: %+v", toks)
+	}
+}

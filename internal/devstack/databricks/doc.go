@@ -4,7 +4,8 @@
 // properties.workspaceUrl should carry.
 //
 // Endpoints: POST /api/2.0/token/create, GET /api/2.0/token/list, POST
-// /api/2.0/token/delete, GET and PATCH /api/2.0/workspace-conf. Anything else
+// /api/2.0/token/delete, GET and PATCH /api/2.0/workspace-conf, GET
+// /api/2.0/preview/scim/v2/Me (the caller's own SCIM record). Anything else
 // is 404 ENDPOINT_NOT_FOUND.
 //
 // Authentication, in this order:
@@ -26,6 +27,20 @@
 //     pre-add members or waive the rule.
 //   - Without CAN USE (SetCanUse), token calls get 403 PERMISSION_DENIED
 //     "User <appid> does not have permission to use tokens.".
+//   - A scoped PAT may call only what its scopes cover (below); otherwise
+//     403 PERMISSION_DENIED "Provided access token does not have required
+//     scopes: <scope>".
+//
+// Scopes: create takes "scopes" (each area[:modifier]…, else 400
+// INVALID_PARAMETER_VALUE "Invalid scope") and "autoscope_enabled"; create
+// and list return them in token_info ("scopes", and "autoscope_state"
+// AUTOSCOPE_STATE_RUNNING for an autoscoped token). A PAT without scopes,
+// or autoscoped (Databricks applies all-apis while it observes), may call
+// everything. Otherwise the Token API needs "authentication", Me any scope
+// (Databricks' scope reference lists it under every one), everything else
+// "all-apis"; a scope with the :read modifier allows GET and HEAD only.
+// IssueBrokenTokens(n) makes the next n tokens ones that create and list
+// report normally but that authenticate nothing (the HTML 403).
 //
 // Token rules: lifetime_seconds omitted → 2 years (capped by
 // maxTokenLifetimeDays when set); 0 → 400 INVALID_PARAMETER_VALUE
@@ -55,7 +70,8 @@
 // present and the audiences of the Entra tokens, so a test can assert that
 // no management token was sent where it should not be.
 //
-// Deliberately not emulated: scopes and autoscope, token update (PATCH),
+// Deliberately not emulated: the full scope vocabulary and which API each
+// scope covers beyond the above, autoscope's narrowing, token update (PATCH),
 // the Token Management (admin/OBO) API, the permissions API, 90-day
 // inactivity revocation, the 730-day platform cap for explicit lifetimes,
 // admin-only checks on workspace-conf, rate limits other than injected

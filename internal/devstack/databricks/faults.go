@@ -11,6 +11,7 @@ const (
 	OpList    = "list"    // GET /api/2.0/token/list
 	OpDelete  = "delete"  // POST /api/2.0/token/delete
 	OpConf    = "conf"    // GET or PATCH /api/2.0/workspace-conf
+	OpMe      = "me"      // GET /api/2.0/preview/scim/v2/Me
 	OpUnknown = "unknown" // anything else (404 ENDPOINT_NOT_FOUND)
 	// OpAny queues a fault for whichever operation comes next.
 	OpAny = "any"

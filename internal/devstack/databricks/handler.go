@@ -2,11 +2,14 @@ package databricks
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -69,12 +72,60 @@ func opOf(method, path string) string {
 		if method == http.MethodGet || method == http.MethodPatch {
 			return OpConf
 		}
+	case "/api/2.0/preview/scim/v2/Me":
+		if method == http.MethodGet {
+			return OpMe
+		}
 	}
 	return OpUnknown
 }
 
 type principal struct {
 	oid, appid string
+	// scopes and autoscope are the PAT's, when the call came with one.
+	scopes    []string
+	autoscope bool
+	viaPAT    bool
+}
+
+// scopeOf is the API scope an operation belongs to, as Databricks' scope
+// reference (docs.databricks.com/api/workspace/scopes) lists them: the
+// Token API needs "authentication" (a token without it is refused
+// token/create with "does not have required scopes: authentication").
+// "" means any scope will do: the reference lists Me (SCIM) under every
+// scope. Anything else (workspace-conf, which only Entra tokens call here,
+// and unknown paths) needs "all-apis".
+func scopeOf(op string) string {
+	switch op {
+	case OpCreate, OpList, OpDelete:
+		return "authentication"
+	case OpMe:
+		return ""
+	}
+	return "all-apis"
+}
+
+// scopeAllows reports whether a PAT's scopes let it make the call: an
+// unscoped token (and an autoscoped one, which holds all-apis while
+// Databricks observes it) may call anything; otherwise one of its scopes
+// must be the operation's area (or all-apis), and a scope with the :read
+// modifier allows only GET and HEAD.
+func scopeAllows(p principal, op, method string) (bool, string) {
+	if !p.viaPAT || len(p.scopes) == 0 || p.autoscope {
+		return true, ""
+	}
+	need := scopeOf(op)
+	for _, s := range p.scopes {
+		area, mods, _ := strings.Cut(s, ":")
+		if need != "" && area != need && area != "all-apis" {
+			continue
+		}
+		if strings.Contains(":"+mods+":", ":read:") && method != http.MethodGet && method != http.MethodHead {
+			continue
+		}
+		return true, ""
+	}
+	return false, need
 }
 
 // apiError is a Databricks JSON error.
@@ -184,6 +235,10 @@ func (w *Workspace) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec.PrincipalOID = p.oid
+	if ok, need := scopeAllows(p, op, r.Method); !ok {
+		w.writeError(rw, apiError{http.StatusForbidden, "PERMISSION_DENIED", "Provided access token does not have required scopes: " + need})
+		return
+	}
 
 	var (
 		status = http.StatusOK
@@ -197,6 +252,8 @@ func (w *Workspace) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		body, err = w.list(p)
 	case OpDelete:
 		body, err = w.delete(r, p)
+	case OpMe:
+		body = w.me(p)
 	case OpConf:
 		if r.Method == http.MethodPatch {
 			err = w.patchConf(r)
@@ -242,9 +299,9 @@ func (w *Workspace) authenticate(r *http.Request, rec *Request) (principal, *api
 	if strings.HasPrefix(bearer, "dapi") {
 		w.mu.Lock()
 		t, found := w.byValue[bearer]
-		okPAT := found && w.stateLocked(t, w.nowLocked().UnixMilli()) == Live && w.tokensEnabledLocked()
+		okPAT := found && !t.Broken && w.stateLocked(t, w.nowLocked().UnixMilli()) == Live && w.tokensEnabledLocked()
 		if okPAT {
-			p = principal{t.PrincipalOID, t.PrincipalAppID}
+			p = principal{oid: t.PrincipalOID, appid: t.PrincipalAppID, scopes: t.Scopes, autoscope: t.Autoscope, viaPAT: true}
 		}
 		w.mu.Unlock()
 		if !okPAT {
@@ -262,7 +319,7 @@ func (w *Workspace) authenticate(r *http.Request, rec *Request) (principal, *api
 			return principal{}, nil, true
 		}
 		rec.Auth = "entra"
-		p = principal{c.ObjectID, c.AppID}
+		p = principal{oid: c.ObjectID, appid: c.AppID}
 	}
 
 	rid, ridPresent := r.Header[http.CanonicalHeaderKey(HeaderResourceID)]
@@ -327,15 +384,27 @@ func (w *Workspace) authenticate(r *http.Request, rec *Request) (principal, *api
 }
 
 type tokenInfo struct {
-	TokenID      string `json:"token_id"`
-	CreationTime int64  `json:"creation_time"`
-	ExpiryTime   int64  `json:"expiry_time"`
-	Comment      string `json:"comment,omitempty"`
+	TokenID      string   `json:"token_id"`
+	CreationTime int64    `json:"creation_time"`
+	ExpiryTime   int64    `json:"expiry_time"`
+	Comment      string   `json:"comment,omitempty"`
+	Scopes       []string `json:"scopes,omitempty"`
+	// AutoscopeState is PublicTokenInfo's: RUNNING while Databricks
+	// observes an autoscoped token (this stand-in never finishes).
+	AutoscopeState string `json:"autoscope_state,omitempty"`
 }
 
 func infoOf(t Token) tokenInfo {
-	return tokenInfo{TokenID: t.ID, CreationTime: t.CreationTime, ExpiryTime: t.ExpiryTime, Comment: t.Comment}
+	info := tokenInfo{TokenID: t.ID, CreationTime: t.CreationTime, ExpiryTime: t.ExpiryTime, Comment: t.Comment, Scopes: t.Scopes}
+	if t.Autoscope {
+		info.AutoscopeState = "AUTOSCOPE_STATE_RUNNING"
+	}
+	return info
 }
+
+// scopeShape is what Databricks accepts as a scope: an area and optional
+// modifiers, e.g. sql, jobs:read, sql:read:restricted-query.
+var scopeShape = regexp.MustCompile(`^[a-z][a-z0-9-]*(:[a-z][a-z0-9-]*)*$`)
 
 func readJSON(r *http.Request, v any) *apiError {
 	b, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
@@ -353,11 +422,18 @@ func readJSON(r *http.Request, v any) *apiError {
 
 func (w *Workspace) create(r *http.Request, p principal) (any, *apiError) {
 	var req struct {
-		Comment         *string         `json:"comment"`
-		LifetimeSeconds json.RawMessage `json:"lifetime_seconds"`
+		Comment          *string         `json:"comment"`
+		LifetimeSeconds  json.RawMessage `json:"lifetime_seconds"`
+		Scopes           []string        `json:"scopes"`
+		AutoscopeEnabled bool            `json:"autoscope_enabled"`
 	}
 	if e := readJSON(r, &req); e != nil {
 		return nil, e
+	}
+	for _, sc := range req.Scopes {
+		if !scopeShape.MatchString(sc) {
+			return nil, &apiError{http.StatusBadRequest, "INVALID_PARAMETER_VALUE", fmt.Sprintf("Invalid scope: %q", sc)}
+		}
 	}
 	var lifetime *int64
 	if raw := string(req.LifetimeSeconds); raw != "" && raw != "null" {
@@ -403,8 +479,24 @@ func (w *Workspace) create(r *http.Request, p principal) (any, *apiError) {
 	if w.opts.MaxLiveTokens > 0 && w.liveCountLocked(p.oid, nowMs) >= w.opts.MaxLiveTokens {
 		return nil, &apiError{http.StatusBadRequest, "QUOTA_EXCEEDED", fmt.Sprintf("Cannot create more than %d tokens. Revoke unused tokens and try again.", w.opts.MaxLiveTokens)}
 	}
-	t := w.createLocked(p.oid, p.appid, comment, nowMs, expiry)
+	var scopes []string
+	if len(req.Scopes) > 0 {
+		scopes = append(scopes, req.Scopes...)
+	}
+	t := w.createLocked(p.oid, p.appid, comment, nowMs, expiry, scopes, req.AutoscopeEnabled)
 	return map[string]any{"token_value": t.Value, "token_info": infoOf(t)}, nil
+}
+
+// me answers SCIM Me for the caller: a service principal's own record.
+func (w *Workspace) me(p principal) any {
+	sum := sha256.Sum256([]byte(strings.ToLower(p.oid)))
+	return map[string]any{
+		"schemas":       []string{"urn:ietf:params:scim:schemas:core:2.0:ServicePrincipal"},
+		"id":            new(big.Int).SetBytes(sum[:7]).String(),
+		"applicationId": p.appid,
+		"displayName":   p.appid,
+		"active":        true,
+	}
 }
 
 func (w *Workspace) list(p principal) (any, *apiError) {

@@ -83,6 +83,13 @@ type Token struct {
 	ExpiryTime     int64 // epoch ms, -1 = never
 	RevokedAt      time.Time
 	State          TokenState
+	// Scopes are the API scopes it was created with (nil: unscoped, every
+	// API its principal may call); Autoscope is autoscope_enabled.
+	Scopes    []string
+	Autoscope bool
+	// Broken tokens were issued while IssueBrokenTokens was in force: the
+	// workspace refuses them as invalid access tokens.
+	Broken bool
 }
 
 // Created returns CreationTime as a time.
@@ -139,6 +146,8 @@ type Workspace struct {
 	random   *randomFaults
 	calls    map[string]int
 	requests []Request
+	// broken is how many of the next tokens created are refused when used.
+	broken int
 }
 
 // StartWorkspace starts a workspace stand-in with a certificate from c.
@@ -361,6 +370,7 @@ func (w *Workspace) stateLocked(t *token, nowMs int64) TokenState {
 func (w *Workspace) snapshotLocked(t *token, nowMs int64) Token {
 	s := t.Token
 	s.State = w.stateLocked(t, nowMs)
+	s.Scopes = append([]string(nil), t.Scopes...)
 	return s
 }
 
@@ -409,7 +419,19 @@ func (w *Workspace) CreateToken(principalOID, principalAppID, comment string, li
 	if lifetime > 0 {
 		exp = now.Add(lifetime).UnixMilli()
 	}
-	return w.createLocked(principalOID, principalAppID, comment, now.UnixMilli(), exp)
+	return w.createLocked(principalOID, principalAppID, comment, now.UnixMilli(), exp, nil, false)
+}
+
+// IssueBrokenTokens makes the next n tokens created (over HTTP or with
+// CreateToken) tokens that do not work: create answers normally, list
+// shows them, but any call made with one is refused as an invalid access
+// token (the gateway's HTML 403), as Databricks refuses a token it does
+// not recognise. It stands for a successor that was issued but cannot
+// authenticate, which a rotation must notice before handing it out.
+func (w *Workspace) IssueBrokenTokens(n int) {
+	w.mu.Lock()
+	w.broken = n
+	w.mu.Unlock()
 }
 
 // RevokeToken revokes a token as an admin would; false if unknown.
@@ -424,7 +446,7 @@ func (w *Workspace) RevokeToken(id string) bool {
 	return true
 }
 
-func (w *Workspace) createLocked(oid, appid, comment string, createdMs, expiryMs int64) Token {
+func (w *Workspace) createLocked(oid, appid, comment string, createdMs, expiryMs int64, scopes []string, autoscope bool) Token {
 	b := make([]byte, 16)
 	if _, err := rand.Read(b); err != nil {
 		panic(err)
@@ -439,7 +461,13 @@ func (w *Workspace) createLocked(oid, appid, comment string, createdMs, expiryMs
 		PrincipalAppID: appid,
 		CreationTime:   createdMs,
 		ExpiryTime:     expiryMs,
+		Scopes:         scopes,
+		Autoscope:      autoscope,
+		Broken:         w.broken > 0,
 	}}
+	if w.broken > 0 {
+		w.broken--
+	}
 	w.tokens = append(w.tokens, t)
 	w.byID[t.ID] = t
 	w.byValue[value] = t
