@@ -241,6 +241,11 @@ func TestCreateErrors(t *testing.T) {
 		{name: "429 with a short Retry-After, then created", budget: 2 * time.Second,
 			script:    []answer{{status: 429, header: http.Header{"Retry-After-Ms": {"10"}}}, ok(`{"token_value":"` + tokenValue + `","token_info":{"token_id":"t1","creation_time":1,"expiry_time":-1}}`)},
 			wantCalls: 2, wantResult: true},
+		// Refused every time, so nothing was created: not ambiguous (the
+		// service would otherwise list the throttled workspace three more
+		// times over three seconds looking for a token that cannot exist).
+		{name: "429 without Retry-After until the budget ends", budget: 50 * time.Millisecond, script: []answer{{status: 429}},
+			want: tokens.Error{Code: tokens.CodeUpstreamUnavailable, Upstream: upstream.ServiceDatabricks, RetryAfter: upstream.DefaultRetryAfter}, wantCalls: 1},
 		{name: "500", script: []answer{{status: 500, body: `{"error_code":"INTERNAL_ERROR","message":"oops"}`}},
 			want: tokens.Error{Code: tokens.CodeUpstreamUnavailable, Upstream: upstream.ServiceDatabricks, RetryAfter: upstream.DefaultRetryAfter}, ambiguous: true, wantCalls: 1},
 		{name: "503 with Retry-After", budget: 2 * time.Second, script: []answer{{status: 503, header: http.Header{"Retry-After": {"9"}}, body: "Service Unavailable"}},
