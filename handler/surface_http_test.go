@@ -502,3 +502,27 @@ func TestHTTPPublishFailureIsLoggedNotReturned(t *testing.T) {
 		t.Error("an HTTP token whose caller has it was withdrawn")
 	}
 }
+
+// TestPanicIsAnInternalError: a panic below the handler answers 500 in the
+// contract's shape, and the next request is served as usual.
+func TestPanicIsAnInternalError(t *testing.T) {
+	t.Parallel()
+	calls := 0
+	r := newRig(t, &stubService{create: func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error) {
+		calls++
+		if calls == 1 {
+			panic("the service fell over")
+		}
+		return issued(t, true, ""), nil
+	}}, baseOptions())
+	rec := r.do(http.MethodPost, "/api/create-token", createBody(""), nil, false)
+	if rec.Code != 500 || rec.Body.String() != `{"error":{"code":"InternalError","message":"internal error"}}` {
+		t.Errorf("%d %s", rec.Code, rec.Body)
+	}
+	if !strings.Contains(r.log.String(), "the service fell over") {
+		t.Error("the panic is not logged")
+	}
+	if rec := r.do(http.MethodPost, "/api/create-token", createBody(""), nil, false); rec.Code != 201 {
+		t.Errorf("after the panic: %d %s", rec.Code, rec.Body)
+	}
+}

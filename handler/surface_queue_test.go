@@ -359,3 +359,40 @@ func TestWorkspaceEvents(t *testing.T) {
 		})
 	}
 }
+
+// TestUnpublishedCreatedResult: a token in Key Vault whose Created result
+// cannot be published is kept (the redelivery finds it in the vault); one
+// whose value travelled only in that result is revoked at once.
+func TestUnpublishedCreatedResult(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name, path, body string
+		inline           bool
+		log              string
+	}{
+		{"queued create, Key Vault", "/token-requests", createCommand(""), false, "done, but the result could not be published; Service Bus will redeliver"},
+		{"workspace event, Key Vault", "/workspace-events", workspaceWrite("e1"), false, "done, but the result could not be published; Service Bus will redeliver"},
+		{"workspace event, inline", "/workspace-events", workspaceWrite("e1"), true, "could not publish the result that carried the token, so the token was revoked; Service Bus will redeliver"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			opts, value := keyVaultOptions(), ""
+			if tt.inline {
+				opts.Limits.KeyVault, value = false, secretValue
+			}
+			res := issued(t, true, value)
+			r := newRig(t, &stubService{
+				create: func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error) { return res, nil },
+				ensure: func(tokens.WorkspaceID, tokens.EnsureOptions) (tokens.CreateResult, error) { return res, nil },
+			}, opts)
+			r.pub.publishErr = errors.New("service bus is down")
+			status, logs := r.invoke(tt.path, envelope(t, tt.body, 3))
+			if status != http.StatusServiceUnavailable || len(logs) != 1 || logs[0] != tt.log {
+				t.Errorf("%d %q, want 503 %q", status, logs, tt.log)
+			}
+			if n := len(r.svc.withdrawn); (n == 1) != tt.inline || n > 1 {
+				t.Errorf("withdrew %d tokens", n)
+			}
+		})
+	}
+}
