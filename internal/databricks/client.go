@@ -186,6 +186,11 @@ func (c *Client) CreateToken(ctx context.Context, ws tokens.Workspace, comment s
 		return tokens.Issued{}, fmt.Errorf("databricks: %w", err)
 	}
 	resp, err := c.pl.Do(req)
+	if err != nil && resp != nil && resp.StatusCode == http.StatusTooManyRequests {
+		// The budget ran out waiting to retry a 429. Only 429s are
+		// retried, so every attempt was refused: nothing was created.
+		return tokens.Issued{}, responseError(resp, "create token")
+	}
 	if err != nil {
 		// The request may have reached the workspace: ambiguous.
 		return tokens.Issued{}, ambiguous(err)

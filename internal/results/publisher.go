@@ -42,14 +42,24 @@ type Options struct {
 
 // Publisher sends results. It is safe for concurrent use.
 type Publisher struct {
-	client       *azservicebus.Client
+	newSender    func(queue string) (sender, error)
+	closeClient  func(context.Context) error
 	queue        string
 	includeValue bool
 	now          func() time.Time
 
 	mu      sync.Mutex
-	senders map[string]*azservicebus.Sender
+	senders map[string]sender
 }
+
+// sender is what the publisher uses of an *azservicebus.Sender (one per
+// queue, made by newSender), so tests can record the messages.
+type sender interface {
+	SendMessage(ctx context.Context, msg *azservicebus.Message, opts *azservicebus.SendMessageOptions) error
+	Close(ctx context.Context) error
+}
+
+var _ sender = (*azservicebus.Sender)(nil)
 
 // New returns a Publisher. The SDK connects lazily, on the first send, so
 // this makes no network call.
@@ -66,19 +76,31 @@ func New(opts Options) (*Publisher, error) {
 		// The SDK's error can quote the connection string; say only what failed.
 		return nil, errors.New("results: the Service Bus connection settings are not usable")
 	}
+	newSender := func(queue string) (sender, error) {
+		s, err := c.NewSender(queue, nil)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	return newPublisher(opts, newSender, c.Close), nil
+}
+
+func newPublisher(opts Options, newSender func(string) (sender, error), closeClient func(context.Context) error) *Publisher {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Publisher{client: c, queue: opts.Queue, includeValue: opts.IncludeTokenValue, now: opts.Now, senders: map[string]*azservicebus.Sender{}}, nil
+	return &Publisher{newSender: newSender, closeClient: closeClient, queue: opts.Queue, includeValue: opts.IncludeTokenValue,
+		now: opts.Now, senders: map[string]sender{}}
 }
 
-func (p *Publisher) sender(queue string) (*azservicebus.Sender, error) {
+func (p *Publisher) sender(queue string) (sender, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if s, ok := p.senders[queue]; ok {
 		return s, nil
 	}
-	s, err := p.client.NewSender(queue, nil)
+	s, err := p.newSender(queue)
 	if err != nil {
 		return nil, fmt.Errorf("results: sender for %s: %w", queue, err)
 	}
@@ -196,7 +218,7 @@ func (p *Publisher) Close(ctx context.Context) error {
 	for _, s := range p.senders {
 		errs = append(errs, s.Close(ctx))
 	}
-	errs = append(errs, p.client.Close(ctx))
+	errs = append(errs, p.closeClient(ctx))
 	return errors.Join(errs...)
 }
 
