@@ -125,7 +125,7 @@ func TestEveryCallCarriesTheHeaders(t *testing.T) {
 		want call
 	}{
 		{"create", func(ctx context.Context, c *Client, ws tokens.Workspace) error {
-			_, err := c.CreateToken(ctx, ws, "[dtb:req:r1] nightly ETL", 90*time.Minute)
+			_, err := c.CreateToken(ctx, ws, "[dtb:req:r1] nightly ETL", 90*time.Minute, tokens.Scopes{})
 			return err
 		}, call{Method: "POST", Path: "/api/2.0/token/create", Body: `{"comment":"[dtb:req:r1] nightly ETL","lifetime_seconds":5400}`}},
 		{"list", func(ctx context.Context, c *Client, ws tokens.Workspace) error {
@@ -184,7 +184,7 @@ func TestCreateToken(t *testing.T) {
 		{Token: tokens.Token{ID: "t1", Comment: "c", CreatedAt: created, ExpiresAt: created.Add(time.Hour)}, Value: tokens.NewSecret(tokenValue)},
 		{Token: tokens.Token{ID: "t2", Comment: "c", CreatedAt: time.UnixMilli(1764324000000).UTC()}, Value: tokens.NewSecret(tokenValue)},
 	} {
-		got, err := c.CreateToken(t.Context(), ws, "c", time.Hour)
+		got, err := c.CreateToken(t.Context(), ws, "c", time.Hour, tokens.Scopes{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,7 +193,7 @@ func TestCreateToken(t *testing.T) {
 		}
 	}
 	// Databricks reads 0 as its default lifetime, so less than a second never goes out.
-	if _, err := c.CreateToken(t.Context(), ws, "c", 999*time.Millisecond); tokens.CodeOf(err) != tokens.CodeInvalidRequest {
+	if _, err := c.CreateToken(t.Context(), ws, "c", 999*time.Millisecond, tokens.Scopes{}); tokens.CodeOf(err) != tokens.CodeInvalidRequest {
 		t.Errorf("a sub-second lifetime: %v; want InvalidRequest", err)
 	}
 	if n := len(w.recorded()); n != 2 {
@@ -263,7 +263,7 @@ func TestCreateErrors(t *testing.T) {
 			if tt.budget > 0 {
 				ctx = budget(t, tt.budget)
 			}
-			issued, err := w.client().CreateToken(ctx, w.workspace(t), "c", time.Hour)
+			issued, err := w.client().CreateToken(ctx, w.workspace(t), "c", time.Hour, tokens.Scopes{})
 			if n := len(w.recorded()); n != tt.wantCalls {
 				t.Errorf("%d creates reached the workspace, want %d", n, tt.wantCalls)
 			}
