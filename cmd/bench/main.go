@@ -80,6 +80,7 @@ func main() {
 		{"binary size", binarySize},
 		{"per-request overhead", overhead},
 		{"upstream calls per token", upstreamCalls},
+		{"ledger calls and latency", ledgerCalls},
 		{"queue throughput", queueThroughput},
 		{"envelope decode", decodeBenchmark},
 	}

@@ -41,6 +41,7 @@ type report struct {
 
 	queue  *queueResult
 	decode *decodeResult
+	ledger *ledgerResult
 }
 
 type coldResult struct {
@@ -177,6 +178,7 @@ func (r *report) render(w io.Writer) {
 		p("| upstream calls per token, %s creates over %d workspaces | %s | ≤ %.2f (naive flow: 4) | %s |\n",
 			thousands(r.creates), r.workspaces, strings.Join(parts, "; "), targetCalls, met(ok, ""))
 	}
+	r.renderLedgerRow(p)
 	for _, latency := range []time.Duration{20 * time.Millisecond, 0} {
 		cells := r.cellsAt(latency)
 		if len(cells) == 0 {
@@ -238,6 +240,7 @@ func (r *report) render(w io.Writer) {
 		}
 		p("| naive flow | %s | %s | %s | — | 4.000 |\n", thousands(2*r.creates), thousands(r.creates), thousands(r.creates))
 	}
+	r.renderLedgerSection(p)
 	if q := r.queue; q != nil {
 		p("\n### Queue throughput\n\n%s create commands sent in batches to `token-requests`; the host simulator keeps 16 invocations\n", thousands(q.n))
 		p("in flight; the workspace answers in %s; the clock stops when the %s result has been read back\nfrom `token-results`. %.3f s against the ideal %.2f s (%s × %s / 16): **%.2f×**. The host simulator\n",
