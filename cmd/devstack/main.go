@@ -126,7 +126,7 @@ func run(ctx context.Context, mode, handler, appRoot, logPath, statePath string,
 	}
 	defer logFile.Close()
 
-	st, err := stack.Start(ctx, stack.Options{Dir: dir, Workspaces: 3, ServiceBus: true, KeyVault: true, BrokerLog: io.Discard})
+	st, err := stack.Start(ctx, stack.Options{Dir: dir, Workspaces: 3, ServiceBus: true, KeyVault: true, Ledger: true, BrokerLog: io.Discard})
 	if err != nil {
 		return err
 	}
@@ -187,6 +187,9 @@ func (d *demo) up(ctx context.Context, logPath, statePath string, provisioning t
 	fmt.Printf("Service Bus (AMQP):       %s\n", st.ServiceBusConnectionString)
 	fmt.Printf("                          the local broker checks no key (any SharedAccessKey works); queues token-requests, workspace-events, token-results\n")
 	fmt.Printf("Service Bus admin:        %s/queues\n", d.st.Broker.AdminURL())
+	if d.st.Tables != nil {
+		fmt.Printf("Ledger (Azurite tables):  %s, table tokenledger (the well-known development account; GET /api/tokens lists it)\n", d.st.Tables.TableEndpoint())
+	}
 	fmt.Printf("Key Vault delivery:       on (%s): creates answer with secretUri, not the token\n", d.st.Vault.URL())
 	fmt.Printf("state file:               %s\n\n", statePath)
 	fmt.Printf("Try:\n  curl -s -X POST %s/api/create-token -d '{\"workspaceResourceId\":\"%s\",\"lifetimeSeconds\":3600}'\n", d.host.URL(), ws0)
