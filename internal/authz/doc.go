@@ -1,4 +1,4 @@
-// Package authz decides who may mint, list and revoke which tokens.
+// Package authz decides who may mint, list, inventory and revoke which tokens.
 //
 // # Caller identity (PrincipalFromHeaders)
 //
@@ -58,7 +58,8 @@
 // application id, appid/azp), {"appRole": …} (an app role of the app
 // registration, case-sensitive as in .NET's IsInRole), or the string
 // "queue" (commands from the token-requests queue, which carry no caller
-// identity). Actions: create, revoke, list. Workspaces: ARM scopes in which
+// identity). Actions: create, revoke, list, inventory (GET /api/tokens: the
+// ledger's rows, of the workspaces the rule's patterns match). Workspaces: ARM scopes in which
 // any segment that names something may be "*" or contain "*" (subscription
 // ids: a GUID or "*"), compared without regard to case:
 //

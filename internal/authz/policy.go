@@ -17,13 +17,14 @@ import (
 
 // The actions a rule may grant (the domain's typed actions).
 const (
-	ActionCreate = tokens.ActionCreate
-	ActionRevoke = tokens.ActionRevoke
-	ActionList   = tokens.ActionList
+	ActionCreate    = tokens.ActionCreate
+	ActionRevoke    = tokens.ActionRevoke
+	ActionList      = tokens.ActionList
+	ActionInventory = tokens.ActionInventory
 )
 
 // Actions are the actions a rule may grant, in the order messages list them.
-var Actions = []tokens.Action{ActionCreate, ActionRevoke, ActionList}
+var Actions = []tokens.Action{ActionCreate, ActionRevoke, ActionList, ActionInventory}
 
 // actionNames is Actions for messages.
 func actionNames() string {
@@ -119,8 +120,8 @@ type ScopeRefusal struct {
 // Refused reports whether the create was refused for its scopes.
 func (r ScopeRefusal) Refused() bool { return r.Unscoped || r.Denied != "" || r.Together }
 
-// Decide tells whether pr may perform action (ActionCreate, ActionRevoke or
-// ActionList) on workspace, and for a create, with these scopes. Rules are
+// Decide tells whether pr may perform action (one of Actions) on
+// workspace, and for a create, with these scopes. Rules are
 // matched on action, principal and workspace, and for a create on scopes
 // (a rule's requireScopes refuses an unscoped or autoscoped token; each
 // requested scope must match one of its scope patterns; authentication and
@@ -168,6 +169,24 @@ func (p *Policy) Decide(pr *Principal, action tokens.Action, workspace tokens.Wo
 		d.Scopes = refusal.result(scopes)
 	}
 	return d
+}
+
+// GrantsAny reports whether some rule grants pr the action on some
+// workspace: what an inventory across workspaces needs before it asks
+// Decide about each workspace's rows.
+func (p *Policy) GrantsAny(pr *Principal, action tokens.Action) bool {
+	if p == nil {
+		return true
+	}
+	if pr == nil || !slices.Contains(Actions, action) {
+		return false
+	}
+	for _, r := range p.rules {
+		if slices.Contains(r.actions, action) && slices.ContainsFunc(r.principals, func(s principalSpec) bool { return s.matches(pr) }) {
+			return true
+		}
+	}
+	return false
 }
 
 // scopeTally collects, over the rules that grant a create on the
@@ -262,6 +281,12 @@ func (p *Policy) CheckMaxLifetime(serviceMax time.Duration) error {
 // the action and the workspace and nothing of the policy.
 func DeniedMessage(action tokens.Action, workspace tokens.WorkspaceID) string {
 	return fmt.Sprintf("the caller is not authorized to %s tokens in workspace %s", action, workspace)
+}
+
+// DeniedAnywhereMessage is the caller-facing message for an action no rule
+// grants the caller on any workspace (an inventory across workspaces).
+func DeniedAnywhereMessage(action tokens.Action) string {
+	return fmt.Sprintf("the caller is not authorized to %s tokens in any workspace", action)
 }
 
 // LifetimeDeniedMessage is the caller-facing message for a create whose
@@ -843,7 +868,10 @@ func (p *Policy) HasQueueRules() bool {
 // and no queue rules the queue cannot get one.
 type Authorizer struct{ Policy *Policy }
 
-var _ tokens.Authorizer = Authorizer{}
+var (
+	_ tokens.Authorizer    = Authorizer{}
+	_ tokens.AnyAuthorizer = Authorizer{}
+)
 
 // Authorize implements tokens.Authorizer. by is a *Principal (nil: nobody
 // vouched for the caller, which any policy denies).
@@ -893,4 +921,21 @@ func ScopeDeniedMessage(r ScopeRefusal, ws tokens.WorkspaceID) string {
 		return fmt.Sprintf("the caller may not create one token with all of these scopes in workspace %s; ask for them in separate tokens", ws)
 	}
 	return fmt.Sprintf("the caller is not authorized to create tokens with scope %s in workspace %s", strings.ReplaceAll(r.Denied, ",", ", "), ws)
+}
+
+// AuthorizeAny implements tokens.AnyAuthorizer: nil when some rule grants
+// the caller the action somewhere (the rows it may see are then decided
+// per workspace by Authorize), NotAuthorized when none does.
+func (a Authorizer) AuthorizeAny(by tokens.Caller, act tokens.Action) error {
+	if a.Policy == nil {
+		return nil
+	}
+	pr, _ := by.(*Principal)
+	if pr.IsQueue() && !a.Policy.HasQueueRules() {
+		return nil
+	}
+	if !a.Policy.GrantsAny(pr, act) {
+		return &tokens.Error{Code: tokens.CodeNotAuthorized, Message: DeniedAnywhereMessage(act)}
+	}
+	return nil
 }

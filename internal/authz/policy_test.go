@@ -485,3 +485,42 @@ func TestDeniedMessage(t *testing.T) {
 		t.Errorf("DeniedMessage = %q", got)
 	}
 }
+
+// TestInventoryIsAnActionOfItsOwn: a policy may grant inventory, rules
+// granting list (or anything else) do not grant it, and its workspace
+// patterns decide per workspace, as for every action.
+func TestInventoryIsAnActionOfItsOwn(t *testing.T) {
+	p := mustParse(t, `{"version":1,"rules":[
+		{"principals":[{"objectId":"`+opsOID+`"}],"actions":["inventory"],"workspaces":["/subscriptions/`+sub1+`/resourceGroups/rg-data"]},
+		{"principals":[{"objectId":"`+etlOID+`"}],"actions":["create","list","revoke"],"workspaces":["/subscriptions/*"]}]}`)
+	ops := &Principal{ObjectID: opsOID, IDP: "aad"}
+	etl := &Principal{ObjectID: etlOID, IDP: "aad"}
+	if got := p.Decide(ops, ActionInventory, ws(sub1, "RG-DATA", "lake"), tokens.Scopes{}); got != (Decision{Allowed: true, Rule: 0}) {
+		t.Errorf("inventory in the rule's resource group: %+v", got)
+	}
+	if got := p.Decide(ops, ActionInventory, ws(sub1, "rg-web", "site"), tokens.Scopes{}); got.Allowed {
+		t.Errorf("inventory outside the rule's resource group: %+v", got)
+	}
+	if got := p.Decide(etl, ActionInventory, ws(sub1, "rg-data", "lake"), tokens.Scopes{}); got.Allowed {
+		t.Errorf("a rule granting list also granted inventory: %+v", got)
+	}
+
+	a := Authorizer{Policy: p}
+	if err := a.AuthorizeAny(ops, ActionInventory); err != nil {
+		t.Errorf("AuthorizeAny(ops): %v", err)
+	}
+	err := a.AuthorizeAny(etl, ActionInventory)
+	if tokens.CodeOf(err) != tokens.CodeNotAuthorized || tokens.AsError(err).Message != "the caller is not authorized to inventory tokens in any workspace" {
+		t.Errorf("AuthorizeAny(etl) = %v; want NotAuthorized naming the action", err)
+	}
+	if err := a.AuthorizeAny(nil, ActionInventory); tokens.CodeOf(err) != tokens.CodeNotAuthorized {
+		t.Errorf("AuthorizeAny(nil) = %v; want NotAuthorized", err)
+	}
+	if err := (Authorizer{}).AuthorizeAny(etl, ActionInventory); err != nil {
+		t.Errorf("no policy: %v", err)
+	}
+	if _, err := ParsePolicy([]byte(`{"version":1,"rules":[{"principals":["queue"],"actions":["inventory"],"workspaces":["/subscriptions/*"],"maxLifetime":"1h"}]}`)); err == nil ||
+		!strings.Contains(err.Error(), `applies only to rules that grant "create"`) {
+		t.Errorf("maxLifetime on an inventory rule: %v", err)
+	}
+}

@@ -13,6 +13,12 @@ const (
 	ActionCreate Action = "create"
 	ActionRevoke Action = "revoke"
 	ActionList   Action = "list"
+	// ActionInventory reads the ledger's records (GET /api/tokens): every
+	// token the service issued, in every workspace. A rule's workspace
+	// patterns select the rows a caller sees, so it is an action of its own
+	// rather than a kind of list (which shows one workspace's live tokens
+	// as Databricks has them).
+	ActionInventory Action = "inventory"
 )
 
 // Caller is who asks, as the transport authenticated it: an App Service
@@ -54,6 +60,15 @@ type Grant struct {
 // scopes), never the policy.
 type Authorizer interface {
 	Authorize(by Caller, a Action, ws WorkspaceID, s Scopes) (Grant, error)
+}
+
+// AnyAuthorizer is an Authorizer that can also tell whether a caller may
+// do an action in at least one workspace. The inventory asks it when no
+// workspace is named, so that a caller granted nothing anywhere is refused
+// (NotAuthorized) instead of being shown an empty list it would take for
+// "no tokens". An Authorizer without it is asked per workspace only.
+type AnyAuthorizer interface {
+	AuthorizeAny(by Caller, a Action) error
 }
 
 // allowAll is the Authorizer when no policy is configured.
