@@ -215,6 +215,36 @@ func (s *Server) listTokens(r *http.Request, log *slog.Logger) httpOutcome {
 	return h
 }
 
+// inventory answers GET /api/tokens: a page of the ledger. The query is
+// validated by the token service's rules, which also decides which rows
+// the caller may see; this only authenticates. Nothing is published: an
+// inventory changes nothing.
+func (s *Server) inventory(r *http.Request, log *slog.Logger) httpOutcome {
+	var h httpOutcome
+	q, err := tokens.ParseInventoryQuery(r.URL.Query())
+	by, perr := s.caller(r, log)
+	if err == nil {
+		err = perr
+	}
+	h.log = log.With(append([]any{"action", string(tokens.ActionInventory)}, auditAttrs(by)...)...)
+	if q.Workspace != (tokens.WorkspaceID{}) {
+		h.log = h.log.With("workspace", q.Workspace.String())
+	}
+	if err != nil {
+		return h.refused("inventory", err)
+	}
+	ctx, cancel := s.budget(r.Context())
+	defer cancel()
+	page, err := s.svc.Inventory(ctx, by, q)
+	if err != nil {
+		return h.failedAs("inventory", err)
+	}
+	h.event, h.msg = audit.TokensInventoried, "inventory done"
+	h.attrs = []any{"count", len(page.Entries), "more", page.ContinuationToken != ""}
+	h.status, h.body = http.StatusOK, api.NewInventory(page)
+	return h
+}
+
 // workspaceText is the workspace as well as it is known, for a Failed
 // result's source.
 func workspaceText(id tokens.WorkspaceID) string {

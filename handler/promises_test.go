@@ -37,6 +37,10 @@ func (f *fakeService) List(context.Context, tokens.Caller, tokens.WorkspaceID) (
 	return nil, nil
 }
 
+func (f *fakeService) Inventory(context.Context, tokens.Caller, tokens.InventoryQuery) (tokens.InventoryPage, error) {
+	return tokens.InventoryPage{}, nil
+}
+
 func (f *fakeService) EnsureLive(context.Context, tokens.Caller, tokens.WorkspaceID, tokens.EnsureOptions) (tokens.CreateResult, error) {
 	return f.created, f.createErr
 }

@@ -16,6 +16,7 @@ var Routes = map[string]string{
 	"create-token":     "/api/create-token",
 	"revoke-token":     "/api/revoke-token",
 	"list-tokens":      "/api/list-tokens",
+	"tokens":           "/api/tokens",
 	"token-requests":   "/token-requests",
 	"workspace-events": "/workspace-events",
 	"rotate-tokens":    "/rotate-tokens",
@@ -27,6 +28,7 @@ func (s *Server) routes() http.Handler {
 	mux.Handle(Routes["create-token"], allow(s.invocation("create-token", s.httpFunction(s.createToken)), http.MethodPost))
 	mux.Handle(Routes["revoke-token"], allow(s.invocation("revoke-token", s.httpFunction(s.revokeToken)), http.MethodPost))
 	mux.Handle(Routes["list-tokens"], allow(s.invocation("list-tokens", s.httpFunction(s.listTokens)), http.MethodGet, http.MethodHead))
+	mux.Handle(Routes["tokens"], allow(s.invocation("tokens", s.httpFunction(s.inventory)), http.MethodGet, http.MethodHead))
 	mux.Handle(Routes["token-requests"], allow(s.invocation("token-requests", s.queueFunction(s.tokenRequests)), http.MethodPost))
 	mux.Handle(Routes["workspace-events"], allow(s.invocation("workspace-events", s.queueFunction(s.workspaceEvents)), http.MethodPost))
 	mux.Handle(Routes["rotate-tokens"], allow(s.invocation("rotate-tokens", s.rotateTokens), http.MethodPost))

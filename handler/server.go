@@ -29,6 +29,7 @@ type Service interface {
 	Create(ctx context.Context, by tokens.Caller, req tokens.CreateRequest, opts tokens.CreateOptions) (tokens.CreateResult, error)
 	Revoke(ctx context.Context, by tokens.Caller, req tokens.RevokeRequest) (tokens.RevokeResult, error)
 	List(ctx context.Context, by tokens.Caller, id tokens.WorkspaceID) ([]tokens.TokenSummary, error)
+	Inventory(ctx context.Context, by tokens.Caller, q tokens.InventoryQuery) (tokens.InventoryPage, error)
 	EnsureLive(ctx context.Context, by tokens.Caller, id tokens.WorkspaceID, opts tokens.EnsureOptions) (tokens.CreateResult, error)
 	Rotate(ctx context.Context, opts tokens.RotateOptions) ([]tokens.Outcome, error)
 	Sweep(ctx context.Context, opts tokens.SweepOptions) ([]tokens.Outcome, error)

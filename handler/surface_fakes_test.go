@@ -38,6 +38,7 @@ type stubService struct {
 	create func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error)
 	revoke func(tokens.RevokeRequest) (tokens.RevokeResult, error)
 	list   func(tokens.WorkspaceID) ([]tokens.TokenSummary, error)
+	inv    func(tokens.InventoryQuery) (tokens.InventoryPage, error)
 	ensure func(tokens.WorkspaceID, tokens.EnsureOptions) (tokens.CreateResult, error)
 	rotate func(tokens.RotateOptions) ([]tokens.Outcome, error)
 	sweep  func(tokens.SweepOptions) ([]tokens.Outcome, error)
@@ -91,6 +92,15 @@ func (s *stubService) List(ctx context.Context, by tokens.Caller, id tokens.Work
 		return nil, errors.New("unexpected")
 	}
 	return s.list(id)
+}
+
+func (s *stubService) Inventory(ctx context.Context, by tokens.Caller, q tokens.InventoryQuery) (tokens.InventoryPage, error) {
+	s.record(ctx, by)
+	if s.inv == nil {
+		s.t.Error("unexpected Inventory")
+		return tokens.InventoryPage{}, errors.New("unexpected")
+	}
+	return s.inv(q)
 }
 
 func (s *stubService) EnsureLive(ctx context.Context, by tokens.Caller, id tokens.WorkspaceID, o tokens.EnsureOptions) (tokens.CreateResult, error) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -97,10 +98,12 @@ func TestEveryRouteMapsErrorsAlike(t *testing.T) {
 	r := newRig(t, &stubService{
 		revoke: func(tokens.RevokeRequest) (tokens.RevokeResult, error) { return tokens.RevokeResult{}, notReady },
 		list:   func(tokens.WorkspaceID) ([]tokens.TokenSummary, error) { return nil, notReady },
+		inv:    func(tokens.InventoryQuery) (tokens.InventoryPage, error) { return tokens.InventoryPage{}, notReady },
 	}, baseOptions())
 	for _, rec := range []*httptest.ResponseRecorder{
 		r.do(http.MethodPost, "/api/revoke-token", []byte(`{"workspaceResourceId":"`+surfaceWS+`","tokenId":"tok-1"}`), nil, false),
 		r.do(http.MethodGet, "/api/list-tokens?workspaceResourceId="+surfaceWS, nil, nil, false),
+		r.do(http.MethodGet, "/api/tokens", nil, nil, false),
 	} {
 		if rec.Code != 503 || rec.Header().Get("Retry-After") != "30" || decodeError(t, rec).Error.Code != "WorkspaceNotReady" {
 			t.Errorf("%d Retry-After %q %s", rec.Code, rec.Header().Get("Retry-After"), rec.Body)
@@ -329,6 +332,59 @@ func TestListTokens(t *testing.T) {
 // TestRoutes: the readiness probe, wrong methods (405 with Allow) and
 // unknown paths (404), all in the contract's JSON and without touching
 // the service.
+// TestInventory: GET /api/tokens renders the ledger's page as the
+// contract shapes it (optional members absent, a never-expiring token's
+// expiresAt null), hands the service the parsed query within the budget,
+// refuses a bad query before the service is asked, and publishes nothing.
+func TestInventory(t *testing.T) {
+	t.Parallel()
+	created := time.Date(2026, 11, 28, 9, 0, 0, 0, time.UTC)
+	var asked []tokens.InventoryQuery
+	r := newRig(t, &stubService{inv: func(q tokens.InventoryQuery) (tokens.InventoryPage, error) {
+		asked = append(asked, q)
+		if q.ContinuationToken == "page-2" {
+			return tokens.InventoryPage{}, nil
+		}
+		return tokens.InventoryPage{ContinuationToken: "page-2", Entries: []tokens.Entry{
+			{Workspace: workspaceID(t), RequestID: "r2", TokenID: "t2", Comment: "etl", Scopes: []string{"sql:read"}, CreatedAt: created,
+				ExpiresAt: created.Add(time.Hour), State: tokens.TokenRevoked, SecretURI: "https://kv.vault.azure.net/secrets/s/v1", RequestedBy: "cccccccc-3333-4333-8333-cccccccccccc"},
+			{Workspace: workspaceID(t), RequestID: "r1", TokenID: "t1", CreatedAt: created, State: tokens.TokenLive},
+		}}, nil
+	}}, baseOptions())
+	rec := r.do(http.MethodGet, "/api/tokens?status=revoked,live&top=2&code=function-key", nil, nil, false)
+	want := `{"tokens":[{"requestId":"r2","workspaceResourceId":"` + surfaceWS + `","tokenId":"t2","comment":"etl","scopes":["sql:read"],` +
+		`"createdAt":"2026-11-28T09:00:00Z","expiresAt":"2026-11-28T10:00:00Z","status":"revoked","secretUri":"https://kv.vault.azure.net/secrets/s/v1",` +
+		`"requestedBy":"cccccccc-3333-4333-8333-cccccccccccc"},` +
+		`{"requestId":"r1","workspaceResourceId":"` + surfaceWS + `","tokenId":"t1","comment":"","createdAt":"2026-11-28T09:00:00Z","expiresAt":null,"status":"live"}],` +
+		`"continuationToken":"page-2"}`
+	if rec.Code != 200 || rec.Body.String() != want {
+		t.Errorf("%d %s\nwant %s", rec.Code, rec.Body, want)
+	}
+	if len(asked) != 1 || asked[0].Top != 2 || !slices.Equal(asked[0].States, []tokens.TokenState{tokens.TokenRevoked, tokens.TokenLive}) {
+		t.Errorf("the service was asked %+v", asked)
+	}
+	if rec := r.do(http.MethodGet, "/api/tokens?continuationToken=page-2", nil, nil, false); rec.Code != 200 || rec.Body.String() != `{"tokens":[]}` {
+		t.Errorf("the last page: %d %s; want an empty list and no continuationToken", rec.Code, rec.Body)
+	}
+	if rec := r.do(http.MethodHead, "/api/tokens", nil, nil, false); rec.Code != 200 {
+		t.Errorf("HEAD: %d", rec.Code)
+	}
+	calls := r.svc.calls()
+	rec = r.do(http.MethodGet, "/api/tokens?top=0&status=stale", nil, nil, false)
+	if e := decodeError(t, rec); rec.Code != 400 || e.Error.Code != "InvalidRequest" || len(e.Error.Details) != 2 {
+		t.Errorf("bad query: %d %s", rec.Code, rec.Body)
+	}
+	if r.svc.calls() != calls {
+		t.Error("a bad query reached the service")
+	}
+	if !strings.Contains(r.log.String(), `"event":"tokens.inventoried"`) || !strings.Contains(r.log.String(), `"more":true`) {
+		t.Errorf("no tokens.inventoried line saying more pages follow:\n%s", r.log)
+	}
+	if len(r.pub.outcomes()) != 0 {
+		t.Errorf("an inventory published %+v", r.pub.outcomes())
+	}
+}
+
 func TestRoutes(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, &stubService{}, baseOptions())
@@ -345,6 +401,7 @@ func TestRoutes(t *testing.T) {
 		{http.MethodPut, "/api/revoke-token", 405, "POST", ""},
 		{http.MethodPost, "/api/list-tokens", 405, "GET, HEAD", ""},
 		{http.MethodDelete, "/api/list-tokens", 405, "GET, HEAD", ""},
+		{http.MethodPost, "/api/tokens", 405, "GET, HEAD", ""},
 		{http.MethodGet, "/token-requests", 405, "POST", ""},
 		{http.MethodGet, "/workspace-events", 405, "POST", ""},
 		{http.MethodGet, "/rotate-tokens", 405, "POST", ""},

@@ -129,6 +129,40 @@ func NewList(ts []tokens.TokenSummary) List {
 	return out
 }
 
+// InventoryItem is one row of GET /api/tokens (contract section 6): what
+// the ledger recorded of an issued token. There is no field for a value:
+// the ledger never had one.
+type InventoryItem struct {
+	RequestID           string   `json:"requestId"`
+	WorkspaceResourceID string   `json:"workspaceResourceId"`
+	TokenID             string   `json:"tokenId"`
+	Comment             string   `json:"comment"`
+	Scopes              []string `json:"scopes,omitempty"` // absent: unscoped
+	CreatedAt           string   `json:"createdAt"`
+	ExpiresAt           *string  `json:"expiresAt"`
+	Status              string   `json:"status"`
+	SecretURI           string   `json:"secretUri,omitempty"`   // Key Vault delivery only
+	RequestedBy         string   `json:"requestedBy,omitempty"` // the caller's object id, when one was known
+}
+
+// Inventory is the GET /api/tokens response.
+type Inventory struct {
+	Tokens []InventoryItem `json:"tokens"`
+	// ContinuationToken is absent on the last page.
+	ContinuationToken string `json:"continuationToken,omitempty"`
+}
+
+// NewInventory renders a page of the ledger.
+func NewInventory(p tokens.InventoryPage) Inventory {
+	out := Inventory{Tokens: make([]InventoryItem, len(p.Entries)), ContinuationToken: p.ContinuationToken}
+	for i, e := range p.Entries {
+		out.Tokens[i] = InventoryItem{RequestID: e.RequestID, WorkspaceResourceID: e.Workspace.String(), TokenID: e.TokenID,
+			Comment: e.Comment, Scopes: e.Scopes, CreatedAt: Time(e.CreatedAt), ExpiresAt: OptionalTime(e.ExpiresAt),
+			Status: string(e.State), SecretURI: e.SecretURI, RequestedBy: e.RequestedBy}
+	}
+	return out
+}
+
 // ErrorBody is the Microsoft REST guidelines error shape.
 type ErrorBody struct {
 	Error ErrorDetail `json:"error"`

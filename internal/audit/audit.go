@@ -44,6 +44,10 @@ const (
 	TokenFailed Event = "token.failed"
 	// TokensListed: list-tokens answered.
 	TokensListed Event = "tokens.listed"
+	// TokensInventoried: GET /api/tokens answered a page of the ledger.
+	// Not tokens.listed: that one always names a workspace (list-tokens
+	// asks Databricks about one), an inventory may span them all.
+	TokensInventoried Event = "tokens.inventoried"
 	// MessageIgnored: a workspace-events message that is not a Databricks
 	// workspace write was acknowledged and ignored.
 	MessageIgnored Event = "message.ignored"
@@ -81,6 +85,7 @@ var Events = []Spec{
 	{TokenRefused, []string{"caller", "code", "error"}, "a request was refused before any upstream call"},
 	{TokenFailed, []string{"caller", "code", "error"}, "an attempted operation failed"},
 	{TokensListed, []string{"action", "caller", "workspace", "count"}, "list-tokens answered"},
+	{TokensInventoried, []string{"action", "caller", "count"}, "the inventory (GET /api/tokens) answered a page"},
 	{MessageIgnored, []string{"message_id", "event_type"}, "a workspace-events message that is not a workspace write"},
 	{MessageRescheduled, []string{"message_id", "request_id", "workspace", "attempt", "delay_s"}, "a workspace still provisioning: retried later"},
 	{RotationCompleted, []string{"outcomes", "failed"}, "a rotation run finished"},
@@ -95,12 +100,12 @@ var Fields = map[string]string{
 	"time":                "when the line was written (RFC 3339)",
 	"level":               "INFO, WARN (refused or failed for a reason retrying will not fix) or ERROR (internal)",
 	"msg":                 "human-readable wording; may change, never query it",
-	"function":            "the function folder: create-token, revoke-token, list-tokens, token-requests, workspace-events, rotate-tokens",
+	"function":            "the function folder: create-token, revoke-token, list-tokens, tokens, token-requests, workspace-events, rotate-tokens",
 	"invocation_id":       "the Functions host's invocation id (AppRequests Properties.InvocationId)",
 	"event":               "the event name (this table)",
 	"duration_ms":         "time since the invocation started",
 	"request_id":          "the request id (idempotency key); rot-… for a rotation, retire-… for a retirement",
-	"action":              "create, revoke or list",
+	"action":              "create, revoke, list or inventory",
 	"caller":              "anonymous, principal (then caller_object_id and caller_app_id say who), queue, or timer",
 	"caller_object_id":    "the caller's Entra object id (App Service Authentication)",
 	"caller_app_id":       "the caller's Entra application (client) id",
@@ -116,7 +121,8 @@ var Fields = map[string]string{
 	"issued":              "create: true if this call issued the token, false if it answered with an earlier one",
 	"revoked_undelivered": "tokens of an earlier, undelivered attempt that were revoked",
 	"status":              "revoke: revoked or notFound",
-	"count":               "list: the number of tokens",
+	"count":               "list: the number of tokens; inventory: the number of rows on the page",
+	"more":                "inventory: true when a further page follows (the answer has a continuationToken)",
 	"type":                "rotation lines: the published result type (Databricks.Token.Rotated, …)",
 	"code":                "the contract's error code (InvalidRequest, NotAuthorized, UpstreamError, …)",
 	"error":               "the caller-facing error message",

@@ -10,7 +10,7 @@ import (
 )
 
 // contractFunction is one row of the contract's function table (contract.md
-// section 1).
+// section 1, and tokens/ from section 6).
 type contractFunction struct {
 	folder  string
 	trigger string
@@ -22,6 +22,7 @@ var contractFunctions = []contractFunction{
 	{folder: "create-token", trigger: "httpTrigger", methods: []string{"POST"}},
 	{folder: "revoke-token", trigger: "httpTrigger", methods: []string{"POST"}},
 	{folder: "list-tokens", trigger: "httpTrigger", methods: []string{"GET"}},
+	{folder: "tokens", trigger: "httpTrigger", methods: []string{"GET"}},
 	{folder: "token-requests", trigger: "serviceBusTrigger", queue: "token-requests"},
 	{folder: "workspace-events", trigger: "serviceBusTrigger", queue: "workspace-events"},
 	{folder: "rotate-tokens", trigger: "timerTrigger"},

@@ -190,7 +190,7 @@ func TestWrongMethodAnswers405WithAllow(t *testing.T) {
 	// The host only forwards the methods function.json lists (others are
 	// its 404), so the binary is also called directly, as curl would.
 	direct := strings.Replace(e.host.URL(), e.host.URL(), handlerURL(t, e), 1)
-	for path, allow := range map[string]string{"/api/create-token": "POST", "/api/revoke-token": "POST", "/api/list-tokens": "GET, HEAD"} {
+	for path, allow := range map[string]string{"/api/create-token": "POST", "/api/revoke-token": "POST", "/api/list-tokens": "GET, HEAD", "/api/tokens": "GET, HEAD"} {
 		req, _ := http.NewRequest(http.MethodPut, direct+path, nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -216,6 +216,7 @@ func TestWrongMethodThroughTheHostIs404(t *testing.T) {
 		"/api/create-token": {http.MethodGet, http.MethodPut, http.MethodDelete, http.MethodPatch},
 		"/api/revoke-token": {http.MethodGet, http.MethodPut},
 		"/api/list-tokens":  {http.MethodPost, http.MethodHead, http.MethodDelete},
+		"/api/tokens":       {http.MethodPost, http.MethodHead, http.MethodDelete},
 	} {
 		for _, m := range methods {
 			before := len(e.host.Invocations())
