@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -149,9 +150,12 @@ func start(t *testing.T, o envOptions) *env {
 // instance starts one more instance of the app (a Functions host with its
 // handler) on the same stand-ins, queues and ledger: what scale-out does.
 // Its HTTP address is its own; it competes for the queues' messages.
-func (e *env) instance() *hostsim.Host {
+// settings (KEY=value) override the first instance's, as a misconfigured
+// slot would.
+func (e *env) instance(settings ...string) *hostsim.Host {
 	e.t.Helper()
 	opts := e.hostOpts
+	opts.Env = append(slices.Clone(opts.Env), settings...)
 	opts.Logf = func(format string, args ...any) { e.t.Logf("host 2: "+format, args...) }
 	h, err := hostsim.Start(e.t.Context(), opts)
 	if err != nil {

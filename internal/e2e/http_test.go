@@ -241,8 +241,8 @@ func TestWrongMethodThroughTheHostIs404(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := bytes.Count(doc, []byte("through the Functions host, methods the function does not list are the host's 404")); n != 3 {
-		t.Errorf("api/openapi.json explains the host's 404 on %d of the 3 operations' 405 responses", n)
+	if n := bytes.Count(doc, []byte("through the Functions host, methods the function does not list are the host's 404")); n != 4 {
+		t.Errorf("api/openapi.json explains the host's 404 on %d of the 4 operations' 405 responses", n)
 	}
 }
 

@@ -3,11 +3,13 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,6 +28,7 @@ import (
 	"github.com/contoso/databricks-token-broker/internal/devstack/easyauth"
 	"github.com/contoso/databricks-token-broker/internal/devstack/hostsim"
 	"github.com/contoso/databricks-token-broker/internal/devstack/stack"
+	"github.com/contoso/databricks-token-broker/internal/devstack/tablestore"
 )
 
 // The OpenAPI document (api/openapi.json) is what Logic Apps, Power
@@ -45,6 +48,8 @@ var wantOperations = map[string]struct {
 	"CreateToken": {"/create-token", http.MethodPost, "Create Databricks token", []int{200, 201, 400, 401, 403, 404, 405, 409, 413, 500, 502, 503}},
 	"RevokeToken": {"/revoke-token", http.MethodPost, "Revoke Databricks token", []int{200, 400, 401, 403, 404, 405, 413, 500, 502, 503}},
 	"ListTokens":  {"/list-tokens", http.MethodGet, "List Databricks tokens", []int{200, 400, 401, 403, 404, 405, 500, 502, 503}},
+	// Issue 13: the ledger's inventory. No 404: it asks ARM nothing.
+	"ListTokenInventory": {"/tokens", http.MethodGet, "List token inventory", []int{200, 400, 401, 403, 405, 500, 502, 503}},
 }
 
 func loadSpec(t *testing.T) *apispec.Spec {
@@ -200,11 +205,14 @@ func functionMethods(t *testing.T, folder string) []string {
 
 // apiCall is one request of the conformance test and what must come back.
 type apiCall struct {
-	name     string
-	op       string // operationId whose responses document the answer
-	method   string // default: the operation's
-	path     string // under /api, with any query
-	body     any    // string, or marshalled to JSON
+	name   string
+	op     string // operationId whose responses document the answer
+	method string // default: the operation's
+	path   string // under /api, with any query
+	// query, when set, is appended to path when the call is made (a value
+	// an earlier call returned, such as a continuation token).
+	query    func() string
+	body     any // string, or marshalled to JSON
 	header   []string
 	direct   bool // call the binary itself, not through the host
 	noKey    bool // send no function key
@@ -262,7 +270,9 @@ func TestOpenAPIResponsesConformToDocument(t *testing.T) {
 	lowerCased := strings.NewReplacer("resourceGroups", "resourcegroups", "Microsoft.Databricks", "microsoft.databricks").Replace(ws(0))
 	long := strings.Repeat("x", 201)
 	big := strings.Repeat("a", 70000)
-	var tokenID string // set by the first create
+	var tokenID string          // set by the first create
+	var inventoryNext string    // the continuation token of an inventory page
+	var inventoryFirst []string // that page's token ids
 
 	calls := []apiCall{
 		// CreateToken
@@ -365,6 +375,48 @@ func TestOpenAPIResponsesConformToDocument(t *testing.T) {
 		{name: "list workspace still provisioning", op: "ListTokens", path: "/list-tokens?workspaceResourceId=" + provisioning, docValid: true, status: 503, code: "WorkspaceNotReady",
 			before: func() { dbw.ClearFaults() }},
 
+		// ListTokenInventory: the ledger (in memory here) holds every create above.
+		{name: "inventory", op: "ListTokenInventory", path: "/tokens", docValid: true, status: 200,
+			check: func(t *testing.T, b map[string]any) {
+				if ids := checkInventoryPage(t, b); len(ids) < 3 {
+					t.Errorf("inventory: %d tokens; the creates above issued at least 3", len(ids))
+				}
+				if _, more := b["continuationToken"]; more {
+					t.Errorf("the default page of 100 should hold every token: %v", b["continuationToken"])
+				}
+			}},
+		{name: "inventory of one workspace with every filter", op: "ListTokenInventory", docValid: true, status: 200,
+			path: "/tokens?workspaceResourceId=" + lowerCased + "&status=live,rotated&expiringWithin=744h&top=2",
+			check: func(t *testing.T, b map[string]any) {
+				if inventoryFirst = checkInventoryPage(t, b); len(inventoryFirst) != 2 {
+					t.Errorf("a page of top=2 has %d tokens", len(inventoryFirst))
+				}
+				inventoryNext, _ = b["continuationToken"].(string)
+				if inventoryNext == "" {
+					t.Errorf("a page of 2 out of more has no continuationToken")
+				}
+			}},
+		{name: "inventory next page", op: "ListTokenInventory", docValid: true, status: 200,
+			path:  "/tokens?workspaceResourceId=" + lowerCased + "&status=live,rotated&expiringWithin=744h&top=2&continuationToken=",
+			query: func() string { return url.QueryEscape(inventoryNext) },
+			check: func(t *testing.T, b map[string]any) {
+				next := checkInventoryPage(t, b)
+				if len(next) == 0 || slices.ContainsFunc(next, func(id string) bool { return slices.Contains(inventoryFirst, id) }) {
+					t.Errorf("the next page %v is empty or repeats the first %v", next, inventoryFirst)
+				}
+			}},
+		{name: "inventory by requester", op: "ListTokenInventory", path: "/tokens?requestedBy=" + readerObject + "&status=revoked", docValid: true, status: 200,
+			check: func(t *testing.T, b map[string]any) {
+				if toks, _ := b["tokens"].([]any); len(toks) != 0 {
+					t.Errorf("%d tokens requested by a caller that asked for none", len(toks))
+				}
+			}},
+		{name: "inventory with every parameter wrong", op: "ListTokenInventory", status: 400, code: "InvalidRequest",
+			path: "/tokens?workspaceResourceId=x&status=stale&expiringWithin=7d&requestedBy=someone&top=0"},
+		{name: "inventory top over 500", op: "ListTokenInventory", path: "/tokens?top=501", status: 400, code: "InvalidRequest"},
+		{name: "inventory forged continuation token", op: "ListTokenInventory", path: "/tokens?continuationToken=forged", docValid: true, status: 400, code: "InvalidRequest"},
+		{name: "inventory wrong method", op: "ListTokenInventory", method: http.MethodPost, path: "/tokens", direct: true, status: 405, code: "MethodNotAllowed"},
+
 		// RevokeToken
 		{name: "revoke", op: "RevokeToken", path: "/revoke-token", docValid: true, status: 200,
 			body: func() any {
@@ -447,6 +499,8 @@ func TestOpenAPIResponsesConformToDocument(t *testing.T) {
 		{name: "list with a wrong key", op: "ListTokens", path: "/list-tokens?workspaceResourceId=" + ws(0), noKey: true, header: []string{"x-functions-key", "wrong"}, docValid: true, status: 401},
 		{name: "list with the key in the header", op: "ListTokens", path: "/list-tokens?workspaceResourceId=" + ws(0), docValid: true, status: 200},
 		{name: "list with the key in the query", op: "ListTokens", path: "/list-tokens?code=" + testFunctionKey + "&workspaceResourceId=" + ws(0), noKey: true, docValid: true, status: 200},
+		{name: "inventory without a key", op: "ListTokenInventory", path: "/tokens", noKey: true, status: 401},
+		{name: "inventory with the key in the query", op: "ListTokenInventory", path: "/tokens?code=" + testFunctionKey, noKey: true, docValid: true, status: 200},
 	} {
 		v.run(t, endpoint{host: keyed.URL()}, c)
 	}
@@ -462,9 +516,22 @@ func TestOpenAPIResponsesConformToDocument(t *testing.T) {
 		{name: "create with the authentication scope no rule names", op: "CreateToken", path: "/create-token", header: creator, docValid: true, body: map[string]any{"workspaceResourceId": ws(0), "scopes": []string{"authentication"}}, status: 403, code: "NotAuthorized"},
 		{name: "revoke not granted", op: "RevokeToken", path: "/revoke-token", header: intruder, docValid: true, body: map[string]any{"workspaceResourceId": ws(0), "tokenId": "abc"}, status: 403, code: "NotAuthorized"},
 		{name: "list not granted", op: "ListTokens", path: "/list-tokens?workspaceResourceId=" + ws(0), header: intruder, docValid: true, status: 403, code: "NotAuthorized"},
+		{name: "inventory not granted anywhere", op: "ListTokenInventory", path: "/tokens", header: creator, docValid: true, status: 403, code: "NotAuthorized"},
+		{name: "inventory of a workspace not granted", op: "ListTokenInventory", path: "/tokens?workspaceResourceId=" + ws(0), header: intruder, docValid: true, status: 403, code: "NotAuthorized"},
 	} {
 		v.run(t, endpoint{host: pol.host.URL()}, c)
 	}
+
+	// The inventory's own upstream is the ledger's table: Azurite refusing
+	// a wrong account key is 502, Azurite gone is 503.
+	led := start(t, envOptions{ledger: true, settings: []string{"UPSTREAM_RETRY_BUDGET=3s"}})
+	wrongKey := led.instance("AzureWebJobsStorage=" + strings.Replace(led.stack.Tables.ConnectionString(), tablestore.AccountKey, base64.StdEncoding.EncodeToString([]byte("not the account key of devstoreaccount1")), 1))
+	v.run(t, endpoint{host: wrongKey.URL()}, apiCall{name: "inventory with a key the table refuses", op: "ListTokenInventory", path: "/tokens", docValid: true, status: 502, code: "UpstreamError"})
+	v.run(t, endpoint{host: led.host.URL()}, apiCall{name: "inventory from Azurite", op: "ListTokenInventory", path: "/tokens", docValid: true, status: 200})
+	if err := led.stack.Tables.Close(); err != nil {
+		t.Logf("closing Azurite: %v", err)
+	}
+	v.run(t, endpoint{host: led.host.URL()}, apiCall{name: "inventory without its table", op: "ListTokenInventory", path: "/tokens", docValid: true, status: 503, code: "UpstreamUnavailable"})
 
 	// Every documented status was seen, except those no test can provoke.
 	notProvokable := map[int]string{500: "InternalError needs a bug or a panic in the handler"}
@@ -479,6 +546,32 @@ func TestOpenAPIResponsesConformToDocument(t *testing.T) {
 			}
 		}
 	}
+}
+
+// checkInventoryPage: rows newest first, each with the contract's fields
+// and never a value. It returns the rows' token ids.
+func checkInventoryPage(t *testing.T, b map[string]any) []string {
+	t.Helper()
+	toks, _ := b["tokens"].([]any)
+	var ids []string
+	prev := ""
+	for _, tok := range toks {
+		m, _ := tok.(map[string]any)
+		created, _ := m["createdAt"].(string)
+		if prev != "" && created > prev {
+			t.Errorf("inventory not newest first: %s after %s", created, prev)
+		}
+		prev = created
+		id, _ := m["tokenId"].(string)
+		ids = append(ids, id)
+		if _, ok := m["tokenValue"]; ok || m["status"] == nil || m["requestId"] == nil || m["tokenId"] == nil {
+			t.Errorf("inventory row: %v", m)
+		}
+	}
+	if raw, _ := json.Marshal(b); strings.Contains(string(raw), "dapi") {
+		t.Errorf("an inventory answer holds something shaped like a token value")
+	}
+	return ids
 }
 
 func wantRevokeStatus(want string) func(*testing.T, map[string]any) {
@@ -554,6 +647,9 @@ func (v *conformance) run(t *testing.T, at endpoint, c apiCall) {
 	base := at.host
 	if c.direct {
 		base = at.direct
+	}
+	if c.query != nil {
+		c.path += c.query()
 	}
 	newRequest := func() *http.Request {
 		var rd io.Reader
