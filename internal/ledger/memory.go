@@ -22,7 +22,17 @@ type Memory struct {
 	mu   sync.Mutex
 	seq  uint64
 	rows map[string]*memRecord // by partition key + "\x00" + record key
+	// order is the keys in the order their records were made, for the
+	// bound on how many the instance keeps.
+	order []string
 }
+
+// MaxMemoryRecords bounds the in-memory ledger: every create records its
+// request id, and callers choose those (or each create makes a new one),
+// so an unbounded map would grow with traffic. Past it the oldest records
+// go; the service then finds a caller's request id by the token marker,
+// as it does after a restart, since this ledger is not durable.
+const MaxMemoryRecords = 4096
 
 type memRecord struct {
 	row        Row // Status as stored
@@ -67,6 +77,8 @@ func (m *Memory) Acquire(ctx context.Context, key Key, leaseFor time.Duration) (
 	if rec == nil {
 		lease.etag = m.nextETag()
 		m.rows[memKey(key)] = &memRecord{etag: lease.etag, row: Row{Key: key, Status: StatusPending, LeaseOwner: lease.Owner, LeaseUntil: lease.Until}}
+		m.order = append(m.order, memKey(key))
+		m.evict()
 		return Acquisition{Outcome: Leased, Lease: lease}, nil
 	}
 	before := m.read(rec, now)
@@ -89,6 +101,29 @@ func (m *Memory) Acquire(ctx context.Context, key Key, leaseFor time.Duration) (
 func (m *Memory) holds(lease Lease) (*memRecord, bool) {
 	rec := m.rows[memKey(lease.Key)]
 	return rec, rec != nil && rec.etag == lease.etag && rec.row.Status == StatusPending && rec.row.LeaseOwner == lease.Owner
+}
+
+// evict drops the oldest records past MaxMemoryRecords, never one whose
+// lease is held. Keys already gone are skipped.
+func (m *Memory) evict() {
+	for len(m.rows) > MaxMemoryRecords && len(m.order) > 0 {
+		k := m.order[0]
+		m.order = m.order[1:]
+		if rec, ok := m.rows[k]; ok && rec.row.Status == StatusPending {
+			m.order = append(m.order, k) // busy: look at it again later
+			continue
+		}
+		delete(m.rows, k)
+	}
+	if len(m.order) > 2*MaxMemoryRecords { // keys released or purged since
+		live := m.order[:0]
+		for _, k := range m.order {
+			if _, ok := m.rows[k]; ok {
+				live = append(live, k)
+			}
+		}
+		m.order = live
+	}
 }
 
 // Complete implements [Ledger].

@@ -106,6 +106,9 @@ func NewService(d Deps) *Service {
 	if d.Authorizer == nil {
 		d.Authorizer = allowAll{}
 	}
+	if d.Ledger == nil {
+		panic("tokens: NewService needs a Ledger (internal/ledger: NewMemory for one instance)")
+	}
 	return &Service{resolver: d.Resolver, api: d.API, vault: d.Vault, authz: d.Authorizer, ledger: d.Ledger, resultsCarryValues: d.ResultsCarryValues, now: d.Now,
 		policies: newTTLCache[WorkspacePolicy](1000, time.Hour),
 		claims:   newTTLCache[string](10000, time.Hour)}
