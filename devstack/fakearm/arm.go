@@ -1,23 +1,19 @@
 package fakearm
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
-	"math/big"
 	"net/http"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/contoso/databricks-token-broker/devstack/fakeentra"
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 	"github.com/contoso/databricks-token-broker/devstack/testca"
 )
 
@@ -124,14 +120,15 @@ type Server struct {
 	done      chan struct{}
 	closeOnce sync.Once
 
+	faults   kit.Faults[Fault]
+	calls    kit.Counter
+	requests kit.Log[Request]
+
 	mu         sync.Mutex
 	workspaces map[string]*Workspace // lower(id)
 	groups     map[string]string     // lower(sub/rg) -> rg as registered
 	subs       map[string]bool       // lower(sub)
 	denied     map[string]bool       // lower(oid)
-	faults     []Fault
-	calls      map[string]int
-	requests   []Request
 }
 
 // Start starts the ARM stand-in with a certificate from c.
@@ -149,7 +146,6 @@ func Start(c *testca.CA, opts Options) (*Server, error) {
 		groups:     map[string]string{},
 		subs:       map[string]bool{},
 		denied:     map[string]bool{},
-		calls:      map[string]int{},
 	}
 	serve := func() (*testca.Server, error) { return c.Serve(s, opts.Hosts...) }
 	if opts.Plain {
@@ -197,8 +193,7 @@ func (s *Server) PutWorkspace(w Workspace) error {
 		if m := regexp.MustCompile(`^adb-(\d+)\.`).FindStringSubmatch(w.URL); m != nil {
 			w.WorkspaceID = m[1]
 		} else {
-			n, _ := rand.Int(rand.Reader, big.NewInt(9e15))
-			w.WorkspaceID = strconv.FormatInt(n.Int64()+1e15, 10)
+			w.WorkspaceID = kit.WorkspaceNumber()
 		}
 	}
 	if w.Location == "" {
@@ -208,12 +203,12 @@ func (s *Server) PutWorkspace(w Workspace) error {
 		w.SKU = "premium"
 	}
 	if w.ManagedResourceGroupID == "" {
-		w.ManagedResourceGroupID = "/subscriptions/" + sub + "/resourceGroups/databricks-rg-" + name + "-" + randomHex(6)
+		w.ManagedResourceGroupID = "/subscriptions/" + sub + "/resourceGroups/databricks-rg-" + name + "-" + kit.Hex(6)
 	}
 	if w.Created.IsZero() {
 		w.Created = time.Now().UTC()
 	}
-	w.Tags = copyTags(w.Tags)
+	w.Tags = maps.Clone(w.Tags)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.workspaces[strings.ToLower(w.ID)] = &w
@@ -276,7 +271,7 @@ func (s *Server) Workspace(resourceID string) (Workspace, bool) {
 		return Workspace{}, false
 	}
 	c := *w
-	c.Tags = copyTags(w.Tags)
+	c.Tags = maps.Clone(w.Tags)
 	return c, true
 }
 
@@ -293,11 +288,7 @@ func (s *Server) DenyRead(principalOID string, deny bool) {
 }
 
 // InjectFault queues f; each request consumes one queued fault, in order.
-func (s *Server) InjectFault(f Fault) {
-	s.mu.Lock()
-	s.faults = append(s.faults, f)
-	s.mu.Unlock()
-}
+func (s *Server) InjectFault(f Fault) { s.faults.Add("", f) }
 
 // FailNext makes the next n requests fail with status (429 gets
 // Retry-After: 0 so SDK retries are quick; use InjectFault for other values).
@@ -314,64 +305,21 @@ func (s *Server) FailNext(n, status int) {
 // Calls returns the number of requests per operation: "get" (one
 // workspace), "list" (workspaces of a resource group or subscription),
 // "unknown"; faults and failures included.
-func (s *Server) Calls() map[string]int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return maps.Clone(s.calls)
-}
+func (s *Server) Calls() map[string]int { return s.calls.Snapshot() }
 
 // Audiences returns the audience of the bearer token of every request so
 // far ("" when there was none or it could not be parsed); never the token.
 func (s *Server) Audiences() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]string, len(s.requests))
-	for i, r := range s.requests {
+	reqs := s.requests.All()
+	out := make([]string, len(reqs))
+	for i, r := range reqs {
 		out[i] = r.Audience
 	}
 	return out
 }
 
 // Requests returns the record of every request so far.
-func (s *Server) Requests() []Request {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Request(nil), s.requests...)
-}
-
-func copyTags(t map[string]string) map[string]string {
-	if t == nil {
-		return nil
-	}
-	c := make(map[string]string, len(t))
-	for k, v := range t {
-		c[k] = v
-	}
-	return c
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-func randomUUID() string {
-	h := randomHex(16)
-	return h[0:8] + "-" + h[8:12] + "-4" + h[13:16] + "-a" + h[17:20] + "-" + h[20:32]
-}
-
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusRecorder) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
+func (s *Server) Requests() []Request { return s.requests.All() }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
@@ -387,18 +335,14 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	segs := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	op, sub, rg, name := route(r.Method, segs)
 	rec := Request{Method: r.Method, Path: r.URL.Path, APIVersion: r.URL.Query().Get("api-version"), Op: op}
-	sr := &statusRecorder{ResponseWriter: rw}
+	sr := &kit.StatusRecorder{ResponseWriter: rw}
 	rw = sr
-	s.mu.Lock()
-	s.calls[op]++
-	s.mu.Unlock()
+	s.calls.Inc(op)
 	defer func() {
-		rec.Status = sr.status
-		s.mu.Lock()
-		s.requests = append(s.requests, rec)
-		s.mu.Unlock()
+		rec.Status = sr.Status
+		s.requests.Add(rec)
 	}()
-	reqID := randomUUID()
+	reqID := kit.GUID()
 	rw.Header().Set("x-ms-request-id", reqID)
 	rw.Header().Set("x-ms-correlation-request-id", reqID)
 	if id := r.Header.Get("x-ms-client-request-id"); id != "" {
@@ -418,33 +362,14 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	s.mu.Lock()
-	var f *Fault
-	if len(s.faults) > 0 {
-		first := s.faults[0]
-		f = &first
-		s.faults = s.faults[1:]
-	}
-	s.mu.Unlock()
-	if f != nil {
+	if f, ok := s.faults.Next(""); ok {
 		rec.Fault = true
-		if f.Delay > 0 {
-			t := time.NewTimer(f.Delay)
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-			case <-s.done:
-			}
-			t.Stop()
-		}
+		kit.Sleep(r.Context(), s.done, f.Delay)
 		if f.Drop {
-			panic(http.ErrAbortHandler)
+			kit.Drop()
 		}
 		if f.Status != 0 && f.Location != "" {
-			rw.Header().Set("Location", f.Location)
-			rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			rw.WriteHeader(f.Status)
-			_, _ = io.WriteString(rw, RedirectBody)
+			kit.Redirect(rw, f.Status, f.Location, RedirectBody)
 			return
 		}
 		if f.Status != 0 {

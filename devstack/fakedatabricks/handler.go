@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/contoso/databricks-token-broker/devstack/fakeentra"
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 )
 
 // Header names the Azure Databricks front end reads.
@@ -34,25 +35,6 @@ const invalidTokenHTML = `<html>
 </body>
 </html>
 `
-
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusRecorder) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusRecorder) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
 
 func opOf(method, path string) string {
 	switch path {
@@ -145,48 +127,33 @@ func (w *Workspace) writeError(rw http.ResponseWriter, e apiError) {
 	w.writeJSON(rw, e.status, map[string]string{"error_code": e.code, "message": e.msg})
 }
 
-func (w *Workspace) sleep(r *http.Request, d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-r.Context().Done():
-	case <-w.done:
-	}
-}
-
 // ServeHTTP implements http.Handler.
 func (w *Workspace) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	op := opOf(r.Method, r.URL.Path)
 	rec := Request{Method: r.Method, Path: r.URL.Path, Op: op}
-	sr := &statusRecorder{ResponseWriter: rw}
+	sr := &kit.StatusRecorder{ResponseWriter: rw}
+	w.calls.Inc(op)
+	rec.Time = w.clock.Now()
 	w.mu.Lock()
-	w.calls[op]++
-	rec.Time = w.nowLocked()
 	latency := w.latency
 	w.mu.Unlock()
 	defer func() {
-		rec.Status = sr.status
-		w.mu.Lock()
-		w.requests = append(w.requests, rec)
-		w.mu.Unlock()
+		rec.Status = sr.Status
+		w.requests.Add(rec)
 	}()
 	rw = sr
 	rw.Header().Set("X-Databricks-Org-Id", w.opts.WorkspaceID)
 
-	w.sleep(r, latency)
+	kit.Sleep(r.Context(), w.done, latency)
 
 	dropAfter := false
 	if f := w.nextFault(op); f != nil {
 		rec.Fault = f.faultName()
 		switch f := f.(type) {
 		case Delay:
-			w.sleep(r, f.D)
+			kit.Sleep(r.Context(), w.done, f.D)
 		case Drop:
-			panic(http.ErrAbortHandler)
+			kit.Drop()
 		case DropAfterCreate:
 			dropAfter = true
 		case Status429:
@@ -217,10 +184,7 @@ func (w *Workspace) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			if status == 0 {
 				status = http.StatusTemporaryRedirect
 			}
-			rw.Header().Set("Location", f.Location)
-			rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			rw.WriteHeader(status)
-			_, _ = io.WriteString(rw, RedirectBody)
+			kit.Redirect(rw, status, f.Location, RedirectBody)
 			return
 		}
 	}
@@ -299,7 +263,7 @@ func (w *Workspace) authenticate(r *http.Request, rec *Request) (principal, *api
 	if strings.HasPrefix(bearer, "dapi") {
 		w.mu.Lock()
 		t, found := w.byValue[bearer]
-		okPAT := found && !t.Broken && w.stateLocked(t, w.nowLocked().UnixMilli()) == Live && w.tokensEnabledLocked()
+		okPAT := found && !t.Broken && w.stateLocked(t, w.clock.Now().UnixMilli()) == Live && w.tokensEnabledLocked()
 		if okPAT {
 			p = principal{oid: t.PrincipalOID, appid: t.PrincipalAppID, scopes: t.Scopes, autoscope: t.Autoscope, viaPAT: true}
 		}
@@ -453,7 +417,7 @@ func (w *Workspace) create(r *http.Request, p principal) (any, *apiError) {
 	if !w.tokensEnabledLocked() {
 		return nil, &apiError{http.StatusForbidden, "PERMISSION_DENIED", "Personal access tokens are disabled for this workspace."}
 	}
-	now := w.nowLocked()
+	now := w.clock.Now()
 	nowMs := now.UnixMilli()
 	maxDays := w.maxLifetimeDaysLocked()
 	maxSec := int64(maxDays) * 86400
@@ -502,7 +466,7 @@ func (w *Workspace) me(p principal) any {
 func (w *Workspace) list(p principal) (any, *apiError) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	now := w.nowLocked().UnixMilli()
+	now := w.clock.Now().UnixMilli()
 	var infos []tokenInfo
 	for _, t := range w.tokens {
 		if strings.EqualFold(t.PrincipalOID, p.oid) && w.stateLocked(t, now) == Live {
@@ -529,10 +493,10 @@ func (w *Workspace) delete(r *http.Request, p principal) (any, *apiError) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	t, ok := w.byID[req.TokenID]
-	if !ok || !strings.EqualFold(t.PrincipalOID, p.oid) || w.stateLocked(t, w.nowLocked().UnixMilli()) != Live {
+	if !ok || !strings.EqualFold(t.PrincipalOID, p.oid) || w.stateLocked(t, w.clock.Now().UnixMilli()) != Live {
 		return nil, &apiError{http.StatusNotFound, "RESOURCE_DOES_NOT_EXIST", "No valid token with ID " + req.TokenID + " found"}
 	}
-	t.RevokedAt = w.nowLocked()
+	t.RevokedAt = w.clock.Now()
 	return struct{}{}, nil
 }
 

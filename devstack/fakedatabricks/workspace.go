@@ -1,11 +1,8 @@
 package fakedatabricks
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"maps"
-	"math/big"
 	mrand "math/rand/v2"
 	"sort"
 	"strconv"
@@ -13,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 	"github.com/contoso/databricks-token-broker/devstack/testca"
 )
 
@@ -133,8 +131,12 @@ type Workspace struct {
 	done      chan struct{}
 	closeOnce sync.Once
 
+	clock    kit.Clock
+	faults   kit.Faults[Fault]
+	calls    kit.Counter
+	requests kit.Log[Request]
+
 	mu       sync.Mutex
-	offset   time.Duration
 	latency  time.Duration
 	tokens   []*token
 	byID     map[string]*token
@@ -142,10 +144,7 @@ type Workspace struct {
 	members  map[string]bool
 	noCanUse map[string]bool
 	conf     map[string]*string
-	faults   map[string][]Fault
 	random   *randomFaults
-	calls    map[string]int
-	requests []Request
 	// broken is how many of the next tokens created are refused when used.
 	broken int
 }
@@ -153,11 +152,7 @@ type Workspace struct {
 // StartWorkspace starts a workspace stand-in with a certificate from c.
 func StartWorkspace(c *testca.CA, opts Options) (*Workspace, error) {
 	if opts.WorkspaceID == "" {
-		n, err := rand.Int(rand.Reader, big.NewInt(9e15))
-		if err != nil {
-			return nil, err
-		}
-		opts.WorkspaceID = strconv.FormatInt(n.Int64()+1e15, 10)
+		opts.WorkspaceID = kit.WorkspaceNumber()
 	}
 	if opts.ResourceID == "" {
 		opts.ResourceID = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-devstack/providers/Microsoft.Databricks/workspaces/ws-" + opts.WorkspaceID
@@ -174,13 +169,12 @@ func StartWorkspace(c *testca.CA, opts Options) (*Workspace, error) {
 	w := &Workspace{
 		opts:     opts,
 		done:     make(chan struct{}),
+		clock:    kit.Clock{Base: opts.Clock},
 		byID:     map[string]*token{},
 		byValue:  map[string]*token{},
 		members:  map[string]bool{},
 		noCanUse: map[string]bool{},
 		conf:     map[string]*string{},
-		faults:   map[string][]Fault{},
-		calls:    map[string]int{},
 	}
 	for _, m := range opts.Members {
 		w.members[strings.ToLower(m)] = true
@@ -222,21 +216,11 @@ func (w *Workspace) ResourceID() string { return w.opts.ResourceID }
 func (w *Workspace) WorkspaceID() string { return w.opts.WorkspaceID }
 
 // Now returns the PAT clock (Clock plus Advance offsets).
-func (w *Workspace) Now() time.Time {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.nowLocked()
-}
-
-func (w *Workspace) nowLocked() time.Time { return w.opts.Clock().Add(w.offset) }
+func (w *Workspace) Now() time.Time { return w.clock.Now() }
 
 // Advance moves the PAT clock by d, so tokens expire. Entra tokens are not
 // affected (see Options.AuthClock).
-func (w *Workspace) Advance(d time.Duration) {
-	w.mu.Lock()
-	w.offset += d
-	w.mu.Unlock()
-}
+func (w *Workspace) Advance(d time.Duration) { w.clock.Advance(d) }
 
 // SetLatency makes every call wait d before it is handled.
 func (w *Workspace) SetLatency(d time.Duration) {
@@ -306,9 +290,7 @@ func (w *Workspace) InjectFault(op string, f Fault) {
 	if op == "" {
 		op = OpAny
 	}
-	w.mu.Lock()
-	w.faults[op] = append(w.faults[op], f)
-	w.mu.Unlock()
+	w.faults.Add(op, f)
 }
 
 // SetRandomFaults turns on probabilistic faults for soak tests, from a
@@ -321,21 +303,20 @@ func (w *Workspace) SetRandomFaults(seed uint64, rates FaultRates) {
 
 // ClearFaults drops queued faults and turns random faults off.
 func (w *Workspace) ClearFaults() {
+	w.faults.Clear()
 	w.mu.Lock()
-	w.faults = map[string][]Fault{}
 	w.random = nil
 	w.mu.Unlock()
 }
 
 func (w *Workspace) nextFault(op string) Fault {
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	for _, k := range []string{op, OpAny} {
-		if q := w.faults[k]; len(q) > 0 {
-			w.faults[k] = q[1:]
-			return q[0]
+		if f, ok := w.faults.Take(k); ok {
+			return f
 		}
 	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if w.random != nil {
 		return w.random.pick(op)
 	}
@@ -344,18 +325,10 @@ func (w *Workspace) nextFault(op string) Fault {
 
 // Calls returns the number of calls per operation (OpCreate, …), all
 // outcomes included.
-func (w *Workspace) Calls() map[string]int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return maps.Clone(w.calls)
-}
+func (w *Workspace) Calls() map[string]int { return w.calls.Snapshot() }
 
 // Requests returns the record of every call so far, oldest first.
-func (w *Workspace) Requests() []Request {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]Request(nil), w.requests...)
-}
+func (w *Workspace) Requests() []Request { return w.requests.All() }
 
 func (w *Workspace) stateLocked(t *token, nowMs int64) TokenState {
 	switch {
@@ -379,7 +352,7 @@ func (w *Workspace) snapshotLocked(t *token, nowMs int64) Token {
 func (w *Workspace) Tokens() []Token {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	now := w.nowLocked().UnixMilli()
+	now := w.clock.Now().UnixMilli()
 	out := make([]Token, 0, len(w.tokens))
 	for _, t := range w.tokens {
 		out = append(out, w.snapshotLocked(t, now))
@@ -406,7 +379,7 @@ func (w *Workspace) Token(id string) (Token, bool) {
 	if !ok {
 		return Token{}, false
 	}
-	return w.snapshotLocked(t, w.nowLocked().UnixMilli()), true
+	return w.snapshotLocked(t, w.clock.Now().UnixMilli()), true
 }
 
 // CreateToken creates a token directly (no HTTP, not counted), e.g. to
@@ -415,7 +388,7 @@ func (w *Workspace) CreateToken(principalOID, principalAppID, comment string, li
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	exp := int64(-1)
-	now := w.nowLocked()
+	now := w.clock.Now()
 	if lifetime > 0 {
 		exp = now.Add(lifetime).UnixMilli()
 	}
@@ -442,16 +415,12 @@ func (w *Workspace) RevokeToken(id string) bool {
 	if !ok || !t.RevokedAt.IsZero() {
 		return false
 	}
-	t.RevokedAt = w.nowLocked()
+	t.RevokedAt = w.clock.Now()
 	return true
 }
 
 func (w *Workspace) createLocked(oid, appid, comment string, createdMs, expiryMs int64, scopes []string, autoscope bool) Token {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	value := "dapi" + hex.EncodeToString(b)
+	value := "dapi" + kit.Hex(16)
 	sum := sha256.Sum256([]byte(value))
 	t := &token{Token{
 		ID:             hex.EncodeToString(sum[:]),

@@ -37,11 +37,8 @@
 package fakeeasyauth
 
 import (
-	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -50,6 +47,7 @@ import (
 	"time"
 
 	"github.com/contoso/databricks-token-broker/devstack/fakeentra"
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 )
 
 // ClientID is the client id of the stand-in app registration that fronts
@@ -274,27 +272,11 @@ func NewCallerTokenClaims(c Caller) (string, fakeentra.Claims) {
 		Subject:   c.ObjectID,
 		TenantID:  c.TenantID,
 		Version:   "1.0",
-		ID:        randomHex(16),
+		ID:        kit.Hex(16),
 	}
 	table.Store(cl.ID, extras{roles: slices.Clone(c.Roles), name: c.Name})
 	return fakeentra.NewToken(cl), cl
 }
 
 // NewGUID returns a random (version 4) GUID in lower case.
-func NewGUID() string {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
-}
+func NewGUID() string { return kit.GUID() }

@@ -3,12 +3,12 @@ package fakeentra
 import (
 	"encoding/json"
 	"fmt"
-	"maps"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 	"github.com/contoso/databricks-token-broker/devstack/testca"
 )
 
@@ -40,14 +40,11 @@ type AuthorityOptions struct {
 // azidentity.ClientSecretCredential with DisableInstanceDiscovery (see the
 // package documentation).
 type Authority struct {
+	issuer
 	srv  *testca.Server
 	opts AuthorityOptions
 
-	mu     sync.Mutex
-	offset time.Duration
-	faults []Fault
-	calls  map[string]int
-	issued []string
+	mu sync.Mutex // guards opts.Apps
 }
 
 // StartAuthority starts the authority (HTTPS, certificate from c).
@@ -61,7 +58,7 @@ func StartAuthority(c *testca.CA, opts AuthorityOptions) (*Authority, error) {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
-	a := &Authority{opts: opts, calls: map[string]int{}}
+	a := &Authority{issuer: issuer{clock: kit.Clock{Base: opts.Clock}}, opts: opts}
 	srv, err := c.Serve(http.HandlerFunc(a.serve), opts.Hosts...)
 	if err != nil {
 		return nil, err
@@ -97,49 +94,12 @@ func (a *Authority) AddApp(app App) {
 	a.opts.Apps = append(a.opts.Apps, app)
 }
 
-// Advance moves the issuing clock by d.
-func (a *Authority) Advance(d time.Duration) {
-	a.mu.Lock()
-	a.offset += d
-	a.mu.Unlock()
-}
-
-// InjectFault queues f for the next token request (metadata requests are
-// never faulted).
-func (a *Authority) InjectFault(f Fault) {
-	a.mu.Lock()
-	a.faults = append(a.faults, f)
-	a.mu.Unlock()
-}
-
-// FailNext makes the next n token requests fail with status.
-func (a *Authority) FailNext(n, status int) {
-	for range n {
-		a.InjectFault(Fault{Status: status})
-	}
-}
-
-// Calls counts token requests per requested resource (the scope without
-// "/.default"), and "metadata" for OIDC metadata requests.
-func (a *Authority) Calls() map[string]int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return maps.Clone(a.calls)
-}
-
-// Issued returns every token value issued so far.
-func (a *Authority) Issued() []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]string(nil), a.issued...)
-}
-
 func writeOAuthError(w http.ResponseWriter, status int, code, desc string) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"error": code, "error_description": desc, "error_codes": []int{},
-		"timestamp": time.Now().UTC().Format("2006-01-02 15:04:05Z"), "trace_id": randomUUID(), "correlation_id": randomUUID(),
+		"timestamp": time.Now().UTC().Format("2006-01-02 15:04:05Z"), "trace_id": kit.GUID(), "correlation_id": kit.GUID(),
 	})
 }
 
@@ -148,9 +108,7 @@ func (a *Authority) serve(w http.ResponseWriter, r *http.Request) {
 	base := a.srv.URL()
 	switch {
 	case len(segs) == 4 && segs[1] == "v2.0" && segs[2] == ".well-known" && segs[3] == "openid-configuration" && r.Method == http.MethodGet:
-		a.mu.Lock()
-		a.calls["metadata"]++
-		a.mu.Unlock()
+		a.calls.Inc("metadata")
 		if !a.tenantOK(segs[0]) {
 			writeOAuthError(w, http.StatusBadRequest, "invalid_tenant", fmt.Sprintf("AADSTS90002: Tenant '%s' not found.", segs[0]))
 			return
@@ -194,27 +152,11 @@ func (a *Authority) token(w http.ResponseWriter, r *http.Request, tenant string)
 			resource = strings.TrimSuffix(s, "/.default")
 		}
 	}
-	a.mu.Lock()
-	a.calls[resource]++
-	var fault *Fault
-	if len(a.faults) > 0 {
-		first := a.faults[0]
-		fault = &first
-		a.faults = a.faults[1:]
-	}
-	a.mu.Unlock()
-	if fault != nil {
-		sleepCtx(r.Context(), fault.Delay)
-		if fault.Drop {
-			panic(http.ErrAbortHandler)
-		}
-		if fault.Status != 0 {
-			if fault.RetryAfter != "" {
-				w.Header().Set("Retry-After", fault.RetryAfter)
-			}
-			writeOAuthError(w, fault.Status, "temporarily_unavailable", fmt.Sprintf("AADSTS50196: Injected fault %d.", fault.Status))
-			return
-		}
+	a.calls.Inc(resource)
+	if a.fault(w, r, func(status int) {
+		writeOAuthError(w, status, "temporarily_unavailable", fmt.Sprintf("AADSTS50196: Injected fault %d.", status))
+	}) {
+		return
 	}
 	if !a.tenantOK(tenant) {
 		writeOAuthError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("AADSTS90002: Tenant '%s' not found.", tenant))
@@ -240,8 +182,8 @@ func (a *Authority) token(w http.ResponseWriter, r *http.Request, tenant string)
 			app = &x
 		}
 	}
-	now := a.opts.Clock().Add(a.offset)
 	a.mu.Unlock()
+	now := a.clock.Now()
 	switch {
 	case app == nil:
 		writeOAuthError(w, http.StatusBadRequest, "unauthorized_client", fmt.Sprintf("AADSTS700016: Application with identifier '%s' was not found in the directory '%s'.", clientID, a.opts.TenantID))
@@ -256,9 +198,7 @@ func (a *Authority) token(w http.ResponseWriter, r *http.Request, tenant string)
 		IDType: "app", ObjectID: app.ObjectID, Subject: app.ObjectID, TenantID: a.opts.TenantID, Version: "1.0",
 	}
 	tok := NewToken(c)
-	a.mu.Lock()
-	a.issued = append(a.issued, tok)
-	a.mu.Unlock()
+	a.issued.Add(tok)
 	secs := int64(a.opts.Lifetime / time.Second)
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store, no-cache")

@@ -1,16 +1,14 @@
 package fakeentra
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 	"github.com/contoso/databricks-token-broker/devstack/testca"
 )
 
@@ -72,15 +70,10 @@ type Fault struct {
 // MSI is an App Service / Azure Functions managed identity endpoint
 // (IDENTITY_ENDPOINT + IDENTITY_HEADER), plain HTTP on 127.0.0.1 like the real one.
 type MSI struct {
+	issuer
 	srv    *testca.Server
 	opts   MSIOptions
 	header string
-
-	mu     sync.Mutex
-	offset time.Duration
-	faults []Fault
-	calls  map[string]int
-	issued []string
 }
 
 // StartMSI starts the identity endpoint.
@@ -100,9 +93,9 @@ func StartMSI(opts MSIOptions) (*MSI, error) {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
-	m := &MSI{opts: opts, header: opts.Header, calls: map[string]int{}}
+	m := &MSI{issuer: issuer{clock: kit.Clock{Base: opts.Clock}}, opts: opts, header: opts.Header}
 	if m.header == "" {
-		m.header = randomHex(16)
+		m.header = kit.Hex(16)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc(MSIPath, m.serveToken)
@@ -140,52 +133,6 @@ func (m *MSI) Identity() Identity { return m.opts.SystemAssigned }
 // Issuer returns the iss claim of issued tokens.
 func (m *MSI) Issuer() string { return "https://sts.windows.net/" + m.opts.TenantID + "/" }
 
-// Now returns the issuing clock's time (Clock plus Advance offsets).
-func (m *MSI) Now() time.Time {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.opts.Clock().Add(m.offset)
-}
-
-// Advance moves the issuing clock by d. Tokens issued afterwards carry the
-// shifted iat/nbf/exp (a negative d issues tokens that are already expired
-// by real time, when |d| exceeds the lifetime).
-func (m *MSI) Advance(d time.Duration) {
-	m.mu.Lock()
-	m.offset += d
-	m.mu.Unlock()
-}
-
-// InjectFault queues f; each request consumes one queued fault, in order.
-func (m *MSI) InjectFault(f Fault) {
-	m.mu.Lock()
-	m.faults = append(m.faults, f)
-	m.mu.Unlock()
-}
-
-// FailNext makes the next n requests fail with status (e.g. 500, 429).
-func (m *MSI) FailNext(n, status int) {
-	for range n {
-		m.InjectFault(Fault{Status: status})
-	}
-}
-
-// Calls returns the number of requests per requested resource (the resource
-// query parameter as sent; "" when absent), faults and failures included.
-func (m *MSI) Calls() map[string]int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return maps.Clone(m.calls)
-}
-
-// Issued returns every token value issued so far, oldest first, so tests
-// can scan logs and outputs for leaked access tokens.
-func (m *MSI) Issued() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]string(nil), m.issued...)
-}
-
 // Token issues a token for resource and the system-assigned identity
 // without an HTTP round trip (recorded in Issued, not counted in Calls).
 func (m *MSI) Token(resource string) string {
@@ -211,24 +158,11 @@ func (m *MSI) TokenFor(id Identity, resource string) (string, Claims) {
 		TenantID:     m.opts.TenantID,
 		MIResourceID: id.ResourceID,
 		Version:      "1.0",
-		ID:           randomHex(16),
+		ID:           kit.Hex(16),
 	}
 	tok := NewToken(c)
-	m.mu.Lock()
-	m.issued = append(m.issued, tok)
-	m.mu.Unlock()
+	m.issued.Add(tok)
 	return tok, c
-}
-
-func (m *MSI) nextFault() (Fault, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if len(m.faults) == 0 {
-		return Fault{}, false
-	}
-	f := m.faults[0]
-	m.faults = m.faults[1:]
-	return f, true
 }
 
 // writeMSIError writes App Service's identity endpoint error shape.
@@ -238,46 +172,18 @@ func writeMSIError(w http.ResponseWriter, status int, msg string) {
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"statusCode":    status,
 		"message":       msg,
-		"correlationId": randomUUID(),
+		"correlationId": kit.GUID(),
 	})
-}
-
-func randomUUID() string {
-	h := randomHex(16)
-	return h[0:8] + "-" + h[8:12] + "-4" + h[13:16] + "-a" + h[17:20] + "-" + h[20:32]
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }
 
 func (m *MSI) serveToken(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	resource := q.Get("resource")
-	m.mu.Lock()
-	m.calls[resource]++
-	m.mu.Unlock()
-
-	if f, ok := m.nextFault(); ok {
-		sleepCtx(r.Context(), f.Delay)
-		if f.Drop {
-			panic(http.ErrAbortHandler)
-		}
-		if f.Status != 0 {
-			if f.RetryAfter != "" {
-				w.Header().Set("Retry-After", f.RetryAfter)
-			}
-			writeMSIError(w, f.Status, fmt.Sprintf("Injected fault: %d %s", f.Status, http.StatusText(f.Status)))
-			return
-		}
+	m.calls.Inc(resource)
+	if m.fault(w, r, func(status int) {
+		writeMSIError(w, status, fmt.Sprintf("Injected fault: %d %s", status, http.StatusText(status)))
+	}) {
+		return
 	}
 
 	if r.Method != http.MethodGet {
@@ -374,10 +280,10 @@ func first(v []string) string {
 // (azidentity.ClientID(id.ClientID)) to be sure their requests reach their
 // own endpoint.
 func NewIdentity() Identity {
-	name := "id-" + randomHex(4)
+	name := "id-" + kit.Hex(4)
 	return Identity{
-		ClientID:   randomUUID(),
-		ObjectID:   randomUUID(),
+		ClientID:   kit.GUID(),
+		ObjectID:   kit.GUID(),
 		ResourceID: "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-devstack/providers/Microsoft.ManagedIdentity/userAssignedIdentities/" + name,
 	}
 }

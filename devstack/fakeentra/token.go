@@ -5,12 +5,13 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 )
 
 // Well-known resources (v1 audiences) the product asks for.
@@ -86,20 +87,12 @@ var b64 = base64.RawURLEncoding
 
 const tokenHeader = `{"alg":"HS256","typ":"JWT","kid":"devstack"}`
 
-func randomHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
-}
-
 // NewToken returns a JWT-shaped token (header.payload.signature, base64url)
 // carrying c, signed with a per-process key so that Validate accepts it. An
 // empty c.ID gets a random jti, so two tokens are never equal.
 func NewToken(c Claims) string {
 	if c.ID == "" {
-		c.ID = randomHex(16)
+		c.ID = kit.Hex(16)
 	}
 	payload, err := json.Marshal(c)
 	if err != nil {

@@ -1,9 +1,7 @@
 package fakekeyvault
 
 import (
-	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	"github.com/contoso/databricks-token-broker/devstack/fakeentra"
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 	"github.com/contoso/databricks-token-broker/devstack/testca"
 )
 
@@ -118,13 +117,14 @@ type Vault struct {
 	done      chan struct{}
 	closeOnce sync.Once
 
+	clock    kit.Clock
+	faults   kit.Faults[Fault]
+	calls    kit.Counter
+	requests kit.Log[Request]
+
 	mu        sync.Mutex
-	offset    time.Duration
 	secrets   map[string]*secret // lower(name)
 	forbidden map[string]bool    // lower(name)
-	faults    []Fault
-	calls     map[string]int
-	requests  []Request
 }
 
 // Start starts the vault with a certificate from c.
@@ -147,9 +147,9 @@ func Start(c *testca.CA, opts Options) (*Vault, error) {
 	v := &Vault{
 		opts:      opts,
 		done:      make(chan struct{}),
+		clock:     kit.Clock{Base: opts.Clock},
 		secrets:   map[string]*secret{},
 		forbidden: map[string]bool{},
-		calls:     map[string]int{},
 	}
 	serve := func() (*testca.Server, error) { return c.Serve(v, opts.Hosts...) }
 	if opts.Plain {
@@ -173,20 +173,10 @@ func (v *Vault) Close() error {
 }
 
 // Now returns the vault clock (Clock plus Advance offsets).
-func (v *Vault) Now() time.Time {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.nowLocked()
-}
-
-func (v *Vault) nowLocked() time.Time { return v.opts.Clock().Add(v.offset) }
+func (v *Vault) Now() time.Time { return v.clock.Now() }
 
 // Advance moves the vault clock by d.
-func (v *Vault) Advance(d time.Duration) {
-	v.mu.Lock()
-	v.offset += d
-	v.mu.Unlock()
-}
+func (v *Vault) Advance(d time.Duration) { v.clock.Advance(d) }
 
 // Secrets returns every version of every secret, values included, sorted
 // by name then creation.
@@ -197,7 +187,7 @@ func (v *Vault) Secrets() []Secret {
 	for _, s := range v.sortedLocked() {
 		for _, ver := range s.versions {
 			c := *ver
-			c.Tags = copyTags(ver.Tags)
+			c.Tags = maps.Clone(ver.Tags)
 			c.Deleted = s.deleted
 			out = append(out, c)
 		}
@@ -215,7 +205,7 @@ func (v *Vault) Secret(name string) (Secret, bool) {
 		return Secret{}, false
 	}
 	c := *s.versions[len(s.versions)-1]
-	c.Tags = copyTags(c.Tags)
+	c.Tags = maps.Clone(c.Tags)
 	c.Deleted = s.deleted
 	return c, true
 }
@@ -247,11 +237,7 @@ func (v *Vault) Forbid(name string, forbidden bool) {
 }
 
 // InjectFault queues f for the next authenticated request.
-func (v *Vault) InjectFault(f Fault) {
-	v.mu.Lock()
-	v.faults = append(v.faults, f)
-	v.mu.Unlock()
-}
+func (v *Vault) InjectFault(f Fault) { v.faults.Add(f.Op, f) }
 
 // FailNext makes the next n authenticated requests fail with status (403
 // = Forbidden by RBAC, 429 = Throttled with Retry-After: 0, 503 …).
@@ -268,18 +254,10 @@ func (v *Vault) FailNext(n, status int) {
 // Calls returns the number of authenticated requests per operation (set,
 // get, list, versions, update, delete, getDeleted, listDeleted, purge,
 // recover, unknown), plus "challenge" for requests without a token.
-func (v *Vault) Calls() map[string]int {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return maps.Clone(v.calls)
-}
+func (v *Vault) Calls() map[string]int { return v.calls.Snapshot() }
 
 // Requests returns the record of every request so far.
-func (v *Vault) Requests() []Request {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return append([]Request(nil), v.requests...)
-}
+func (v *Vault) Requests() []Request { return v.requests.All() }
 
 func (v *Vault) sortedLocked() []*secret {
 	out := make([]*secret, 0, len(v.secrets))
@@ -288,23 +266,6 @@ func (v *Vault) sortedLocked() []*secret {
 	}
 	sort.Slice(out, func(i, j int) bool { return strings.ToLower(out[i].name) < strings.ToLower(out[j].name) })
 	return out
-}
-
-func copyTags(t map[string]string) map[string]string {
-	if t == nil {
-		return nil
-	}
-	c := make(map[string]string, len(t))
-	for k, val := range t {
-		c[k] = val
-	}
-	return c
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // kvError is a Key Vault error.
@@ -332,18 +293,6 @@ func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusRecorder) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-	s.ResponseWriter.WriteHeader(code)
 }
 
 // route returns the operation and its name/version arguments.
@@ -395,22 +344,18 @@ func (v *Vault) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	segs := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	op, name, version := route(r.Method, segs)
 	rec := Request{Method: r.Method, Path: r.URL.Path, Op: op}
-	sr := &statusRecorder{ResponseWriter: rw}
+	sr := &kit.StatusRecorder{ResponseWriter: rw}
 	rw = sr
 	defer func() {
-		rec.Status = sr.status
-		v.mu.Lock()
-		v.requests = append(v.requests, rec)
-		v.mu.Unlock()
+		rec.Status = sr.Status
+		v.requests.Add(rec)
 	}()
-	rw.Header().Set("x-ms-request-id", randomHex(16))
+	rw.Header().Set("x-ms-request-id", kit.Hex(16))
 	rw.Header().Set("x-ms-keyvault-service-version", "1.9.2000.1")
 
 	raw, hasBearer := fakeentra.BearerToken(r.Header.Get("Authorization"))
 	if !hasBearer {
-		v.mu.Lock()
-		v.calls["challenge"]++
-		v.mu.Unlock()
+		v.calls.Inc("challenge")
 		v.challenge(rw, &kvError{status: http.StatusUnauthorized, code: "Unauthorized", msg: "AKV10000: Request is missing a Bearer or PoP token."})
 		return
 	}
@@ -419,36 +364,15 @@ func (v *Vault) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	if parseErr == nil {
 		rec.Audience = c.Audience
 	}
-	v.mu.Lock()
-	v.calls[op]++
-	var f *Fault
-	for i, cand := range v.faults {
-		if cand.Op == "" || cand.Op == op {
-			f = &cand
-			v.faults = append(v.faults[:i:i], v.faults[i+1:]...)
-			break
-		}
-	}
-	v.mu.Unlock()
-	if f != nil {
+	v.calls.Inc(op)
+	if f, ok := v.faults.Next(op); ok {
 		rec.Fault = true
-		if f.Delay > 0 {
-			t := time.NewTimer(f.Delay)
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-			case <-v.done:
-			}
-			t.Stop()
-		}
+		kit.Sleep(r.Context(), v.done, f.Delay)
 		if f.Drop {
-			panic(http.ErrAbortHandler)
+			kit.Drop()
 		}
 		if f.Status != 0 && f.Location != "" {
-			rw.Header().Set("Location", f.Location)
-			rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			rw.WriteHeader(f.Status)
-			_, _ = io.WriteString(rw, RedirectBody)
+			kit.Redirect(rw, f.Status, f.Location, RedirectBody)
 			return
 		}
 		if f.Status != 0 {
@@ -695,11 +619,11 @@ func (v *Vault) setLocked(name, value, ct string, tags map[string]string, enable
 		s = &secret{name: name}
 		v.secrets[key] = s
 	}
-	now := v.nowLocked().UTC()
-	ver := randomHex(16)
+	now := v.clock.Now().UTC()
+	ver := kit.Hex(16)
 	sec := &Secret{
 		Name: s.name, Version: ver, ID: v.URL() + "/secrets/" + s.name + "/" + ver,
-		Value: value, ContentType: ct, Tags: copyTags(tags), Enabled: enabled,
+		Value: value, ContentType: ct, Tags: maps.Clone(tags), Enabled: enabled,
 		NotBefore: nbf, Expires: exp, Created: now, Updated: now,
 	}
 	s.versions = append(s.versions, sec)
@@ -750,7 +674,7 @@ func (v *Vault) update(r *http.Request, name, version string) (any, *kvError) {
 		s.ContentType = *p.ContentType
 	}
 	if p.Tags != nil {
-		s.Tags = copyTags(p.Tags)
+		s.Tags = maps.Clone(p.Tags)
 	}
 	if a := p.Attributes; a != nil {
 		if a.Enabled != nil {
@@ -763,7 +687,7 @@ func (v *Vault) update(r *http.Request, name, version string) (any, *kvError) {
 			s.Expires = timeOf(a.Expires)
 		}
 	}
-	s.Updated = v.nowLocked().UTC()
+	s.Updated = v.clock.Now().UTC()
 	return v.bundle(s, false), nil
 }
 
@@ -848,7 +772,7 @@ func (v *Vault) delete(name string) (any, *kvError) {
 		return nil, notFound(name, "")
 	}
 	s.deleted = true
-	s.deletedAt = v.nowLocked().UTC()
+	s.deletedAt = v.clock.Now().UTC()
 	return v.deletedBundle(s), nil
 }
 

@@ -22,11 +22,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 )
 
 // BrokerDirEnv names the environment variable that overrides where broker.js and its
@@ -34,7 +35,7 @@ import (
 const BrokerDirEnv = "DEVSTACK_SB_BROKER_DIR"
 
 // NodeEnv names the environment variable that overrides the node executable.
-const NodeEnv = "DEVSTACK_NODE"
+const NodeEnv = kit.NodeEnv
 
 // ErrNodeNotFound is returned (wrapped) by Start when no node executable can be found.
 var ErrNodeNotFound = errors.New("servicebus: node (Node.js) not found")
@@ -169,32 +170,10 @@ func toBrokerQueue(q QueueConfig) (brokerQueue, error) {
 
 // DefaultBrokerDir returns the directory Start takes broker.js from when Options.BrokerDir
 // is empty.
-func DefaultBrokerDir() string {
-	if d := os.Getenv(BrokerDirEnv); d != "" {
-		return d
-	}
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return "broker"
-	}
-	return filepath.Join(filepath.Dir(file), "broker")
-}
+func DefaultBrokerDir() string { return kit.ProjectDir(BrokerDirEnv, "broker") }
 
 // FindNode returns the node executable Start would use, or an error wrapping ErrNodeNotFound.
-func FindNode(explicit string) (string, error) {
-	name := explicit
-	if name == "" {
-		name = os.Getenv(NodeEnv)
-	}
-	if name == "" {
-		name = "node"
-	}
-	p, err := exec.LookPath(name)
-	if err != nil {
-		return "", fmt.Errorf("%w (looked for %q: %v); install Node.js 18+ or set %s", ErrNodeNotFound, name, err, NodeEnv)
-	}
-	return p, nil
-}
+func FindNode(explicit string) (string, error) { return kit.FindNode(explicit, ErrNodeNotFound) }
 
 // Start launches the broker and waits until it listens. The process lives until Close
 // (or until this process exits: the broker quits when its stdin closes). ctx bounds only
@@ -249,7 +228,7 @@ func Start(ctx context.Context, opts Options) (*Broker, error) {
 		return nil, err
 	}
 	cmd.Stdout = stdoutW
-	tail := &tailBuffer{max: 8 << 10}
+	tail := &kit.Tail{Max: 8 << 10}
 	var stderr io.Writer = tail
 	if opts.Stderr != nil {
 		stderr = io.MultiWriter(tail, opts.Stderr)
@@ -469,27 +448,4 @@ func exitStatus(err error) string {
 		return "exit status 0"
 	}
 	return err.Error()
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-	max int
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - t.max; over > 0 {
-		t.buf = append(t.buf[:0:0], t.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) Bytes() []byte {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return append([]byte(nil), t.buf...)
 }

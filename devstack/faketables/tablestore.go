@@ -20,12 +20,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 )
 
 // DirEnv names the environment variable that overrides where start.js and
@@ -34,7 +35,7 @@ const DirEnv = "DEVSTACK_AZURITE_DIR"
 
 // NodeEnv names the environment variable that overrides the node executable
 // (the same one the Service Bus broker honours).
-const NodeEnv = "DEVSTACK_NODE"
+const NodeEnv = kit.NodeEnv
 
 // ErrNodeNotFound is returned (wrapped) by Start when there is no node.
 var ErrNodeNotFound = errors.New("tablestore: node (Node.js) not found")
@@ -82,33 +83,11 @@ type Server struct {
 }
 
 // DefaultDir is where Start looks for Azurite when Options.Dir is empty.
-func DefaultDir() string {
-	if d := os.Getenv(DirEnv); d != "" {
-		return d
-	}
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return "azurite"
-	}
-	return filepath.Join(filepath.Dir(file), "azurite")
-}
+func DefaultDir() string { return kit.ProjectDir(DirEnv, "azurite") }
 
 // FindNode returns the node executable Start would use, or an error
 // wrapping ErrNodeNotFound.
-func FindNode(explicit string) (string, error) {
-	name := explicit
-	if name == "" {
-		name = os.Getenv(NodeEnv)
-	}
-	if name == "" {
-		name = "node"
-	}
-	p, err := exec.LookPath(name)
-	if err != nil {
-		return "", fmt.Errorf("%w (looked for %q: %v); install Node.js 18+ or set %s", ErrNodeNotFound, name, err, NodeEnv)
-	}
-	return p, nil
-}
+func FindNode(explicit string) (string, error) { return kit.FindNode(explicit, ErrNodeNotFound) }
 
 // Installed reports whether Azurite's npm package is present in dir
 // (DefaultDir when empty), with an error wrapping ErrDependenciesMissing
@@ -188,11 +167,11 @@ func start(ctx context.Context, node, dir string, opts Options) (*Server, error)
 		_ = os.RemoveAll(work)
 		return nil, err
 	}
-	tail := &tailBuffer{max: 8 << 10}
+	tail := &kit.Tail{Max: 8 << 10}
 	var log io.Writer = tail
 	if opts.Log != nil {
 		// stdout and stderr are copied by two goroutines: one lock for both.
-		log = &lockedWriter{w: io.MultiWriter(tail, opts.Log)}
+		log = kit.Serialized(io.MultiWriter(tail, opts.Log))[0]
 	}
 	stdoutR, stdoutW, err := os.Pipe()
 	if err != nil {
@@ -325,38 +304,4 @@ func (s *Server) Close() error {
 		s.closeErr = errors.New("tablestore: azurite did not stop on SIGTERM and was killed")
 	})
 	return s.closeErr
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-	max int
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - t.max; over > 0 {
-		t.buf = append(t.buf[:0:0], t.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) Bytes() []byte {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return append([]byte(nil), t.buf...)
 }

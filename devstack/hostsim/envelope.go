@@ -14,6 +14,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
+
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 )
 
 // Message is the part of a received Service Bus message that the host puts
@@ -60,7 +62,7 @@ func MessageFromReceived(m *azservicebus.ReceivedMessage) Message {
 	msg := Message{
 		Body:                  m.Body,
 		MessageID:             m.MessageID,
-		LockToken:             formatGUID(m.LockToken),
+		LockToken:             kit.FormatGUID(m.LockToken),
 		DeliveryCount:         m.DeliveryCount,
 		ContentType:           s(m.ContentType),
 		CorrelationID:         s(m.CorrelationID),
@@ -294,5 +296,5 @@ func derivedGUID(parts ...string) string {
 	copy(b[:], h[:16])
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	return formatGUID(b)
+	return kit.FormatGUID(b)
 }

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
+
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 )
 
 // HostVersion is the version the simulator reports in
@@ -227,9 +229,8 @@ func Start(ctx context.Context, opts Options) (*Host, error) {
 		h.lockRenewal = h.cfg.MaxAutoLockRenewal
 	}
 
-	var outMu sync.Mutex
-	h.stdout = lockedWriter{&outMu, h.outputWriter(opts.Stdout, "stdout")}
-	h.stderr = lockedWriter{&outMu, h.outputWriter(opts.Stderr, "stderr")}
+	out := kit.Serialized(h.outputWriter(opts.Stdout, "stdout"), h.outputWriter(opts.Stderr, "stderr"))
+	h.stdout, h.stderr = out[0], out[1]
 
 	if h.routes, err = buildRoutes(h.functions); err != nil {
 		return nil, fmt.Errorf("hostsim: %w", err)

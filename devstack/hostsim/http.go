@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 )
 
 // httpRoute is one HTTP function's route on the front door.
@@ -297,7 +299,7 @@ func removeHopHeaders(hd http.Header) {
 // forward sends the raw request to the handler at the same path and query
 // and copies the raw response back (spec §4.2, §4.3).
 func (h *Host) forward(w http.ResponseWriter, r *http.Request, fn *function) {
-	inv := Invocation{ID: newGUID(), Function: fn.Name, Trigger: TriggerHTTP, Start: time.Now()}
+	inv := Invocation{ID: kit.GUID(), Function: fn.Name, Trigger: TriggerHTTP, Start: time.Now()}
 	h.beginInvocation()
 	var respHeader http.Header
 

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 )
 
 // The host serializes with Newtonsoft.Json, so this file writes JSON the way
@@ -288,7 +290,7 @@ func appendNativeJSON(dst []byte, v any) []byte {
 	case []byte:
 		return appendJSONString(dst, base64.StdEncoding.EncodeToString(v))
 	case [16]byte:
-		return appendJSONString(dst, formatGUID(v))
+		return appendJSONString(dst, kit.FormatGUID(v))
 	case map[string]any:
 		keys := make([]string, 0, len(v))
 		for k := range v {
@@ -371,8 +373,4 @@ func formatTimeSpan(d time.Duration) string {
 		out = "-" + out
 	}
 	return out
-}
-
-func formatGUID(b [16]byte) string {
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }

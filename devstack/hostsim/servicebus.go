@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
+
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 )
 
 // sbFunction is a running serviceBusTrigger function.
@@ -222,10 +224,10 @@ func (h *Host) processMessage(sf *sbFunction, m *azservicebus.ReceivedMessage) {
 	now := time.Now()
 	msg := MessageFromReceived(m)
 	inv := Invocation{
-		ID: newGUID(), Function: fn.Name, Trigger: TriggerServiceBus, Start: now,
+		ID: kit.GUID(), Function: fn.Name, Trigger: TriggerServiceBus, Start: now,
 		MessageID: msg.MessageID, DeliveryCount: msg.DeliveryCount,
 	}
-	msg.RandGUID = newGUID()
+	msg.RandGUID = kit.GUID()
 	payload, err := buildServiceBusEnvelope(msg, fn.Trigger.Name, fn.Name, now, strings.EqualFold(fn.Trigger.DataType, "binary"))
 	inv.Request = payload
 	h.logf("hostsim: Executing 'Functions.%s' (Reason='New ServiceBus message detected on '%s'.', Id=%s, MessageId=%s, DeliveryCount=%d)",

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 )
 
 // InvokeTimer invokes a timerTrigger function once, as its schedule would:
@@ -29,7 +31,7 @@ func (h *Host) InvokeTimer(ctx context.Context, function string, pastDue bool) (
 		last = now
 	}
 	useMonitor := fn.Trigger.UseMonitor == nil || *fn.Trigger.UseMonitor
-	inv := Invocation{ID: newGUID(), Function: fn.Name, Trigger: TriggerTimer, Start: now}
+	inv := Invocation{ID: kit.GUID(), Function: fn.Name, Trigger: TriggerTimer, Start: now}
 	inv.Request = BuildTimerEnvelope(fn.Trigger.Name, fn.Name, fn.Trigger.Schedule, useMonitor, pastDue, last, now)
 	h.logf("hostsim: Executing 'Functions.%s' (Reason='Timer fired at %s', Id=%s)", fn.Name, now.UTC().Format(time.RFC3339), inv.ID)
 
@@ -72,7 +74,7 @@ func BuildTimerEnvelope(bindingName, functionName, schedule string, useMonitor, 
 	data := newObject()
 	data.set(bindingName, ti.bytes())
 	md := newObject()
-	md.set("sys", sysObject(functionName, now, newGUID()))
+	md.set("sys", sysObject(functionName, now, kit.GUID()))
 	env := newObject()
 	env.set("Data", data.bytes())
 	env.set("Metadata", md.bytes())

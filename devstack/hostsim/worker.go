@@ -2,7 +2,6 @@ package hostsim
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -10,8 +9,9 @@ import (
 	"net/http"
 	"os/exec"
 	"strconv"
-	"sync"
 	"time"
+
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 )
 
 const (
@@ -126,7 +126,7 @@ func (h *Host) startWorker(gen int) (*worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	id := newGUID()
+	id := kit.GUID()
 	cmd := exec.Command(h.exe, h.args...)
 	cmd.Dir = h.workDir
 	cmd.Env = append(append([]string(nil), h.env...),
@@ -236,24 +236,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func newGUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return formatGUID(b)
-}
-
-// lockedWriter serializes writes from the handler's stdout and stderr copiers.
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
