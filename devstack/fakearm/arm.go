@@ -115,10 +115,8 @@ type Request struct {
 
 // Server is the ARM stand-in.
 type Server struct {
-	srv       *testca.Server
-	opts      Options
-	done      chan struct{}
-	closeOnce sync.Once
+	srv  *testca.Server
+	opts Options
 
 	faults   kit.Faults[Fault]
 	calls    kit.Counter
@@ -141,21 +139,15 @@ func Start(c *testca.CA, opts Options) (*Server, error) {
 	}
 	s := &Server{
 		opts:       opts,
-		done:       make(chan struct{}),
 		workspaces: map[string]*Workspace{},
 		groups:     map[string]string{},
 		subs:       map[string]bool{},
 		denied:     map[string]bool{},
 	}
-	serve := func() (*testca.Server, error) { return c.Serve(s, opts.Hosts...) }
-	if opts.Plain {
-		serve = func() (*testca.Server, error) { return testca.ServePlain(s) }
-	}
-	srv, err := serve()
-	if err != nil {
+	var err error
+	if s.srv, err = c.ServeOrPlain(s, opts.Plain, opts.Hosts...); err != nil {
 		return nil, err
 	}
-	s.srv = srv
 	return s, nil
 }
 
@@ -164,10 +156,7 @@ func Start(c *testca.CA, opts Options) (*Server, error) {
 func (s *Server) Endpoint() string { return s.srv.URL() }
 
 // Close stops the server.
-func (s *Server) Close() error {
-	s.closeOnce.Do(func() { close(s.done) })
-	return s.srv.Close()
-}
+func (s *Server) Close() error { return s.srv.Close() }
 
 // AddWorkspace registers (or replaces) a workspace. workspaceURL is
 // host[:port] without scheme ("" = no URL yet); state "" means Succeeded.
@@ -364,7 +353,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 
 	if f, ok := s.faults.Next(""); ok {
 		rec.Fault = true
-		kit.Sleep(r.Context(), s.done, f.Delay)
+		kit.Sleep(r.Context(), s.srv.Closing(), f.Delay)
 		if f.Drop {
 			kit.Drop()
 		}

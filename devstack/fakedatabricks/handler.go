@@ -144,14 +144,14 @@ func (w *Workspace) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	rw = sr
 	rw.Header().Set("X-Databricks-Org-Id", w.opts.WorkspaceID)
 
-	kit.Sleep(r.Context(), w.done, latency)
+	kit.Sleep(r.Context(), w.srv.Closing(), latency)
 
 	dropAfter := false
 	if f := w.nextFault(op); f != nil {
 		rec.Fault = f.faultName()
 		switch f := f.(type) {
 		case Delay:
-			kit.Sleep(r.Context(), w.done, f.D)
+			kit.Sleep(r.Context(), w.srv.Closing(), f.D)
 		case Drop:
 			kit.Drop()
 		case DropAfterCreate:

@@ -126,10 +126,8 @@ type token struct {
 
 // Workspace is one Azure Databricks workspace stand-in with its own HTTPS listener.
 type Workspace struct {
-	srv       *testca.Server
-	opts      Options
-	done      chan struct{}
-	closeOnce sync.Once
+	srv  *testca.Server
+	opts Options
 
 	clock    kit.Clock
 	faults   kit.Faults[Fault]
@@ -168,7 +166,6 @@ func StartWorkspace(c *testca.CA, opts Options) (*Workspace, error) {
 	}
 	w := &Workspace{
 		opts:     opts,
-		done:     make(chan struct{}),
 		clock:    kit.Clock{Base: opts.Clock},
 		byID:     map[string]*token{},
 		byValue:  map[string]*token{},
@@ -185,23 +182,15 @@ func StartWorkspace(c *testca.CA, opts Options) (*Workspace, error) {
 	if opts.TokensDisabled {
 		w.SetTokensEnabled(false)
 	}
-	serve := func() (*testca.Server, error) { return c.Serve(w, opts.Hosts...) }
-	if opts.Plain {
-		serve = func() (*testca.Server, error) { return testca.ServePlain(w) }
-	}
-	srv, err := serve()
-	if err != nil {
+	var err error
+	if w.srv, err = c.ServeOrPlain(w, opts.Plain, opts.Hosts...); err != nil {
 		return nil, err
 	}
-	w.srv = srv
 	return w, nil
 }
 
 // Close stops the listener; calls in progress (delays) are cut short.
-func (w *Workspace) Close() error {
-	w.closeOnce.Do(func() { close(w.done) })
-	return w.srv.Close()
-}
+func (w *Workspace) Close() error { return w.srv.Close() }
 
 // Host returns 127.0.0.1:PORT, the form of ARM's properties.workspaceUrl.
 func (w *Workspace) Host() string { return w.srv.Addr() }

@@ -112,10 +112,8 @@ type secret struct {
 
 // Vault is the Key Vault (secrets) stand-in.
 type Vault struct {
-	srv       *testca.Server
-	opts      Options
-	done      chan struct{}
-	closeOnce sync.Once
+	srv  *testca.Server
+	opts Options
 
 	clock    kit.Clock
 	faults   kit.Faults[Fault]
@@ -146,20 +144,14 @@ func Start(c *testca.CA, opts Options) (*Vault, error) {
 	}
 	v := &Vault{
 		opts:      opts,
-		done:      make(chan struct{}),
 		clock:     kit.Clock{Base: opts.Clock},
 		secrets:   map[string]*secret{},
 		forbidden: map[string]bool{},
 	}
-	serve := func() (*testca.Server, error) { return c.Serve(v, opts.Hosts...) }
-	if opts.Plain {
-		serve = func() (*testca.Server, error) { return testca.ServePlain(v) }
-	}
-	srv, err := serve()
-	if err != nil {
+	var err error
+	if v.srv, err = c.ServeOrPlain(v, opts.Plain, opts.Hosts...); err != nil {
 		return nil, err
 	}
-	v.srv = srv
 	return v, nil
 }
 
@@ -167,10 +159,7 @@ func Start(c *testca.CA, opts Options) (*Vault, error) {
 func (v *Vault) URL() string { return v.srv.URL() }
 
 // Close stops the vault.
-func (v *Vault) Close() error {
-	v.closeOnce.Do(func() { close(v.done) })
-	return v.srv.Close()
-}
+func (v *Vault) Close() error { return v.srv.Close() }
 
 // Now returns the vault clock (Clock plus Advance offsets).
 func (v *Vault) Now() time.Time { return v.clock.Now() }
@@ -367,7 +356,7 @@ func (v *Vault) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	v.calls.Inc(op)
 	if f, ok := v.faults.Next(op); ok {
 		rec.Fault = true
-		kit.Sleep(r.Context(), v.done, f.Delay)
+		kit.Sleep(r.Context(), v.srv.Closing(), f.Delay)
 		if f.Drop {
 			kit.Drop()
 		}

@@ -209,12 +209,13 @@ func Listen(cfg *tls.Config) (net.Listener, string, error) {
 // Server is an HTTPS server on 127.0.0.1 with a random port, using a leaf
 // certificate from a CA.
 type Server struct {
-	srv  *http.Server
-	ln   net.Listener
-	url  string
-	done chan struct{}
-	once sync.Once
-	err  error
+	srv     *http.Server
+	ln      net.Listener
+	url     string
+	done    chan struct{}
+	closing chan struct{}
+	once    sync.Once
+	err     error
 }
 
 // Serve starts serving h over HTTPS on 127.0.0.1:0 with a leaf certificate
@@ -225,6 +226,15 @@ func (c *CA) Serve(h http.Handler, hosts ...string) (*Server, error) {
 		return nil, err
 	}
 	return serve(ln, u, h), nil
+}
+
+// ServeOrPlain is Serve, or ServePlain when plain: the stand-ins of
+// HTTPS services offer plain HTTP to test ALLOW_INSECURE_LOOPBACK.
+func (c *CA) ServeOrPlain(h http.Handler, plain bool, hosts ...string) (*Server, error) {
+	if plain {
+		return ServePlain(h)
+	}
+	return c.Serve(h, hosts...)
 }
 
 // ServePlain starts serving h over plain HTTP on 127.0.0.1:0 (for endpoints
@@ -239,9 +249,10 @@ func ServePlain(h http.Handler) (*Server, error) {
 
 func serve(ln net.Listener, u string, h http.Handler) *Server {
 	s := &Server{
-		ln:   ln,
-		url:  u,
-		done: make(chan struct{}),
+		ln:      ln,
+		url:     u,
+		done:    make(chan struct{}),
+		closing: make(chan struct{}),
 		srv: &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -267,11 +278,16 @@ func (s *Server) URL() string { return s.url }
 // Addr returns host:port.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
+// Closing is closed when Close is called, so that a handler waiting out
+// an injected delay can stop at once.
+func (s *Server) Closing() <-chan struct{} { return s.closing }
+
 // Close closes the listener and all connections at once (it does not wait
 // for handlers that ignore their request context).
 func (s *Server) Close() error {
 	var err error
 	s.once.Do(func() {
+		close(s.closing)
 		err = s.srv.Close()
 		<-s.done
 		if err == nil {
