@@ -20,13 +20,14 @@ import (
 	"github.com/Azure/go-amqp"
 
 	"github.com/contoso/databricks-token-broker/devstack/fakeservicebus"
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 )
 
 var (
 	sharedOnce sync.Once
 	shared     *fakeservicebus.Broker
 	sharedErr  error
-	sharedLog  = &syncBuffer{}
+	sharedLog  = &kit.Buffer{}
 )
 
 func TestMain(m *testing.M) {
@@ -67,7 +68,8 @@ func sharedBroker(t *testing.T) *fakeservicebus.Broker {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("broker log (tail):\n%s", sharedLog.tail(6000))
+			log := sharedLog.String()
+			t.Logf("broker log (tail):\n%s", log[max(0, len(log)-6000):])
 		}
 	})
 	return shared
@@ -872,7 +874,7 @@ func TestRequestResponseNodes(t *testing.T) {
 func TestCloseStopsTheProcess(t *testing.T) {
 	t.Parallel()
 	requireNode(t)
-	var logs syncBuffer
+	var logs kit.Buffer
 	b, err := fakeservicebus.Start(testCtx(t, 20*time.Second), fakeservicebus.Options{
 		Stderr: &logs,
 		Queues: []fakeservicebus.QueueConfig{{Name: "token-requests", MaxDeliveryCount: 5, LockDuration: 10 * time.Second}},
@@ -963,30 +965,4 @@ func TestStartErrors(t *testing.T) {
 	if _, err := fakeservicebus.Start(ctx, fakeservicebus.Options{Queues: []fakeservicebus.QueueConfig{{Name: ""}}}); err == nil {
 		t.Error("empty queue name accepted")
 	}
-}
-
-// syncBuffer is a goroutine-safe bytes.Buffer for broker logs.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
-func (s *syncBuffer) tail(n int) string {
-	str := s.String()
-	if len(str) > n {
-		return str[len(str)-n:]
-	}
-	return str
 }

@@ -1,7 +1,6 @@
 package hostsim_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/contoso/databricks-token-broker/devstack/hostsim"
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 )
 
 var (
@@ -113,24 +113,6 @@ func writeApp(t testing.TB, hostJSON string, functions map[string]string) string
 	return dir
 }
 
-// syncBuffer is a concurrency-safe bytes.Buffer.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testLogf logs through t until the test ends.
 func testLogf(t testing.TB) func(string, ...any) {
 	var mu sync.Mutex
@@ -151,7 +133,7 @@ func testLogf(t testing.TB) func(string, ...any) {
 
 type testHost struct {
 	*hostsim.Host
-	stdout, stderr *syncBuffer
+	stdout, stderr *kit.Buffer
 }
 
 // startHost starts a host with the fake handler; opts.AppRoot defaults to a
@@ -164,7 +146,7 @@ func startHost(t testing.TB, opts hostsim.Options) *testHost {
 	if opts.Executable == "" {
 		opts.Executable = fakeHandler(t)
 	}
-	th := &testHost{stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	th := &testHost{stdout: &kit.Buffer{}, stderr: &kit.Buffer{}}
 	if opts.Stdout == nil {
 		opts.Stdout = th.stdout
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/contoso/databricks-token-broker/devstack/hostsim"
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 )
 
 var guidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
@@ -36,7 +37,7 @@ func TestStartEnvironmentArgumentsAndExecutable(t *testing.T) {
 	if err := os.Symlink(fakeHandler(t), filepath.Join(app, "bin", "handler")); err != nil {
 		t.Fatal(err)
 	}
-	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	stdout, stderr := &kit.Buffer{}, &kit.Buffer{}
 	h, err := hostsim.Start(context.Background(), hostsim.Options{
 		AppRoot: app, // no Executable: host.json's defaultExecutablePath is used
 		Env:     []string{"APP_MODE=test", "APP_SETTING=visible"},

@@ -15,13 +15,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/contoso/databricks-token-broker/devstack/fakeeasyauth"
 	"github.com/contoso/databricks-token-broker/devstack/fakeservicebus"
 	"github.com/contoso/databricks-token-broker/devstack/hostsim"
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 	"github.com/contoso/databricks-token-broker/devstack/stack"
 )
 
@@ -55,33 +55,15 @@ func repoRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-// syncBuffer collects the handler's output for the secret scan.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // env is one running system: stand-ins, host simulator and handler.
 type env struct {
 	t      *testing.T
 	stack  *stack.Stack
 	host   *hostsim.Host
-	output *syncBuffer
+	output *kit.Buffer
 	// seen collects every HTTP answer and result message the test read,
 	// for the secret scan.
-	seen *syncBuffer
+	seen *kit.Buffer
 	// hostOpts start another instance of the app (instance).
 	hostOpts hostsim.Options
 	others   []*hostsim.Host
@@ -112,7 +94,7 @@ func start(t *testing.T, o envOptions) *env {
 	if o.before != nil {
 		o.before(st)
 	}
-	out := &syncBuffer{}
+	out := &kit.Buffer{}
 	settings := append(st.Env(), "LOG_LEVEL=debug", "ROTATE_SCHEDULE=0 */5 * * * *")
 	settings = append(settings, o.settings...)
 	if o.settingsFn != nil {
@@ -135,7 +117,7 @@ func start(t *testing.T, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, stack: st, host: h, output: out, seen: &syncBuffer{}, hostOpts: hopts}
+	e := &env{t: t, stack: st, host: h, output: out, seen: &kit.Buffer{}, hostOpts: hopts}
 	t.Cleanup(func() {
 		_ = h.Close()
 		for _, o := range e.others {

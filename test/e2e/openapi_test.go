@@ -23,6 +23,7 @@ import (
 	"github.com/contoso/databricks-token-broker/devstack/fakedatabricks"
 	"github.com/contoso/databricks-token-broker/devstack/fakeeasyauth"
 	"github.com/contoso/databricks-token-broker/devstack/hostsim"
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 	"github.com/contoso/databricks-token-broker/devstack/stack"
 	"github.com/contoso/databricks-token-broker/handler"
 	"github.com/contoso/databricks-token-broker/test/apispec"
@@ -700,7 +701,7 @@ func clipBody(b []byte) string {
 // function key, in front of the same stand-ins.
 func startKeyedHost(t *testing.T, e *env) *hostsim.Host {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &kit.Buffer{}
 	h, err := hostsim.Start(t.Context(), hostsim.Options{
 		AppRoot: repoRoot(), Executable: handlerBinary, Env: append(e.stack.Env(), "LOG_LEVEL=debug"),
 		FunctionKey: testFunctionKey, Stdout: out, Stderr: out,

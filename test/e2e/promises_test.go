@@ -23,6 +23,7 @@ import (
 	"github.com/contoso/databricks-token-broker/devstack/fakedatabricks"
 	"github.com/contoso/databricks-token-broker/devstack/fakeeasyauth"
 	"github.com/contoso/databricks-token-broker/devstack/fakekeyvault"
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 	"github.com/contoso/databricks-token-broker/devstack/stack"
 )
 
@@ -413,7 +414,7 @@ func TestSIGTERMDrainsAnInFlightCreate(t *testing.T) {
 	}
 	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 	ln.Close()
-	out := &syncBuffer{}
+	out := &kit.Buffer{}
 	cmd := exec.Command(handlerBinary)
 	cmd.Env = append(append([]string{"PATH=/usr/bin:/bin", "FUNCTIONS_CUSTOMHANDLER_PORT=" + port}, st.Env()...), "UPSTREAM_RETRY_BUDGET=40s")
 	cmd.Stdout, cmd.Stderr = out, out

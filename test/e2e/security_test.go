@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/contoso/databricks-token-broker/devstack/fakeentra"
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 	"github.com/contoso/databricks-token-broker/devstack/stack"
 )
 
@@ -122,7 +123,7 @@ func TestNoCredentialPointsAtAzLogin(t *testing.T) {
 	port := freeTCPPort(t)
 	cmd := exec.Command(handlerBinary)
 	cmd.Env = []string{"PATH=" + t.TempDir(), "HOME=" + t.TempDir(), "FUNCTIONS_CUSTOMHANDLER_PORT=" + port, "AZURE_TOKEN_CREDENTIALS=dev"}
-	var out syncBuffer
+	var out kit.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
