@@ -78,6 +78,14 @@ func sharedBroker(t *testing.T) *fakeservicebus.Broker {
 var queueSeq atomic.Int64
 
 // newQueue creates a queue of this test's own on the shared broker (unique across -count runs).
+// onQueue is how most tests begin: the shared broker, a client of it, a
+// context that ends after d, and a fresh queue configured as cfg.
+func onQueue(t *testing.T, d time.Duration, cfg fakeservicebus.QueueConfig) (*fakeservicebus.Broker, *azservicebus.Client, context.Context, string) {
+	t.Helper()
+	b := sharedBroker(t)
+	return b, newClient(t, b), testCtx(t, d), newQueue(t, b, cfg)
+}
+
 func newQueue(t *testing.T, b *fakeservicebus.Broker, cfg fakeservicebus.QueueConfig) string {
 	t.Helper()
 	cfg.Name = fmt.Sprintf("%s-%d", cfg.Name, queueSeq.Add(1))
@@ -183,10 +191,7 @@ func ptr[T any](v T) *T { return &v }
 
 func TestSendReceiveComplete(t *testing.T) {
 	t.Parallel()
-	b := sharedBroker(t)
-	c := newClient(t, b)
-	ctx := testCtx(t, 15*time.Second)
-	q := newQueue(t, b, fakeservicebus.QueueConfig{Name: "basic"})
+	b, c, ctx, q := onQueue(t, 15*time.Second, fakeservicebus.QueueConfig{Name: "basic"})
 
 	before := time.Now()
 	send(t, ctx, newSender(t, c, q), &azservicebus.Message{Body: []byte("hello"), MessageID: ptr("m-1")})
@@ -225,10 +230,7 @@ func TestSendReceiveComplete(t *testing.T) {
 
 func TestAbandonRedeliversWithIncrementedCount(t *testing.T) {
 	t.Parallel()
-	b := sharedBroker(t)
-	c := newClient(t, b)
-	ctx := testCtx(t, 15*time.Second)
-	q := newQueue(t, b, fakeservicebus.QueueConfig{Name: "abandon"})
+	_, c, ctx, q := onQueue(t, 15*time.Second, fakeservicebus.QueueConfig{Name: "abandon"})
 
 	send(t, ctx, newSender(t, c, q), &azservicebus.Message{Body: []byte("again"), MessageID: ptr("ab-1"), ApplicationProperties: map[string]any{"origin": "test"}})
 	r := newReceiver(t, c, q, nil)
@@ -258,10 +260,7 @@ func TestAbandonRedeliversWithIncrementedCount(t *testing.T) {
 
 func TestMaxDeliveryCountMovesToDeadLetter(t *testing.T) {
 	t.Parallel()
-	b := sharedBroker(t)
-	c := newClient(t, b)
-	ctx := testCtx(t, 20*time.Second)
-	q := newQueue(t, b, fakeservicebus.QueueConfig{Name: "maxdc", MaxDeliveryCount: 3})
+	b, c, ctx, q := onQueue(t, 20*time.Second, fakeservicebus.QueueConfig{Name: "maxdc", MaxDeliveryCount: 3})
 
 	send(t, ctx, newSender(t, c, q), &azservicebus.Message{
 		Body: []byte("poison"), MessageID: ptr("p-1"), ApplicationProperties: map[string]any{"tenant": "t1"},
@@ -316,10 +315,7 @@ func TestMaxDeliveryCountMovesToDeadLetter(t *testing.T) {
 
 func TestExplicitDeadLetter(t *testing.T) {
 	t.Parallel()
-	b := sharedBroker(t)
-	c := newClient(t, b)
-	ctx := testCtx(t, 15*time.Second)
-	q := newQueue(t, b, fakeservicebus.QueueConfig{Name: "dlq-explicit"})
+	_, c, ctx, q := onQueue(t, 15*time.Second, fakeservicebus.QueueConfig{Name: "dlq-explicit"})
 
 	send(t, ctx, newSender(t, c, q), &azservicebus.Message{Body: []byte("bad"), MessageID: ptr("x-1"), ApplicationProperties: map[string]any{"n": int64(5)}})
 	r := newReceiver(t, c, q, nil)
@@ -342,10 +338,7 @@ func TestExplicitDeadLetter(t *testing.T) {
 
 func TestLockRenewalAndExpiry(t *testing.T) {
 	t.Parallel()
-	b := sharedBroker(t)
-	c := newClient(t, b)
-	ctx := testCtx(t, 15*time.Second)
-	q := newQueue(t, b, fakeservicebus.QueueConfig{Name: "lockexp", LockDuration: 800 * time.Millisecond})
+	_, c, ctx, q := onQueue(t, 15*time.Second, fakeservicebus.QueueConfig{Name: "lockexp", LockDuration: 800 * time.Millisecond})
 
 	send(t, ctx, newSender(t, c, q), &azservicebus.Message{Body: []byte("slow"), MessageID: ptr("l-1")})
 	r := newReceiver(t, c, q, nil)
@@ -412,10 +405,7 @@ func TestDuplicateDetection(t *testing.T) {
 
 func TestScheduledMessages(t *testing.T) {
 	t.Parallel()
-	b := sharedBroker(t)
-	c := newClient(t, b)
-	ctx := testCtx(t, 15*time.Second)
-	q := newQueue(t, b, fakeservicebus.QueueConfig{Name: "scheduled"})
+	b, c, ctx, q := onQueue(t, 15*time.Second, fakeservicebus.QueueConfig{Name: "scheduled"})
 
 	s := newSender(t, c, q)
 	at := time.Now().Add(2 * time.Second)
@@ -466,10 +456,7 @@ func TestScheduledMessages(t *testing.T) {
 
 func TestBatchSend(t *testing.T) {
 	t.Parallel()
-	b := sharedBroker(t)
-	c := newClient(t, b)
-	ctx := testCtx(t, 15*time.Second)
-	q := newQueue(t, b, fakeservicebus.QueueConfig{Name: "batch"})
+	b, c, ctx, q := onQueue(t, 15*time.Second, fakeservicebus.QueueConfig{Name: "batch"})
 
 	s := newSender(t, c, q)
 	batch, err := s.NewMessageBatch(ctx, nil)
@@ -511,10 +498,7 @@ func TestBatchSend(t *testing.T) {
 
 func TestPropertiesRoundTrip(t *testing.T) {
 	t.Parallel()
-	b := sharedBroker(t)
-	c := newClient(t, b)
-	ctx := testCtx(t, 15*time.Second)
-	q := newQueue(t, b, fakeservicebus.QueueConfig{Name: "props"})
+	b, c, ctx, q := onQueue(t, 15*time.Second, fakeservicebus.QueueConfig{Name: "props"})
 
 	stamp := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
 	props := map[string]any{
@@ -599,10 +583,7 @@ func TestPropertiesRoundTrip(t *testing.T) {
 
 func TestLargeMessages(t *testing.T) {
 	t.Parallel()
-	b := sharedBroker(t)
-	c := newClient(t, b)
-	ctx := testCtx(t, 15*time.Second)
-	q := newQueue(t, b, fakeservicebus.QueueConfig{Name: "large"})
+	_, c, ctx, q := onQueue(t, 15*time.Second, fakeservicebus.QueueConfig{Name: "large"})
 
 	body := bytes.Repeat([]byte("0123456789abcdef"), 200<<10/16) // 200 KiB: several AMQP frames each way
 	s := newSender(t, c, q)
@@ -627,10 +608,7 @@ func deref(p *string) string {
 
 func TestDeferAndReceiveDeferred(t *testing.T) {
 	t.Parallel()
-	b := sharedBroker(t)
-	c := newClient(t, b)
-	ctx := testCtx(t, 15*time.Second)
-	q := newQueue(t, b, fakeservicebus.QueueConfig{Name: "defer"})
+	b, c, ctx, q := onQueue(t, 15*time.Second, fakeservicebus.QueueConfig{Name: "defer"})
 
 	send(t, ctx, newSender(t, c, q), &azservicebus.Message{Body: []byte("later"), MessageID: ptr("d-1")})
 	r := newReceiver(t, c, q, nil)
@@ -659,10 +637,7 @@ func TestDeferAndReceiveDeferred(t *testing.T) {
 
 func TestReceiveAndDelete(t *testing.T) {
 	t.Parallel()
-	b := sharedBroker(t)
-	c := newClient(t, b)
-	ctx := testCtx(t, 15*time.Second)
-	q := newQueue(t, b, fakeservicebus.QueueConfig{Name: "rad"})
+	b, c, ctx, q := onQueue(t, 15*time.Second, fakeservicebus.QueueConfig{Name: "rad"})
 
 	send(t, ctx, newSender(t, c, q), &azservicebus.Message{Body: []byte("once")})
 	r := newReceiver(t, c, q, &azservicebus.ReceiverOptions{ReceiveMode: azservicebus.ReceiveModeReceiveAndDelete})
@@ -677,10 +652,7 @@ func TestReceiveAndDelete(t *testing.T) {
 
 func TestAdminPurge(t *testing.T) {
 	t.Parallel()
-	b := sharedBroker(t)
-	c := newClient(t, b)
-	ctx := testCtx(t, 15*time.Second)
-	q := newQueue(t, b, fakeservicebus.QueueConfig{Name: "purge"})
+	b, c, ctx, q := onQueue(t, 15*time.Second, fakeservicebus.QueueConfig{Name: "purge"})
 
 	s := newSender(t, c, q)
 	for i := 0; i < 3; i++ {
@@ -709,23 +681,18 @@ func TestConcurrentSendersAndReceivers(t *testing.T) {
 		receivers = 3
 		total     = senders * perSender
 	)
-	c1, c2 := newClient(t, b), newClient(t, b)
+	// Two connections, so that the broker sees senders and receivers on both.
+	clients := []*azservicebus.Client{newClient(t, b), newClient(t, b)}
 
 	var wg sync.WaitGroup
 	errs := make(chan error, senders+receivers)
-	for i := 0; i < senders; i++ {
+	// Links are opened here, where a failure can stop the test; the
+	// sending and receiving on them is what runs concurrently.
+	for i := range senders {
+		s := newSender(t, clients[i%2], q)
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			c := c1
-			if i%2 == 1 {
-				c = c2
-			}
-			s, err := c.NewSender(q, nil)
-			if err != nil {
-				errs <- err
-				return
-			}
 			defer s.Close(context.Background())
 			for j := 0; j < perSender; j++ {
 				id := fmt.Sprintf("s%d-%d", i, j)
@@ -741,19 +708,11 @@ func TestConcurrentSendersAndReceivers(t *testing.T) {
 	seen := map[string]int{}
 	done := make(chan struct{})
 	var closeDone sync.Once
-	for i := 0; i < receivers; i++ {
+	for i := range receivers {
+		r := newReceiver(t, clients[i%2], q, nil)
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			c := c1
-			if i%2 == 1 {
-				c = c2
-			}
-			r, err := c.NewReceiverForQueue(q, nil)
-			if err != nil {
-				errs <- err
-				return
-			}
 			defer r.Close(context.Background())
 			for {
 				select {

@@ -7,7 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -194,14 +195,12 @@ func sysObject(functionName string, now time.Time, randGUID string) []byte {
 	return o.bytes()
 }
 
+// appendProperties writes props as a JSON object with sorted keys, each
+// value as appendNativeJSON writes it: the application properties, and any
+// dictionary among their values.
 func appendProperties(dst []byte, props map[string]any) []byte {
-	keys := make([]string, 0, len(props))
-	for k := range props {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	dst = append(dst, '{')
-	for i, k := range keys {
+	for i, k := range slices.Sorted(maps.Keys(props)) {
 		if i > 0 {
 			dst = append(dst, ',')
 		}

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"reflect"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -259,26 +259,10 @@ func appendNativeJSON(dst []byte, v any) []byte {
 		return appendJSONString(dst, v)
 	case bool:
 		return strconv.AppendBool(dst, v)
-	case int:
-		return strconv.AppendInt(dst, int64(v), 10)
-	case int8:
-		return strconv.AppendInt(dst, int64(v), 10)
-	case int16:
-		return strconv.AppendInt(dst, int64(v), 10)
-	case int32:
-		return strconv.AppendInt(dst, int64(v), 10)
-	case int64:
-		return strconv.AppendInt(dst, v, 10)
-	case uint:
-		return strconv.AppendUint(dst, uint64(v), 10)
-	case uint8:
-		return strconv.AppendUint(dst, uint64(v), 10)
-	case uint16:
-		return strconv.AppendUint(dst, uint64(v), 10)
-	case uint32:
-		return strconv.AppendUint(dst, uint64(v), 10)
-	case uint64:
-		return strconv.AppendUint(dst, v, 10)
+	case int, int8, int16, int32, int64:
+		return strconv.AppendInt(dst, reflect.ValueOf(v).Int(), 10)
+	case uint, uint8, uint16, uint32, uint64:
+		return strconv.AppendUint(dst, reflect.ValueOf(v).Uint(), 10)
 	case float32:
 		return appendFloat(dst, float64(v))
 	case float64:
@@ -292,21 +276,7 @@ func appendNativeJSON(dst []byte, v any) []byte {
 	case [16]byte:
 		return appendJSONString(dst, kit.FormatGUID(v))
 	case map[string]any:
-		keys := make([]string, 0, len(v))
-		for k := range v {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		dst = append(dst, '{')
-		for i, k := range keys {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendJSONString(dst, k)
-			dst = append(dst, ':')
-			dst = appendNativeJSON(dst, v[k])
-		}
-		return append(dst, '}')
+		return appendProperties(dst, v)
 	case []any:
 		dst = append(dst, '[')
 		for i, e := range v {
