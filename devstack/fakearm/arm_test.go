@@ -3,8 +3,6 @@ package fakearm_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -19,16 +17,8 @@ import (
 
 	"github.com/contoso/databricks-token-broker/devstack/fakearm"
 	"github.com/contoso/databricks-token-broker/devstack/fakeentra"
-	"github.com/contoso/databricks-token-broker/devstack/testca"
+	"github.com/contoso/databricks-token-broker/devstack/kit/kittest"
 )
-
-var testCA = func() *testca.CA {
-	c, err := testca.New()
-	if err != nil {
-		panic(err)
-	}
-	return c
-}()
 
 const (
 	sub  = "11111111-2222-3333-4444-555555555555"
@@ -37,7 +27,7 @@ const (
 
 func start(t *testing.T, opts fakearm.Options) *fakearm.Server {
 	t.Helper()
-	s, err := fakearm.Start(testCA, opts)
+	s, err := fakearm.Start(kittest.CA(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,21 +47,13 @@ func client(t *testing.T, s *fakearm.Server, cred azcore.TokenCredential, audien
 				cloud.ResourceManager: {Endpoint: s.Endpoint(), Audience: audience},
 			},
 		},
-		Transport: testCA.Client(),
-		Retry:     policy.RetryOptions{MaxRetries: 3, RetryDelay: time.Millisecond, MaxRetryDelay: 5 * time.Millisecond},
+		Transport: kittest.CA().Client(),
+		Retry:     kittest.FastRetry,
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
-}
-
-func responseError(t *testing.T, err error, status int, code string) {
-	t.Helper()
-	var re *azcore.ResponseError
-	if !errors.As(err, &re) || re.StatusCode != status || re.ErrorCode != code {
-		t.Fatalf("err = %v, want %d %s", err, status, code)
-	}
 }
 
 // TestArmdatabricksWithManagedIdentity uses the real azidentity managed
@@ -120,12 +102,12 @@ func TestArmdatabricksWithManagedIdentity(t *testing.T) {
 	}
 
 	_, err = c.Get(t.Context(), "rg-data", "missing", nil)
-	responseError(t, err, 404, "ResourceNotFound")
+	kittest.WantResponseError(t, err, 404, "ResourceNotFound")
 	if !strings.Contains(err.Error(), "The Resource 'Microsoft.Databricks/workspaces/missing' under resource group 'rg-data' was not found") {
 		t.Errorf("message: %v", err)
 	}
 	_, err = c.Get(t.Context(), "rg-other", "ws-one", nil)
-	responseError(t, err, 404, "ResourceGroupNotFound")
+	kittest.WantResponseError(t, err, 404, "ResourceGroupNotFound")
 
 	// Throttling with Retry-After: 0 is retried by the SDK.
 	s.FailNext(2, http.StatusTooManyRequests)
@@ -134,7 +116,7 @@ func TestArmdatabricksWithManagedIdentity(t *testing.T) {
 	}
 	s.FailNext(4, http.StatusServiceUnavailable) // 1 try + 3 retries
 	_, err = c.Get(t.Context(), "rg-data", "ws-one", nil)
-	responseError(t, err, 503, "ServiceUnavailable")
+	kittest.WantResponseError(t, err, 503, "ServiceUnavailable")
 
 	if got := s.Calls()["get"]; got != 11 {
 		t.Errorf("get calls = %d, want 11", got)
@@ -178,7 +160,7 @@ func TestAuthErrors(t *testing.T) {
 		{"garbage", staticCred("fake_token"), "InvalidAuthenticationToken"},
 	} {
 		_, err := client(t, s, tc.cred, "https://management.azure.com").Get(t.Context(), "rg-data", "ws-one", nil)
-		responseError(t, err, 401, tc.code)
+		kittest.WantResponseError(t, err, 401, tc.code)
 	}
 	// Both management audiences, with or without the trailing slash, are accepted.
 	for _, aud := range []string{"https://management.azure.com", "https://management.azure.com/", "https://management.core.windows.net"} {
@@ -188,7 +170,7 @@ func TestAuthErrors(t *testing.T) {
 	}
 	s.DenyRead("o", true)
 	_, err := client(t, s, tok(fakeentra.ARMResource, now.Add(time.Hour)), fakeentra.ARMResource).Get(t.Context(), "rg-data", "ws-one", nil)
-	responseError(t, err, 403, "AuthorizationFailed")
+	kittest.WantResponseError(t, err, 403, "AuthorizationFailed")
 }
 
 func TestPlainHTTP(t *testing.T) {
@@ -196,16 +178,7 @@ func TestPlainHTTP(t *testing.T) {
 	s := start(t, fakearm.Options{APIVersions: []string{fakearm.APIVersion}})
 	good := fakeentra.NewToken(fakeentra.Claims{Audience: fakeentra.ARMResource, ExpiresAt: time.Now().Add(time.Hour).Unix(), ObjectID: "o"})
 	get := func(path, token string) (int, http.Header, map[string]map[string]any) {
-		req, _ := http.NewRequest(http.MethodGet, s.Endpoint()+path, nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := testCA.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		resp, b := kittest.Do(t, http.MethodGet, s.Endpoint()+path, token)
 		var m map[string]map[string]any
 		_ = json.Unmarshal(b, &m)
 		return resp.StatusCode, resp.Header, m

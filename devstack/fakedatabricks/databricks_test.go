@@ -16,16 +16,8 @@ import (
 
 	"github.com/contoso/databricks-token-broker/devstack/fakedatabricks"
 	"github.com/contoso/databricks-token-broker/devstack/fakeentra"
-	"github.com/contoso/databricks-token-broker/devstack/testca"
+	"github.com/contoso/databricks-token-broker/devstack/kit/kittest"
 )
-
-var testCA = func() *testca.CA {
-	c, err := testca.New()
-	if err != nil {
-		panic(err)
-	}
-	return c
-}()
 
 const resourceID = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-data/providers/Microsoft.Databricks/workspaces/ws-one"
 
@@ -40,12 +32,12 @@ func newEnv(t *testing.T, opts fakedatabricks.Options) *env {
 	if opts.ResourceID == "" {
 		opts.ResourceID = resourceID
 	}
-	ws, err := fakedatabricks.StartWorkspace(testCA, opts)
+	ws, err := fakedatabricks.StartWorkspace(kittest.CA(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ws.Close() })
-	return &env{t: t, ws: ws, client: testCA.Client()}
+	return &env{t: t, ws: ws, client: kittest.CA().Client()}
 }
 
 // principal mints tokens for one service principal.

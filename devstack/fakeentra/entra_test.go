@@ -15,26 +15,13 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/contoso/databricks-token-broker/devstack/fakeentra"
+	"github.com/contoso/databricks-token-broker/devstack/kit/kittest"
 )
 
 const (
 	databricksScope = fakeentra.DatabricksResource + "/.default"
 	managementScope = "https://management.core.windows.net//.default"
 )
-
-func startMSI(t *testing.T, opts fakeentra.MSIOptions) *fakeentra.MSI {
-	t.Helper()
-	m, err := fakeentra.StartMSI(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Close() })
-	return m
-}
-
-func fastRetry() policy.RetryOptions {
-	return policy.RetryOptions{MaxRetries: 3, RetryDelay: time.Millisecond, MaxRetryDelay: 5 * time.Millisecond}
-}
 
 func setEnv(t *testing.T, m *fakeentra.MSI) {
 	for k, v := range m.Env() {
@@ -46,7 +33,7 @@ func setEnv(t *testing.T, m *fakeentra.MSI) {
 // (App Service source) against the stand-in.
 func TestAzidentityAppService(t *testing.T) {
 	id := fakeentra.NewIdentity()
-	m := startMSI(t, fakeentra.MSIOptions{UserAssigned: []fakeentra.Identity{id}})
+	m := kittest.StartMSI(t, fakeentra.MSIOptions{UserAssigned: []fakeentra.Identity{id}})
 	setEnv(t, m)
 
 	for _, tc := range []struct {
@@ -60,7 +47,7 @@ func TestAzidentityAppService(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := m.Calls()
 			cred, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
-				ID: tc.id, ClientOptions: azcore.ClientOptions{Retry: fastRetry()},
+				ID: tc.id, ClientOptions: azcore.ClientOptions{Retry: kittest.FastRetry},
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -119,10 +106,10 @@ func TestAzidentitySystemAssignedAndFaults(t *testing.T) {
 	sys := fakeentra.NewIdentity()
 	sys.ResourceID = ""
 	resource := "api://devstack-" + sys.ClientID
-	m := startMSI(t, fakeentra.MSIOptions{SystemAssigned: sys, TenantID: "tenant-x", Lifetime: 3 * time.Hour})
+	m := kittest.StartMSI(t, fakeentra.MSIOptions{SystemAssigned: sys, TenantID: "tenant-x", Lifetime: 3 * time.Hour})
 	setEnv(t, m)
 	cred, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
-		ClientOptions: azcore.ClientOptions{Retry: fastRetry()},
+		ClientOptions: azcore.ClientOptions{Retry: kittest.FastRetry},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +137,7 @@ func TestAzidentitySystemAssignedAndFaults(t *testing.T) {
 }
 
 func TestAzidentityWrongHeader(t *testing.T) {
-	m := startMSI(t, fakeentra.MSIOptions{})
+	m := kittest.StartMSI(t, fakeentra.MSIOptions{})
 	t.Setenv("IDENTITY_ENDPOINT", m.Endpoint())
 	t.Setenv("IDENTITY_HEADER", "not-the-secret")
 	cred, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
@@ -172,7 +159,7 @@ func TestAzidentityWrongHeader(t *testing.T) {
 
 func TestEndpointErrors(t *testing.T) {
 	t.Parallel()
-	m := startMSI(t, fakeentra.MSIOptions{Resources: []string{fakeentra.DatabricksResource}})
+	m := kittest.StartMSI(t, fakeentra.MSIOptions{Resources: []string{fakeentra.DatabricksResource}})
 	get := func(q url.Values, header string, set bool) int {
 		req, _ := http.NewRequest(http.MethodGet, m.Endpoint()+"?"+q.Encode(), nil)
 		if set {
@@ -210,7 +197,7 @@ func TestEndpointErrors(t *testing.T) {
 
 func TestCredentialConcurrent(t *testing.T) {
 	t.Parallel()
-	m := startMSI(t, fakeentra.MSIOptions{})
+	m := kittest.StartMSI(t, fakeentra.MSIOptions{})
 	cred := m.Credential("")
 	var wg sync.WaitGroup
 	for range 20 {
@@ -284,7 +271,7 @@ func TestValidate(t *testing.T) {
 
 func TestAdvanceAndLifetime(t *testing.T) {
 	t.Parallel()
-	m := startMSI(t, fakeentra.MSIOptions{Lifetime: 10 * time.Minute})
+	m := kittest.StartMSI(t, fakeentra.MSIOptions{Lifetime: 10 * time.Minute})
 	m.Advance(-time.Hour)
 	tok := m.Token(fakeentra.DatabricksResource)
 	if _, err := fakeentra.Validate(tok, time.Now(), fakeentra.DatabricksResource); !errors.Is(err, fakeentra.ErrExpired) {

@@ -1,36 +1,25 @@
 package fakekeyvault_test
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 
 	"github.com/contoso/databricks-token-broker/devstack/fakeentra"
 	"github.com/contoso/databricks-token-broker/devstack/fakekeyvault"
-	"github.com/contoso/databricks-token-broker/devstack/testca"
+	"github.com/contoso/databricks-token-broker/devstack/kit/kittest"
 )
-
-var testCA = func() *testca.CA {
-	c, err := testca.New()
-	if err != nil {
-		panic(err)
-	}
-	return c
-}()
 
 func startVault(t *testing.T, opts fakekeyvault.Options) *fakekeyvault.Vault {
 	t.Helper()
-	v, err := fakekeyvault.Start(testCA, opts)
+	v, err := fakekeyvault.Start(kittest.CA(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,22 +27,12 @@ func startVault(t *testing.T, opts fakekeyvault.Options) *fakekeyvault.Vault {
 	return v
 }
 
-func startMSI(t *testing.T, opts fakeentra.MSIOptions) *fakeentra.MSI {
-	t.Helper()
-	m, err := fakeentra.StartMSI(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Close() })
-	return m
-}
-
 func newClient(t *testing.T, v *fakekeyvault.Vault, cred azcore.TokenCredential, disableVerification bool) *azsecrets.Client {
 	t.Helper()
 	c, err := azsecrets.NewClient(v.URL(), cred, &azsecrets.ClientOptions{
 		ClientOptions: azcore.ClientOptions{
-			Transport: testCA.Client(),
-			Retry:     policy.RetryOptions{MaxRetries: 3, RetryDelay: time.Millisecond, MaxRetryDelay: 5 * time.Millisecond},
+			Transport: kittest.CA().Client(),
+			Retry:     kittest.FastRetry,
 		},
 		DisableChallengeResourceVerification: disableVerification,
 	})
@@ -63,21 +42,13 @@ func newClient(t *testing.T, v *fakekeyvault.Vault, cred azcore.TokenCredential,
 	return c
 }
 
-func wantResponseError(t *testing.T, err error, status int, code string) {
-	t.Helper()
-	var re *azcore.ResponseError
-	if !errors.As(err, &re) || re.StatusCode != status || re.ErrorCode != code {
-		t.Fatalf("err = %v, want %d %s", err, status, code)
-	}
-}
-
 // TestAzsecretsWithManagedIdentity runs the real azsecrets client, with the
 // real azidentity managed identity credential, through the challenge flow.
 func TestAzsecretsWithManagedIdentity(t *testing.T) {
 	// A fresh user-assigned identity: MSAL caches managed identity tokens
 	// process-wide by identity and resource.
 	id := fakeentra.NewIdentity()
-	msi := startMSI(t, fakeentra.MSIOptions{TenantID: "kv-tenant", UserAssigned: []fakeentra.Identity{id}})
+	msi := kittest.StartMSI(t, fakeentra.MSIOptions{TenantID: "kv-tenant", UserAssigned: []fakeentra.Identity{id}})
 	for k, val := range msi.Env() {
 		t.Setenv(k, val)
 	}
@@ -166,7 +137,7 @@ func TestAzsecretsWithManagedIdentity(t *testing.T) {
 		t.Fatalf("update = %+v, %v", upd, err)
 	}
 	_, err = c.GetSecret(ctx, "databricks-ws-one", first, nil)
-	wantResponseError(t, err, 403, "Forbidden")
+	kittest.WantResponseError(t, err, 403, "Forbidden")
 	if !strings.Contains(err.Error(), "Operation get is not allowed on a disabled secret.") {
 		t.Errorf("message: %v", err)
 	}
@@ -192,7 +163,7 @@ func TestAzsecretsWithManagedIdentity(t *testing.T) {
 func TestChallengeResourceVerification(t *testing.T) {
 	t.Parallel()
 	v := startVault(t, fakekeyvault.Options{})
-	msi := startMSI(t, fakeentra.MSIOptions{})
+	msi := kittest.StartMSI(t, fakeentra.MSIOptions{})
 	_, err := newClient(t, v, msi.Credential(""), false).GetSecret(t.Context(), "x", "", nil)
 	if err == nil || !strings.Contains(err.Error(), `challenge resource "https://vault.azure.net" doesn't match the requested domain`) {
 		t.Fatalf("err = %v, want the challenge resource verification error", err)
@@ -205,7 +176,7 @@ func TestChallengeResourceVerification(t *testing.T) {
 func TestFaultsAndForbidden(t *testing.T) {
 	t.Parallel()
 	v := startVault(t, fakekeyvault.Options{})
-	msi := startMSI(t, fakeentra.MSIOptions{})
+	msi := kittest.StartMSI(t, fakeentra.MSIOptions{})
 	c := newClient(t, v, msi.Credential(""), true)
 	ctx := t.Context()
 	if _, err := v.PutSecret("seeded", "s3cret", "", nil); err != nil {
@@ -217,7 +188,7 @@ func TestFaultsAndForbidden(t *testing.T) {
 	}
 	v.FailNext(1, http.StatusForbidden)
 	_, err := c.GetSecret(ctx, "seeded", "", nil)
-	wantResponseError(t, err, 403, "Forbidden")
+	kittest.WantResponseError(t, err, 403, "Forbidden")
 	if !strings.Contains(err.Error(), "ForbiddenByRbac") || !strings.Contains(err.Error(), "getSecret/action") {
 		t.Errorf("rbac message: %v", err)
 	}
@@ -227,28 +198,28 @@ func TestFaultsAndForbidden(t *testing.T) {
 	}
 	v.FailNext(4, http.StatusServiceUnavailable)
 	_, err = c.GetSecret(ctx, "seeded", "", nil)
-	wantResponseError(t, err, 503, "ServiceUnavailable")
+	kittest.WantResponseError(t, err, 503, "ServiceUnavailable")
 
 	v.Forbid("seeded", true)
 	_, err = c.SetSecret(ctx, "seeded", azsecrets.SetSecretParameters{Value: to.Ptr("v2")}, nil)
-	wantResponseError(t, err, 403, "Forbidden")
+	kittest.WantResponseError(t, err, 403, "Forbidden")
 	v.Forbid("seeded", false)
 
 	_, err = c.GetSecret(ctx, "missing", "", nil)
-	wantResponseError(t, err, 404, "SecretNotFound")
+	kittest.WantResponseError(t, err, 404, "SecretNotFound")
 	_, err = c.SetSecret(ctx, "bad_name", azsecrets.SetSecretParameters{Value: to.Ptr("v")}, nil)
-	wantResponseError(t, err, 400, "BadParameter")
+	kittest.WantResponseError(t, err, 400, "BadParameter")
 	_, err = c.SetSecret(ctx, "no-value", azsecrets.SetSecretParameters{}, nil)
-	wantResponseError(t, err, 400, "BadParameter")
+	kittest.WantResponseError(t, err, 400, "BadParameter")
 
 	// Soft delete: the name is blocked until purged or recovered.
 	if _, err := c.DeleteSecret(ctx, "seeded", nil); err != nil {
 		t.Fatal(err)
 	}
 	_, err = c.GetSecret(ctx, "seeded", "", nil)
-	wantResponseError(t, err, 404, "SecretNotFound")
+	kittest.WantResponseError(t, err, 404, "SecretNotFound")
 	_, err = c.SetSecret(ctx, "seeded", azsecrets.SetSecretParameters{Value: to.Ptr("v3")}, nil)
-	wantResponseError(t, err, 409, "Conflict")
+	kittest.WantResponseError(t, err, 409, "Conflict")
 	if _, err := c.RecoverDeletedSecret(ctx, "seeded", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -270,16 +241,7 @@ func TestPlainHTTP(t *testing.T) {
 	t.Parallel()
 	v := startVault(t, fakekeyvault.Options{TenantID: "t-1"})
 	do := func(method, path, token string) (*http.Response, string) {
-		req, _ := http.NewRequest(method, v.URL()+path, nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := testCA.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		resp, b := kittest.Do(t, method, v.URL()+path, token)
 		return resp, string(b)
 	}
 	resp, body := do(http.MethodGet, "/secrets/x?api-version="+fakekeyvault.APIVersion, "")
