@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/contoso/databricks-token-broker/internal/input"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
 
@@ -373,66 +374,31 @@ func prefixErrors(prefix string, err error) error {
 	return errors.Join(out...)
 }
 
-// problems collects one error per problem, each naming its place.
-type problems []error
-
-func (ps *problems) add(path, format string, args ...any) {
-	*ps = append(*ps, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
-}
-
-// member is one member of a JSON object, in document order.
-type member struct {
-	key string
-	val json.RawMessage
-}
-
-// members splits a JSON object into its members. ok is false when raw is
-// not an object. raw must be valid JSON.
-func members(raw json.RawMessage) (ms []member, ok bool) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, false
-	}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, false
-		}
-		key, _ := t.(string)
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, false
-		}
-		ms = append(ms, member{key, v})
-	}
-	return ms, true
-}
-
 // fields checks an object's keys against the known ones (reporting unknown
 // and repeated keys) and returns the known members by key.
-func fields(ps *problems, path string, raw json.RawMessage, known ...string) (map[string]json.RawMessage, bool) {
-	ms, ok := members(raw)
+func fields(ps *input.Problems, path string, raw json.RawMessage, known ...string) (map[string]json.RawMessage, bool) {
+	ms, ok := input.Members(raw)
 	if !ok {
 		if path == "" {
 			path = "policy"
 		}
-		ps.add(path, "must be a JSON object")
+		ps.Add(path, "must be a JSON object")
 		return nil, false
 	}
 	out := make(map[string]json.RawMessage, len(ms))
 	for _, m := range ms {
-		at := join(path, m.key)
+		at := join(path, m.Key)
 		switch {
-		case !slices.Contains(known, m.key):
-			if i := slices.IndexFunc(known, func(k string) bool { return strings.EqualFold(k, m.key) }); i >= 0 {
-				ps.add(at, "unknown field %q (field names are case-sensitive: did you mean %q?)", m.key, known[i])
+		case !slices.Contains(known, m.Key):
+			if i := slices.IndexFunc(known, func(k string) bool { return strings.EqualFold(k, m.Key) }); i >= 0 {
+				ps.Add(at, "unknown field %q (field names are case-sensitive: did you mean %q?)", m.Key, known[i])
 			} else {
-				ps.add(at, "unknown field %q; want one of %s", m.key, strings.Join(known, ", "))
+				ps.Add(at, "unknown field %q; want one of %s", m.Key, strings.Join(known, ", "))
 			}
-		case out[m.key] != nil:
-			ps.add(at, "appears more than once")
+		case out[m.Key] != nil:
+			ps.Add(at, "appears more than once")
 		default:
-			out[m.key] = m.val
+			out[m.Key] = m.Value
 		}
 	}
 	return out, true
@@ -448,18 +414,18 @@ func join(path, key string) string {
 func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
 
 // array decodes a required, non-empty JSON array.
-func array(ps *problems, path string, raw json.RawMessage, what string) []json.RawMessage {
+func array(ps *input.Problems, path string, raw json.RawMessage, what string) []json.RawMessage {
 	if raw == nil {
-		ps.add(path, "is required (%s)", what)
+		ps.Add(path, "is required (%s)", what)
 		return nil
 	}
 	var items []json.RawMessage
 	if isNull(raw) || json.Unmarshal(raw, &items) != nil {
-		ps.add(path, "must be an array (%s)", what)
+		ps.Add(path, "must be an array (%s)", what)
 		return nil
 	}
 	if len(items) == 0 {
-		ps.add(path, "must not be empty (%s)", what)
+		ps.Add(path, "must not be empty (%s)", what)
 	}
 	return items
 }
@@ -490,18 +456,18 @@ func ParsePolicy(data []byte) (*Policy, error) {
 		err := json.Unmarshal(data, &v)
 		return nil, fmt.Errorf("the policy is not valid JSON: %s", jsonProblem(err))
 	}
-	var ps problems
+	var ps input.Problems
 	top, ok := fields(&ps, "", data, "version", "description", "rules")
 	if !ok {
-		return nil, errors.Join(ps...)
+		return nil, ps.Err()
 	}
 	switch raw := top["version"]; {
 	case raw == nil:
-		ps.add("version", "is required (%d)", PolicyVersion)
+		ps.Add("version", "is required (%d)", PolicyVersion)
 	default:
 		var v int
 		if err := json.Unmarshal(raw, &v); err != nil || v != PolicyVersion {
-			ps.add("version", "must be %d; got %s", PolicyVersion, tokens.Clip(string(raw), 80))
+			ps.Add("version", "must be %d; got %s", PolicyVersion, tokens.Clip(string(raw), 80))
 		}
 	}
 	if raw := top["description"]; raw != nil {
@@ -514,22 +480,22 @@ func ParsePolicy(data []byte) (*Policy, error) {
 		}
 	}
 	if len(ps) > 0 {
-		return nil, errors.Join(ps...)
+		return nil, ps.Err()
 	}
 	return p, nil
 }
 
-func checkDescription(ps *problems, path string, raw json.RawMessage) {
+func checkDescription(ps *input.Problems, path string, raw json.RawMessage) {
 	s, ok := str(raw)
 	switch {
 	case !ok:
-		ps.add(path, "must be a string")
+		ps.Add(path, "must be a string")
 	case utf8.RuneCountInString(s) > 500:
-		ps.add(path, "must be at most 500 characters")
+		ps.Add(path, "must be at most 500 characters")
 	}
 }
 
-func parseRule(ps *problems, path string, raw json.RawMessage) (rule, bool) {
+func parseRule(ps *input.Problems, path string, raw json.RawMessage) (rule, bool) {
 	before := len(*ps)
 	f, ok := fields(ps, path, raw, "description", "principals", "actions", "workspaces", "maxLifetime", "scopes", "requireScopes")
 	if !ok {
@@ -546,7 +512,7 @@ func parseRule(ps *problems, path string, raw json.RawMessage) (rule, bool) {
 			continue
 		}
 		if slices.Contains(r.principals, spec) {
-			ps.add(at, "repeats an earlier principal of this rule")
+			ps.Add(at, "repeats an earlier principal of this rule")
 			continue
 		}
 		r.principals = append(r.principals, spec)
@@ -557,11 +523,11 @@ func parseRule(ps *problems, path string, raw json.RawMessage) (rule, bool) {
 		a := tokens.Action(name)
 		switch {
 		case !ok:
-			ps.add(at, "must be a string: %s", actionNames())
+			ps.Add(at, "must be a string: %s", actionNames())
 		case !slices.Contains(Actions, a):
-			ps.add(at, "unknown action %q; want %s", tokens.Clip(name, 80), actionNames())
+			ps.Add(at, "unknown action %q; want %s", tokens.Clip(name, 80), actionNames())
 		case slices.Contains(r.actions, a):
-			ps.add(at, "repeats action %q", a)
+			ps.Add(at, "repeats action %q", a)
 		default:
 			r.actions = append(r.actions, a)
 		}
@@ -570,16 +536,16 @@ func parseRule(ps *problems, path string, raw json.RawMessage) (rule, bool) {
 		at := fmt.Sprintf("%s.workspaces[%d]", path, j)
 		s, ok := str(item)
 		if !ok {
-			ps.add(at, "must be a string")
+			ps.Add(at, "must be a string")
 			continue
 		}
 		w, err := parseScope(s)
 		if err != nil {
-			ps.add(at, "%v", err)
+			ps.Add(at, "%v", err)
 			continue
 		}
 		if slices.Contains(r.workspaces, w) {
-			ps.add(at, "repeats an earlier workspace pattern of this rule")
+			ps.Add(at, "repeats an earlier workspace pattern of this rule")
 			continue
 		}
 		r.workspaces = append(r.workspaces, w)
@@ -589,9 +555,9 @@ func parseRule(ps *problems, path string, raw json.RawMessage) (rule, bool) {
 		d, err := parseLifetime(raw)
 		switch {
 		case err != nil:
-			ps.add(at, "%v", err)
+			ps.Add(at, "%v", err)
 		case !slices.Contains(r.actions, ActionCreate) && len(r.actions) > 0:
-			ps.add(at, "applies only to rules that grant %q", ActionCreate)
+			ps.Add(at, "applies only to rules that grant %q", ActionCreate)
 		default:
 			r.maxLifetime = d
 		}
@@ -602,28 +568,28 @@ func parseRule(ps *problems, path string, raw json.RawMessage) (rule, bool) {
 			at := fmt.Sprintf("%s.scopes[%d]", path, j)
 			s, ok := str(item)
 			if !ok {
-				ps.add(at, "must be a string")
+				ps.Add(at, "must be a string")
 				continue
 			}
 			if err := parseScopePattern(s); err != nil {
-				ps.add(at, "%v", err)
+				ps.Add(at, "%v", err)
 				continue
 			}
 			if slices.Contains(r.scopes, s) {
-				ps.add(at, "repeats scope pattern %q", s)
+				ps.Add(at, "repeats scope pattern %q", s)
 				continue
 			}
 			r.scopes = append(r.scopes, s)
 		}
 		if !grantsCreate {
-			ps.add(path+".scopes", "applies only to rules that grant %q", ActionCreate)
+			ps.Add(path+".scopes", "applies only to rules that grant %q", ActionCreate)
 		}
 	}
 	if raw := f["requireScopes"]; raw != nil {
 		if json.Unmarshal(raw, &r.requireScopes) != nil || isNull(raw) {
-			ps.add(path+".requireScopes", "must be true or false")
+			ps.Add(path+".requireScopes", "must be true or false")
 		} else if !grantsCreate {
-			ps.add(path+".requireScopes", "applies only to rules that grant %q", ActionCreate)
+			ps.Add(path+".requireScopes", "applies only to rules that grant %q", ActionCreate)
 		}
 	}
 	return r, len(*ps) == before
@@ -656,12 +622,12 @@ func parseScopePattern(s string) error {
 	return nil
 }
 
-func parsePrincipal(ps *problems, path string, raw json.RawMessage) (principalSpec, bool) {
+func parsePrincipal(ps *input.Problems, path string, raw json.RawMessage) (principalSpec, bool) {
 	if s, ok := str(raw); ok {
 		if s == PrincipalQueue {
 			return principalSpec{kind: byQueue}, true
 		}
-		ps.add(path, `unknown principal %q; want "queue" or an object {"objectId"|"appId"|"appRole": …}`, tokens.Clip(s, 80))
+		ps.Add(path, `unknown principal %q; want "queue" or an object {"objectId"|"appId"|"appRole": …}`, tokens.Clip(s, 80))
 		return principalSpec{}, false
 	}
 	before := len(*ps)
@@ -671,7 +637,7 @@ func parsePrincipal(ps *problems, path string, raw json.RawMessage) (principalSp
 	}
 	if len(f) != 1 {
 		if len(*ps) == before {
-			ps.add(path, `must have exactly one of "objectId", "appId", "appRole"; has %d`, len(f))
+			ps.Add(path, `must have exactly one of "objectId", "appId", "appRole"; has %d`, len(f))
 		}
 		return principalSpec{}, false
 	}
@@ -682,13 +648,13 @@ func parsePrincipal(ps *problems, path string, raw json.RawMessage) (principalSp
 		at := path + "." + key
 		s, ok := str(v)
 		if !ok {
-			ps.add(at, "must be a string")
+			ps.Add(at, "must be a string")
 			return principalSpec{}, false
 		}
 		switch key {
 		case "objectId", "appId":
 			if !tokens.IsGUID(s) {
-				ps.add(at, "%q is not a GUID", tokens.Clip(s, 80))
+				ps.Add(at, "%q is not a GUID", tokens.Clip(s, 80))
 				return principalSpec{}, false
 			}
 			kind := byObjectID
@@ -698,7 +664,7 @@ func parsePrincipal(ps *problems, path string, raw json.RawMessage) (principalSp
 			return principalSpec{kind: kind, value: strings.ToLower(s)}, true
 		case "appRole":
 			if err := validAppRole(s); err != nil {
-				ps.add(at, "%v", err)
+				ps.Add(at, "%v", err)
 				return principalSpec{}, false
 			}
 			return principalSpec{kind: byAppRole, value: s}, true
