@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -181,14 +180,19 @@ const maxPATLifetime = 730 * 24 * time.Hour
 
 // Load reads the environment and validates it. The error lists every
 // problem, one per line, each starting with the setting's name.
-func Load() (Config, error) {
+//
+// envconfig reads the UPPER_SNAKE settings from the process environment
+// itself (it takes no lookup function); getenv reads the rest: the
+// Functions host's mixed-case storage names and App Service's WEBSITE_*
+// variables. main passes os.Getenv.
+func Load(getenv func(string) string) (Config, error) {
 	var e env
 	if err := envconfig.Process("", &e); err != nil {
 		return Config{}, err
 	}
 	e.Storage, e.StorageTableURI = getenv("AzureWebJobsStorage"), getenv("AzureWebJobsStorage__tableServiceUri")
 	applyDefaults(&e)
-	return parse(e)
+	return parse(e, getenv)
 }
 
 func applyDefaults(e *env) {
@@ -202,7 +206,7 @@ func applyDefaults(e *env) {
 	}
 }
 
-func parse(e env) (Config, error) {
+func parse(e env, getenv func(string) string) (Config, error) {
 	var p input.Problems
 	c := Config{ListenAddress: strings.TrimSpace(e.ListenAddress), ResultsQueue: strings.TrimSpace(e.ResultsQueue)}
 
@@ -336,9 +340,6 @@ func parse(e env) (Config, error) {
 	}
 	return c, p.Err()
 }
-
-// getenv is os.Getenv; a variable so that tests can replace it.
-var getenv = os.Getenv
 
 func parseBool(p *input.Problems, name, v string) bool {
 	b, err := strconv.ParseBool(strings.TrimSpace(v))

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"testing"
 	"time"
 
@@ -32,7 +33,7 @@ func BenchmarkCreateTokenHotPath(b *testing.B) {
 	defer st.Close()
 	hosts, _ := allowlist.ParseHosts(st.AllowedHosts())
 	subs, _ := allowlist.ParseSubscriptions(stack.Subscription)
-	cloud, _ := config.Load()
+	cloud, _ := config.Load(os.Getenv)
 	cred := identity.NewCache(st.MSI.Credential(""), time.Now)
 	co := policy.ClientOptions{Transport: &http.Client{Transport: st.CA.Transport()}}
 	resolver := workspace.New(cred, workspace.Options{ARMEndpoint: st.ARM.Endpoint(), ManagementAudience: cloud.Cloud.ManagementAudience,
