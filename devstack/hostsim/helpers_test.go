@@ -211,6 +211,24 @@ func do(t testing.TB, method, url string, body string, header http.Header) respo
 }
 
 // httpEcho is what the fake handler answers to a forwarded request.
+// postChunked POSTs body without a Content-Length (the reader hides its
+// length, so the client sends it chunked) and returns what the echo
+// function saw.
+func postChunked(t testing.TB, url, body string) httpEcho {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, struct{ *strings.Reader }{strings.NewReader(body)})
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e httpEcho
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
 type httpEcho struct {
 	Method        string              `json:"method"`
 	Path          string              `json:"path"`

@@ -249,17 +249,7 @@ func TestHTTPForwarding(t *testing.T) {
 	})
 
 	t.Run("body without Content-Length is not forwarded (legacy forwarding)", func(t *testing.T) {
-		req, _ := http.NewRequest("POST", h.URL()+"/api/echo", struct{ *strings.Reader }{strings.NewReader("chunked")})
-		resp, err := noRedirect.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var e httpEcho
-		if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
-			t.Fatal(err)
-		}
-		if e.Body != "" {
+		if e := postChunked(t, h.URL()+"/api/echo", "chunked"); e.Body != "" {
 			t.Errorf("chunked body reached the handler: %q", e.Body)
 		}
 	})
@@ -272,16 +262,7 @@ func TestHTTPProxyingAndRoutePrefix(t *testing.T) {
 	hostJSON := `{"version":"2.0","customHandler":{"description":{"defaultExecutablePath":"handler"},
 	  "enableProxyingHttpRequest":true},"extensions":{"http":{"routePrefix":""}}}`
 	h := startHost(t, hostsim.Options{AppRoot: writeApp(t, hostJSON, standardFunctions)})
-	req, _ := http.NewRequest("POST", h.URL()+"/echo?q=1", struct{ *strings.Reader }{strings.NewReader("streamed")})
-	resp, err := noRedirect.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var e httpEcho
-	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
-		t.Fatal(err)
-	}
+	e := postChunked(t, h.URL()+"/echo?q=1", "streamed")
 	hd := http.Header(e.Headers)
 	if e.Path != "/echo" || e.RawQuery != "q=1" || e.Body != "streamed" {
 		t.Errorf("path %q query %q body %q", e.Path, e.RawQuery, e.Body)

@@ -36,11 +36,7 @@ type CA struct {
 
 // New creates a fresh root CA valid from one hour ago for ten years.
 func New() (*CA, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("ca: generate key: %w", err)
-	}
-	serial, err := randomSerial()
+	key, serial, err := newKey("generate key")
 	if err != nil {
 		return nil, err
 	}
@@ -74,12 +70,18 @@ func New() (*CA, error) {
 	}, nil
 }
 
-func randomSerial() (*big.Int, error) {
+// newKey draws what every certificate here needs: a P-256 key and a
+// random 127-bit serial. what names the key in an error.
+func newKey(what string) (*ecdsa.PrivateKey, *big.Int, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ca: %s: %w", what, err)
+	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		return nil, fmt.Errorf("ca: serial: %w", err)
+		return nil, nil, fmt.Errorf("ca: serial: %w", err)
 	}
-	return serial, nil
+	return key, serial, nil
 }
 
 // Certificate returns the root certificate.
@@ -159,11 +161,7 @@ func (c *CA) leaf(extra []string) (*tls.Certificate, error) {
 	if l, ok := c.leaves[cacheKey]; ok {
 		return l, nil
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("ca: leaf key: %w", err)
-	}
-	serial, err := randomSerial()
+	key, serial, err := newKey("leaf key")
 	if err != nil {
 		return nil, err
 	}
