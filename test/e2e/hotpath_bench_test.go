@@ -17,6 +17,7 @@ import (
 	"github.com/contoso/databricks-token-broker/internal/config"
 	"github.com/contoso/databricks-token-broker/internal/databricks"
 	"github.com/contoso/databricks-token-broker/internal/identity"
+	"github.com/contoso/databricks-token-broker/internal/ledger"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 	"github.com/contoso/databricks-token-broker/internal/workspace"
 )
@@ -39,7 +40,9 @@ func BenchmarkCreateTokenHotPath(b *testing.B) {
 	resolver := workspace.New(cred, workspace.Options{ARMEndpoint: st.ARM.Endpoint(), ManagementAudience: cloud.Cloud.ManagementAudience,
 		Hosts: hosts, Subscriptions: subs, ClientOptions: co})
 	dbx := databricks.New(cred, databricks.Options{DatabricksScope: cloud.Cloud.DatabricksScope(), ManagementScope: cloud.Cloud.ManagementScope(), ClientOptions: co})
-	svc := tokens.NewService(tokens.Deps{Resolver: resolver, API: dbx, Now: time.Now})
+	// The ledger is required since the ledger merge; in memory, as a
+	// single instance without storage runs it.
+	svc := tokens.NewService(tokens.Deps{Resolver: resolver, API: dbx, Ledger: ledger.ForService(ledger.NewMemory(ledger.Options{}), 0), Now: time.Now})
 	h := handler.New(slog.New(slog.DiscardHandler), svc, nil, handler.Options{
 		Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: 24 * time.Hour}, RetryBudget: 30 * time.Second})
 	body := []byte(`{"workspaceResourceId":"` + stack.WorkspaceResourceID(0) + `","lifetimeSeconds":3600,"comment":"bench"}`)
