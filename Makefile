@@ -1,4 +1,4 @@
-# Everything runs locally: the stand-ins (internal/devstack) replace Azure.
+# Everything runs locally: the stand-ins (devstack/) replace Azure.
 # Needs Go 1.26 and Node.js 20 with npm (the Service Bus stand-in, Azurite
 # for the ledger's table, and the Bicep and KQL checks are Node packages,
 # installed from the npm registry by `deps`).
@@ -8,8 +8,8 @@ NPM     ?= npm
 BIN     ?= bin
 HANDLER := $(BIN)/handler
 DEVSTACK := $(BIN)/devstack
-BROKER  := internal/devstack/servicebus/broker
-AZURITE := internal/devstack/tablestore/azurite
+BROKER  := devstack/fakeservicebus/broker
+AZURITE := devstack/faketables/azurite
 BICEP   := tools/bicepcheck
 KQL     := tools/kqlcheck
 
@@ -72,11 +72,11 @@ build:
 BENCH_NOTE ?=
 bench: deps build
 	$(GO) run ./cmd/bench -handler $(HANDLER) -doc docs/PERFORMANCE.md -note "$(BENCH_NOTE)"
-	$(GO) test -run '^$$' -bench . -benchmem ./handler ./internal/e2e
+	$(GO) test -run '^$$' -bench . -benchmem ./handler ./test/e2e
 
 ## soak: the long redelivery soak of docs/RELIABILITY.md
 soak: deps
-	SOAK_COMMANDS=1000 $(GO) test -count=1 -timeout 60m -run TestSoak -v ./internal/e2e
+	SOAK_COMMANDS=1000 $(GO) test -count=1 -timeout 60m -run TestSoak -v ./test/e2e
 
 ## fuzz: each fuzz target for FUZZTIME (default 2m)
 FUZZTIME ?= 2m

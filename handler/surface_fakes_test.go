@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/contoso/databricks-token-broker/devstack/kit"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
 
@@ -190,31 +191,13 @@ func (p *recPublisher) outcomes() []tokens.Outcome {
 	return append([]tokens.Outcome(nil), p.published...)
 }
 
-// syncBuffer is a log sink safe for the handler's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // rig is one handler with its fakes and its log.
 type rig struct {
 	t   *testing.T
 	h   http.Handler
 	svc *stubService
 	pub *recPublisher
-	log *syncBuffer
+	log *kit.Buffer
 }
 
 var testNow = time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
@@ -231,7 +214,7 @@ func baseOptions() Options {
 func newRig(t *testing.T, svc *stubService, opts Options) *rig {
 	t.Helper()
 	svc.t = t
-	r := &rig{t: t, svc: svc, pub: &recPublisher{}, log: &syncBuffer{}}
+	r := &rig{t: t, svc: svc, pub: &recPublisher{}, log: &kit.Buffer{}}
 	r.h = New(slog.New(slog.NewJSONHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug})), svc, r.pub, opts)
 	t.Cleanup(func() {
 		if s := r.log.String(); strings.Contains(s, secretValue) {

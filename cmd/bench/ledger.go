@@ -15,7 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/contoso/databricks-token-broker/internal/devstack/stack"
+	"github.com/contoso/databricks-token-broker/devstack/stack"
 )
 
 // ledgerResult is what the ledger costs and saves.

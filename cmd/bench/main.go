@@ -38,10 +38,10 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
 
-	"github.com/contoso/databricks-token-broker/internal/devstack/databricks"
-	"github.com/contoso/databricks-token-broker/internal/devstack/entra"
-	"github.com/contoso/databricks-token-broker/internal/devstack/hostsim"
-	"github.com/contoso/databricks-token-broker/internal/devstack/stack"
+	"github.com/contoso/databricks-token-broker/devstack/fakedatabricks"
+	"github.com/contoso/databricks-token-broker/devstack/fakeentra"
+	"github.com/contoso/databricks-token-broker/devstack/hostsim"
+	"github.com/contoso/databricks-token-broker/devstack/stack"
 )
 
 var (
@@ -420,9 +420,9 @@ func runProxy() {
 	fail(http.ListenAndServe("127.0.0.1:"+os.Getenv("FUNCTIONS_CUSTOMHANDLER_PORT"), rp))
 }
 
-func startProxy(st *stack.Stack, w *databricks.Workspace) (*running, error) {
-	dbxTok, _ := st.MSI.TokenFor(st.MSI.Identity(), entra.DatabricksResource)
-	mgmtTok, _ := st.MSI.TokenFor(st.MSI.Identity(), entra.ManagementResource)
+func startProxy(st *stack.Stack, w *fakedatabricks.Workspace) (*running, error) {
+	dbxTok, _ := st.MSI.TokenFor(st.MSI.Identity(), fakeentra.DatabricksResource)
+	mgmtTok, _ := st.MSI.TokenFor(st.MSI.Identity(), fakeentra.ManagementResource)
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err

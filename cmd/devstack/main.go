@@ -8,7 +8,7 @@
 //	                                     print the result it publishes
 //
 // Everything listens on 127.0.0.1; the stand-ins are the same ones the
-// end-to-end tests use (internal/devstack). `up` writes where it is
+// end-to-end tests use (devstack/). `up` writes where it is
 // (devstack.json) and the handler's log (handler.log) next to the handler
 // binary; the log is kept when it stops, the state file is removed.
 package main
@@ -33,10 +33,10 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
 	"github.com/google/uuid"
 
-	"github.com/contoso/databricks-token-broker/internal/devstack/databricks"
-	"github.com/contoso/databricks-token-broker/internal/devstack/easyauth"
-	"github.com/contoso/databricks-token-broker/internal/devstack/hostsim"
-	"github.com/contoso/databricks-token-broker/internal/devstack/stack"
+	"github.com/contoso/databricks-token-broker/devstack/fakedatabricks"
+	"github.com/contoso/databricks-token-broker/devstack/fakeeasyauth"
+	"github.com/contoso/databricks-token-broker/devstack/hostsim"
+	"github.com/contoso/databricks-token-broker/devstack/stack"
 )
 
 func main() {
@@ -138,7 +138,7 @@ func run(ctx context.Context, mode, handler, appRoot, logPath, statePath string,
 	settings := append(st.Env(), "ROTATE_SCHEDULE=0 0 */6 * * *", "WORKSPACE_NOT_READY_BACKOFF=2s", "AUTHZ_POLICY="+demoPolicy())
 	var authenticate func(*http.Request) (http.Header, int)
 	if mode == "demo" {
-		authenticate = easyauth.Authenticate(easyauth.Validator())
+		authenticate = fakeeasyauth.Authenticate(fakeeasyauth.Validator())
 	} else {
 		settings = append(settings[:len(settings)-1], "RESULTS_INCLUDE_TOKEN_VALUE=true") // `up`: plain curl, no policy
 	}
@@ -317,7 +317,7 @@ func (d *demo) run(ctx context.Context) error {
 		d.st.MSI.Endpoint(), d.st.ARM.Endpoint(), len(d.st.Workspaces), d.st.Vault.URL())
 	fmt.Printf("Functions host simulator at %s runs the real handler binary, with App Service Authentication in front\n", d.host.URL())
 	fmt.Println("and AUTHZ_POLICY granting the app role Tokens.Create; token values are delivered to Key Vault.")
-	d.caller = []string{"Authorization", "Bearer " + easyauth.NewCallerToken(easyauth.Caller{AppID: "aaaaaaaa-1111-4111-8111-aaaaaaaaaaaa", Roles: []string{"Tokens.Create"}})}
+	d.caller = []string{"Authorization", "Bearer " + fakeeasyauth.NewCallerToken(fakeeasyauth.Caller{AppID: "aaaaaaaa-1111-4111-8111-aaaaaaaaaaaa", Roles: []string{"Tokens.Create"}})}
 
 	d.say("A Logic App (managed identity with the Tokens.Create role) issues a token: POST /api/create-token")
 	rec, err := d.call(ctx, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": ws, "comment": "demo: nightly ETL", "lifetimeSeconds": 86400, "requestId": "demo-1"}, 201)
@@ -342,7 +342,7 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	caller := d.caller
-	d.caller = []string{"Authorization", "Bearer " + easyauth.NewCallerToken(easyauth.Caller{AppID: "bbbbbbbb-2222-4222-8222-bbbbbbbbbbbb"})}
+	d.caller = []string{"Authorization", "Bearer " + fakeeasyauth.NewCallerToken(fakeeasyauth.Caller{AppID: "bbbbbbbb-2222-4222-8222-bbbbbbbbbbbb"})}
 	if _, err := d.call(ctx, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": ws}, 403); err != nil {
 		return err
 	}
@@ -374,7 +374,7 @@ func (d *demo) run(ctx context.Context) error {
 	}
 
 	d.say("Least privilege: a BI Logic App may only ever get read-only SQL tokens (a rule with requireScopes and scopes [\"sql:read*\"])")
-	d.caller = []string{"Authorization", "Bearer " + easyauth.NewCallerToken(easyauth.Caller{AppID: biLogicApp})}
+	d.caller = []string{"Authorization", "Bearer " + fakeeasyauth.NewCallerToken(fakeeasyauth.Caller{AppID: biLogicApp})}
 	bi, err := d.call(ctx, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": ws, "comment": "demo: BI dashboards", "scopes": []string{"sql:read:restricted-query"}, "lifetimeSeconds": 3600}, 201)
 	if err != nil {
 		return err
@@ -453,7 +453,7 @@ func (d *demo) run(ctx context.Context) error {
 	d.showVault("demo-short")
 	checks := 0
 	for _, q := range d.st.Workspaces[0].Requests() {
-		if q.Op == databricks.OpMe && q.Auth == "pat" && !q.ManagementTokenPresent {
+		if q.Op == fakedatabricks.OpMe && q.Auth == "pat" && !q.ManagementTokenPresent {
 			checks++
 		}
 	}

@@ -6,7 +6,7 @@
 // with an "event" attribute from the table below; a timer run writes one
 // per secret it handled and one for the run. The names are a contract with
 // the KQL queries under infra/monitoring: renaming one breaks the tests in
-// internal/deploycheck and internal/e2e, never an alert silently.
+// test/deploycheck and test/e2e, never an alert silently.
 package audit
 
 // Event is the stable name of an outcome, the "event" field of a line.

@@ -7,12 +7,10 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -22,6 +20,7 @@ import (
 
 	"github.com/contoso/databricks-token-broker/internal/allowlist"
 	"github.com/contoso/databricks-token-broker/internal/authz"
+	"github.com/contoso/databricks-token-broker/internal/input"
 	"github.com/contoso/databricks-token-broker/internal/ledger"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
@@ -181,14 +180,19 @@ const maxPATLifetime = 730 * 24 * time.Hour
 
 // Load reads the environment and validates it. The error lists every
 // problem, one per line, each starting with the setting's name.
-func Load() (Config, error) {
+//
+// envconfig reads the UPPER_SNAKE settings from the process environment
+// itself (it takes no lookup function); getenv reads the rest: the
+// Functions host's mixed-case storage names and App Service's WEBSITE_*
+// variables. main passes os.Getenv.
+func Load(getenv func(string) string) (Config, error) {
 	var e env
 	if err := envconfig.Process("", &e); err != nil {
 		return Config{}, err
 	}
 	e.Storage, e.StorageTableURI = getenv("AzureWebJobsStorage"), getenv("AzureWebJobsStorage__tableServiceUri")
 	applyDefaults(&e)
-	return parse(e)
+	return parse(e, getenv)
 }
 
 func applyDefaults(e *env) {
@@ -202,38 +206,32 @@ func applyDefaults(e *env) {
 	}
 }
 
-type problems []error
-
-func (p *problems) add(setting, format string, args ...any) {
-	*p = append(*p, fmt.Errorf("%s: %s", setting, fmt.Sprintf(format, args...)))
-}
-
-func parse(e env) (Config, error) {
-	var p problems
+func parse(e env, getenv func(string) string) (Config, error) {
+	var p input.Problems
 	c := Config{ListenAddress: strings.TrimSpace(e.ListenAddress), ResultsQueue: strings.TrimSpace(e.ResultsQueue)}
 
 	c.AllowInsecureLoopback = parseBool(&p, "ALLOW_INSECURE_LOOPBACK", e.AllowInsecureLoopback)
 	c.ResultsIncludeTokenValue = parseBool(&p, "RESULTS_INCLUDE_TOKEN_VALUE", e.ResultsIncludeTokenValue)
 
 	if n, err := strconv.Atoi(strings.TrimSpace(e.Port)); err != nil || n < 1 || n > 65535 {
-		p.add("FUNCTIONS_CUSTOMHANDLER_PORT", "%q is not a TCP port (1-65535)", e.Port)
+		p.Add("FUNCTIONS_CUSTOMHANDLER_PORT", "%q is not a TCP port (1-65535)", e.Port)
 	} else {
 		c.Port = strconv.Itoa(n)
 	}
 	if net.ParseIP(c.ListenAddress) == nil && c.ListenAddress != "localhost" {
-		p.add("LISTEN_ADDRESS", "%q is not an IP address (use 127.0.0.1, ::1, or 0.0.0.0 to listen on all interfaces)", e.ListenAddress)
+		p.Add("LISTEN_ADDRESS", "%q is not an IP address (use 127.0.0.1, ::1, or 0.0.0.0 to listen on all interfaces)", e.ListenAddress)
 	}
 
 	cl, ok := lookupCloud(strings.TrimSpace(e.Cloud))
 	if !ok {
-		p.add("AZURE_CLOUD", "%q is not one of AzurePublic, AzureUSGovernment, AzureChina", e.Cloud)
+		p.Add("AZURE_CLOUD", "%q is not one of AzurePublic, AzureUSGovernment, AzureChina", e.Cloud)
 		cl, _ = lookupCloud("AzurePublic")
 	}
 	c.Cloud = cl
 	c.ARMEndpoint = cl.ResourceManager
 	if e.ARMEndpoint != "" {
 		if u, err := endpoint(e.ARMEndpoint, c.AllowInsecureLoopback); err != nil {
-			p.add("AZURE_RESOURCE_MANAGER_ENDPOINT", "%v", err)
+			p.Add("AZURE_RESOURCE_MANAGER_ENDPOINT", "%v", err)
 		} else {
 			c.ARMEndpoint = u
 		}
@@ -244,14 +242,14 @@ func parse(e env) (Config, error) {
 		hosts = "*." + cl.DatabricksSuffix
 	}
 	if h, err := allowlist.ParseHosts(hosts); err != nil {
-		p.add("DATABRICKS_ALLOWED_HOSTS", "%v", err)
+		p.Add("DATABRICKS_ALLOWED_HOSTS", "%v", err)
 	} else if h.Empty() {
-		p.add("DATABRICKS_ALLOWED_HOSTS", "lists no host pattern")
+		p.Add("DATABRICKS_ALLOWED_HOSTS", "lists no host pattern")
 	} else {
 		c.AllowedHosts = h
 	}
 	if s, err := allowlist.ParseSubscriptions(e.AllowedSubscriptions); err != nil {
-		p.add("DATABRICKS_ALLOWED_SUBSCRIPTIONS", "%v", err)
+		p.Add("DATABRICKS_ALLOWED_SUBSCRIPTIONS", "%v", err)
 	} else {
 		c.AllowedSubscriptions = s
 	}
@@ -262,28 +260,28 @@ func parse(e env) (Config, error) {
 	c.RetryBudget = parseDuration(&p, "UPSTREAM_RETRY_BUDGET", e.RetryBudget, time.Second)
 	c.NotReadyBackoff = parseDuration(&p, "WORKSPACE_NOT_READY_BACKOFF", e.NotReadyBackoff, time.Second)
 	if c.MaxLifetime > maxPATLifetime {
-		p.add("TOKEN_MAX_LIFETIME", "%s is over Databricks' cap of 730 days (17520h)", e.MaxLifetime)
+		p.Add("TOKEN_MAX_LIFETIME", "%s is over Databricks' cap of 730 days (17520h)", e.MaxLifetime)
 	}
 	if c.DefaultLifetime > 0 && c.MaxLifetime > 0 && c.DefaultLifetime > c.MaxLifetime {
-		p.add("TOKEN_DEFAULT_LIFETIME", "%s is longer than TOKEN_MAX_LIFETIME (%s)", e.DefaultLifetime, e.MaxLifetime)
+		p.Add("TOKEN_DEFAULT_LIFETIME", "%s is longer than TOKEN_MAX_LIFETIME (%s)", e.DefaultLifetime, e.MaxLifetime)
 	}
 	if c.RotateBefore > 0 && c.MaxLifetime > 0 && c.RotateBefore >= c.MaxLifetime {
-		p.add("TOKEN_ROTATE_BEFORE", "%s must be shorter than TOKEN_MAX_LIFETIME (%s)", e.RotateBefore, e.MaxLifetime)
+		p.Add("TOKEN_ROTATE_BEFORE", "%s must be shorter than TOKEN_MAX_LIFETIME (%s)", e.RotateBefore, e.MaxLifetime)
 	}
 	if scopes, err := tokens.ParseScopeList(e.EventTokenScopes); err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
-			p.add("EVENT_TOKEN_SCOPES", "%s", line)
+			p.Add("EVENT_TOKEN_SCOPES", "%s", line)
 		}
 	} else {
 		c.EventTokenScopes = scopes
 	}
 	if c.RetryBudget > 10*time.Minute {
-		p.add("UPSTREAM_RETRY_BUDGET", "%s is longer than the longest Consumption function timeout (10m)", e.RetryBudget)
+		p.Add("UPSTREAM_RETRY_BUDGET", "%s is longer than the longest Consumption function timeout (10m)", e.RetryBudget)
 	}
 
 	if e.KeyVaultURI != "" {
 		if u, err := endpoint(e.KeyVaultURI, c.AllowInsecureLoopback); err != nil {
-			p.add("KEY_VAULT_URI", "%v", err)
+			p.Add("KEY_VAULT_URI", "%v", err)
 		} else {
 			c.KeyVaultURI = u
 		}
@@ -292,17 +290,17 @@ func parse(e env) (Config, error) {
 	c.ServiceBusNamespace, c.ServiceBusConnectionString = parseServiceBus(&p, e, cl, c.AllowInsecureLoopback)
 	for _, q := range []struct{ name, value string }{{"RESULTS_QUEUE", e.ResultsQueue}, {"TOKEN_REQUESTS_QUEUE", e.TokenRequestsQueue}, {"WORKSPACE_EVENTS_QUEUE", e.WorkspaceEventsQueue}} {
 		if !validQueueName(strings.TrimSpace(q.value)) {
-			p.add(q.name, "%q is not a Service Bus queue name (1-260 letters, digits, '.', '-', '_', '/')", q.value)
+			p.Add(q.name, "%q is not a Service Bus queue name (1-260 letters, digits, '.', '-', '_', '/')", q.value)
 		}
 	}
 	c.TokenRequestsQueue, c.WorkspaceEventsQueue = strings.TrimSpace(e.TokenRequestsQueue), strings.TrimSpace(e.WorkspaceEventsQueue)
 	if n, err := strconv.Atoi(strings.TrimSpace(e.MaxDeliveryCount)); err != nil || n < 1 || n > 2000 {
-		p.add("QUEUE_MAX_DELIVERY_COUNT", "%q is not a delivery count (1-2000)", e.MaxDeliveryCount)
+		p.Add("QUEUE_MAX_DELIVERY_COUNT", "%q is not a delivery count (1-2000)", e.MaxDeliveryCount)
 	} else {
 		c.MaxDeliveryCount = n
 	}
 	if c.ResultsIncludeTokenValue && !c.PublishesResults() {
-		p.add("RESULTS_INCLUDE_TOKEN_VALUE", "is true but no results queue is configured (set SERVICEBUS_NAMESPACE or SERVICEBUS_CONNECTION_STRING)")
+		p.Add("RESULTS_INCLUDE_TOKEN_VALUE", "is true but no results queue is configured (set SERVICEBUS_NAMESPACE or SERVICEBUS_CONNECTION_STRING)")
 	}
 
 	c.Ledger = parseLedger(&p, e, c.AllowInsecureLoopback)
@@ -317,52 +315,49 @@ func parse(e env) (Config, error) {
 	case "error":
 		c.LogLevel = slog.LevelError
 	default:
-		p.add("LOG_LEVEL", "%q is not one of debug, info, warn, error", e.LogLevel)
+		p.Add("LOG_LEVEL", "%q is not one of debug, info, warn, error", e.LogLevel)
 	}
 	c.PlatformAuth = authz.PlatformAuthEnabled(getenv)
 	if pol, err := authz.LoadPolicy(strings.TrimSpace(e.AuthzPolicy), nil); err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
-			p.add("AUTHZ_POLICY", "%s", line)
+			p.Add("AUTHZ_POLICY", "%s", line)
 		}
 	} else if pol != nil {
 		c.Policy = pol
 		if err := pol.CheckMaxLifetime(c.MaxLifetime); err != nil && c.MaxLifetime > 0 {
 			for _, line := range strings.Split(err.Error(), "\n") {
-				p.add("AUTHZ_POLICY", "%s", line)
+				p.Add("AUTHZ_POLICY", "%s", line)
 			}
 		}
 		// The principal headers are trusted because only the local Functions
 		// host, behind App Service Authentication, can reach the binary.
 		if !IsLoopback(c.ListenAddress) {
-			p.add("AUTHZ_POLICY", "is set while LISTEN_ADDRESS %s is not a loopback address: the caller headers are trusted only from the Functions host on this machine", c.ListenAddress)
+			p.Add("AUTHZ_POLICY", "is set while LISTEN_ADDRESS %s is not a loopback address: the caller headers are trusted only from the Functions host on this machine", c.ListenAddress)
 		}
 		if getenv("WEBSITE_SITE_NAME") != "" && !authz.PlatformAuthEnabled(getenv) {
-			p.add("AUTHZ_POLICY", "is set but App Service Authentication is off (WEBSITE_AUTH_ENABLED is neither True nor a non-zero number): callers could forge the principal headers")
+			p.Add("AUTHZ_POLICY", "is set but App Service Authentication is off (WEBSITE_AUTH_ENABLED is neither True nor a non-zero number): callers could forge the principal headers")
 		}
 	}
-	return c, errors.Join(p...)
+	return c, p.Err()
 }
 
-// getenv is os.Getenv; a variable so that tests can replace it.
-var getenv = os.Getenv
-
-func parseBool(p *problems, name, v string) bool {
+func parseBool(p *input.Problems, name, v string) bool {
 	b, err := strconv.ParseBool(strings.TrimSpace(v))
 	if err != nil {
-		p.add(name, "%q is not true or false", v)
+		p.Add(name, "%q is not true or false", v)
 	}
 	return b
 }
 
-func parseDuration(p *problems, name, v string, min time.Duration) time.Duration {
+func parseDuration(p *input.Problems, name, v string, min time.Duration) time.Duration {
 	d, err := time.ParseDuration(strings.TrimSpace(v))
 	switch {
 	case err != nil:
-		p.add(name, "%q is not a duration (like 720h or 30s)", v)
+		p.Add(name, "%q is not a duration (like 720h or 30s)", v)
 	case d < min:
-		p.add(name, "%s is shorter than %s", v, min)
+		p.Add(name, "%s is shorter than %s", v, min)
 	case d%time.Second != 0:
-		p.add(name, "%s is not a whole number of seconds", v)
+		p.Add(name, "%s is not a whole number of seconds", v)
 	default:
 		return d
 	}
@@ -394,10 +389,10 @@ func endpoint(raw string, allowInsecureLoopback bool) (string, error) {
 // IsLoopback reports whether host is a loopback address or "localhost".
 func IsLoopback(host string) bool { return allowlist.IsLoopback(host) }
 
-func parseServiceBus(p *problems, e env, cl Cloud, allowInsecureLoopback bool) (ns, conn string) {
+func parseServiceBus(p *input.Problems, e env, cl Cloud, allowInsecureLoopback bool) (ns, conn string) {
 	ns, conn = strings.TrimSpace(e.ServiceBusNamespace), strings.TrimSpace(e.ServiceBusConnectionString)
 	if ns != "" && conn != "" {
-		p.add("SERVICEBUS_NAMESPACE", "set together with SERVICEBUS_CONNECTION_STRING; set only one")
+		p.Add("SERVICEBUS_NAMESPACE", "set together with SERVICEBUS_CONNECTION_STRING; set only one")
 		return "", ""
 	}
 	if ns != "" {
@@ -407,7 +402,7 @@ func parseServiceBus(p *problems, e env, cl Cloud, allowInsecureLoopback bool) (
 		}
 		for _, l := range strings.Split(ns, ".") {
 			if l == "" || strings.ContainsAny(l, "/:@ ") {
-				p.add("SERVICEBUS_NAMESPACE", "%q is not a namespace name or host (like mybus.%s)", e.ServiceBusNamespace, cl.ServiceBusSuffix)
+				p.Add("SERVICEBUS_NAMESPACE", "%q is not a namespace name or host (like mybus.%s)", e.ServiceBusNamespace, cl.ServiceBusSuffix)
 				return "", ""
 			}
 		}
@@ -422,17 +417,17 @@ func parseServiceBus(p *problems, e env, cl Cloud, allowInsecureLoopback bool) (
 		}
 		u, err := url.Parse(fields["endpoint"])
 		if err != nil || u.Scheme != "sb" || u.Hostname() == "" {
-			p.add("SERVICEBUS_CONNECTION_STRING", "has no Endpoint=sb://<namespace> part")
+			p.Add("SERVICEBUS_CONNECTION_STRING", "has no Endpoint=sb://<namespace> part")
 			return "", ""
 		}
 		if emu, _ := strconv.ParseBool(fields["usedevelopmentemulator"]); emu {
 			// The emulator mode speaks plain AMQP: the same rule as http://.
 			if !IsLoopback(u.Hostname()) {
-				p.add("SERVICEBUS_CONNECTION_STRING", "UseDevelopmentEmulator=true (plain AMQP) is allowed only for a loopback endpoint")
+				p.Add("SERVICEBUS_CONNECTION_STRING", "UseDevelopmentEmulator=true (plain AMQP) is allowed only for a loopback endpoint")
 				return "", ""
 			}
 			if !allowInsecureLoopback {
-				p.add("SERVICEBUS_CONNECTION_STRING", "UseDevelopmentEmulator=true (plain AMQP) needs ALLOW_INSECURE_LOOPBACK=true")
+				p.Add("SERVICEBUS_CONNECTION_STRING", "UseDevelopmentEmulator=true (plain AMQP) needs ALLOW_INSECURE_LOOPBACK=true")
 				return "", ""
 			}
 		}
@@ -442,25 +437,25 @@ func parseServiceBus(p *problems, e env, cl Cloud, allowInsecureLoopback bool) (
 
 // parseLedger reads the ledger's settings. The connection string is a
 // secret: no problem quotes it (ledger.ParseConnectionString never does).
-func parseLedger(p *problems, e env, allowInsecureLoopback bool) Ledger {
+func parseLedger(p *input.Problems, e env, allowInsecureLoopback bool) Ledger {
 	l := Ledger{Table: strings.TrimSpace(e.LedgerTable)}
 	if !validTableName(l.Table) {
-		p.add("LEDGER_TABLE", "%q is not a table name (3-63 letters and digits, starting with a letter; not \"tables\")", e.LedgerTable)
+		p.Add("LEDGER_TABLE", "%q is not a table name (3-63 letters and digits, starting with a letter; not \"tables\")", e.LedgerTable)
 	}
 	l.Retention = parseDuration(p, "LEDGER_RETENTION", e.LedgerRetention, time.Second)
 	conn, uri := strings.TrimSpace(e.Storage), strings.TrimSpace(e.StorageTableURI)
 	switch {
 	case conn != "" && uri != "":
-		p.add("AzureWebJobsStorage", "set together with AzureWebJobsStorage__tableServiceUri; set only one (the connection string locally, the identity-based form in Azure)")
+		p.Add("AzureWebJobsStorage", "set together with AzureWebJobsStorage__tableServiceUri; set only one (the connection string locally, the identity-based form in Azure)")
 	case conn != "":
 		cs, err := ledger.ParseConnectionString(conn)
 		if err != nil {
-			p.add("AzureWebJobsStorage", "%v", err)
+			p.Add("AzureWebJobsStorage", "%v", err)
 			break
 		}
 		u, err := endpoint(cs.TableEndpoint, allowInsecureLoopback)
 		if err != nil {
-			p.add("AzureWebJobsStorage", "table endpoint %v", err)
+			p.Add("AzureWebJobsStorage", "table endpoint %v", err)
 			break
 		}
 		l.TableEndpoint, l.Connection = u, cs
@@ -468,12 +463,12 @@ func parseLedger(p *problems, e env, allowInsecureLoopback bool) Ledger {
 		// A query here would be a shared access signature: a secret, so
 		// it is refused without quoting the value.
 		if pu, err := url.Parse(uri); err == nil && (pu.RawQuery != "" || pu.User != nil) {
-			p.add("AzureWebJobsStorage__tableServiceUri", "must be the table endpoint alone, without a query or user info (the ledger uses the function's identity)")
+			p.Add("AzureWebJobsStorage__tableServiceUri", "must be the table endpoint alone, without a query or user info (the ledger uses the function's identity)")
 			break
 		}
 		u, err := endpoint(uri, allowInsecureLoopback)
 		if err != nil {
-			p.add("AzureWebJobsStorage__tableServiceUri", "%v", err)
+			p.Add("AzureWebJobsStorage__tableServiceUri", "%v", err)
 			break
 		}
 		l.TableEndpoint = u

@@ -12,10 +12,8 @@ import (
 // Not parallel: t.Setenv.
 
 func TestLoadDefaults(t *testing.T) {
-	for _, n := range Names() {
-		t.Setenv(n, "")
-	}
-	c, err := Load()
+	clearSettings(t)
+	c, err := Load(os.Getenv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,28 +34,24 @@ func TestLoadDefaults(t *testing.T) {
 }
 
 func TestEventTokenScopes(t *testing.T) {
-	for _, n := range Names() {
-		t.Setenv(n, "")
-	}
+	clearSettings(t)
 	t.Setenv("EVENT_TOKEN_SCOPES", " sql:read, unity-catalog:read ")
-	c, err := Load()
+	c, err := Load(os.Getenv)
 	if err != nil || strings.Join(c.EventTokenScopes, "|") != "sql:read|unity-catalog:read" {
 		t.Errorf("got %v, %v", c.EventTokenScopes, err)
 	}
 	t.Setenv("EVENT_TOKEN_SCOPES", "sql:write,jobs,jobs")
-	_, err = Load()
+	_, err = Load(os.Getenv)
 	if err == nil || strings.Count(err.Error(), "EVENT_TOKEN_SCOPES: ") != 2 {
 		t.Errorf("one line per problem, naming the setting: %v", err)
 	}
 }
 
 func TestLoadSovereignCloud(t *testing.T) {
-	for _, n := range Names() {
-		t.Setenv(n, "")
-	}
+	clearSettings(t)
 	t.Setenv("AZURE_CLOUD", "azureusgovernment")
 	t.Setenv("SERVICEBUS_NAMESPACE", "mybus")
-	c, err := Load()
+	c, err := Load(os.Getenv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,9 +62,7 @@ func TestLoadSovereignCloud(t *testing.T) {
 }
 
 func TestLoadReportsEveryProblem(t *testing.T) {
-	for _, n := range Names() {
-		t.Setenv(n, "")
-	}
+	clearSettings(t)
 	bad := map[string]string{
 		"FUNCTIONS_CUSTOMHANDLER_PORT":         "http",
 		"LISTEN_ADDRESS":                       "everywhere",
@@ -96,7 +88,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 	for k, v := range bad {
 		t.Setenv(k, v)
 	}
-	_, err := Load()
+	_, err := Load(os.Getenv)
 	if err == nil {
 		t.Fatal("bad settings accepted")
 	}
@@ -126,12 +118,10 @@ func TestInsecureLoopbackRule(t *testing.T) {
 		{"http://arm.example.com", "true", false},
 	}
 	for _, tt := range tests {
-		for _, n := range Names() {
-			t.Setenv(n, "")
-		}
+		clearSettings(t)
 		t.Setenv("AZURE_RESOURCE_MANAGER_ENDPOINT", tt.endpoint)
 		t.Setenv("ALLOW_INSECURE_LOOPBACK", tt.allow)
-		_, err := Load()
+		_, err := Load(os.Getenv)
 		if (err == nil) != tt.ok {
 			t.Errorf("%s with ALLOW_INSECURE_LOOPBACK=%s: err = %v", tt.endpoint, tt.allow, err)
 		}
@@ -151,13 +141,11 @@ func TestServiceBusSettings(t *testing.T) {
 		{"", "garbage", "false", false},
 	}
 	for _, tt := range cases {
-		for _, n := range Names() {
-			t.Setenv(n, "")
-		}
+		clearSettings(t)
 		t.Setenv("SERVICEBUS_NAMESPACE", tt.ns)
 		t.Setenv("SERVICEBUS_CONNECTION_STRING", tt.conn)
 		t.Setenv("ALLOW_INSECURE_LOOPBACK", tt.allow)
-		_, err := Load()
+		_, err := Load(os.Getenv)
 		if (err == nil) != tt.ok {
 			t.Errorf("ns=%q conn=%q: err = %v", tt.ns, tt.conn, err)
 		}
@@ -227,13 +215,11 @@ func TestLedgerSettings(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for _, n := range Names() {
-				t.Setenv(n, "")
-			}
+			clearSettings(t)
 			t.Setenv("AzureWebJobsStorage", tt.conn)
 			t.Setenv("AzureWebJobsStorage__tableServiceUri", tt.uri)
 			t.Setenv("ALLOW_INSECURE_LOOPBACK", tt.allow)
-			c, err := Load()
+			c, err := Load(os.Getenv)
 			if tt.problem != "" {
 				if err == nil || !strings.HasPrefix(err.Error(), tt.problem+": ") {
 					t.Fatalf("err = %v, want a problem naming %s", err, tt.problem)
@@ -259,16 +245,14 @@ func TestLedgerSettings(t *testing.T) {
 // envconfig upper-cases the names it reads; the host's mixed-case names
 // must be read as spelt, and their upper-case twins ignored.
 func TestLedgerSettingsAreReadBySpelling(t *testing.T) {
-	for _, n := range Names() {
-		t.Setenv(n, "")
-	}
+	clearSettings(t)
 	t.Setenv("AZUREWEBJOBSSTORAGE__TABLESERVICEURI", "https://other.table.core.windows.net")
-	c, err := Load()
+	c, err := Load(os.Getenv)
 	if err != nil || !c.Ledger.InMemory() {
 		t.Fatalf("upper-case twin read: %s, %v", c.Ledger, err)
 	}
 	t.Setenv("AzureWebJobsStorage__tableServiceUri", "https://stacct.table.core.windows.net")
-	if c, err = Load(); err != nil || c.Ledger.TableEndpoint != "https://stacct.table.core.windows.net" {
+	if c, err = Load(os.Getenv); err != nil || c.Ledger.TableEndpoint != "https://stacct.table.core.windows.net" {
 		t.Fatalf("exact name not read: %s, %v", c.Ledger, err)
 	}
 }
@@ -279,5 +263,13 @@ func TestLedgerTableNames(t *testing.T) {
 		if got := validTableName(name); got != ok {
 			t.Errorf("validTableName(%q) = %v, want %v", name, got, ok)
 		}
+	}
+}
+
+// clearSettings empties every setting the service reads, for the test's
+// duration, so that only what the test sets counts.
+func clearSettings(t *testing.T) {
+	for _, n := range Names() {
+		t.Setenv(n, "")
 	}
 }

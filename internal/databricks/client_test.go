@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,45 +14,18 @@ import (
 	azfake "github.com/Azure/azure-sdk-for-go/sdk/azcore/fake"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
+	"github.com/contoso/databricks-token-broker/devstack/kit/kittest"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
 
 const redirectBody = "REDIRECT-BODY-3f9a: follow me"
 
-// elsewhere is the host a redirect points at. It counts what reaches it and
-// answers as a Databricks workspace would, with an attacker-chosen token,
-// so a client that followed would also report a token as issued.
-type elsewhere struct {
-	srv   *httptest.Server
-	calls atomic.Int64
-}
-
-func newElsewhere(t *testing.T, tls bool) *elsewhere {
-	t.Helper()
-	e := &elsewhere{}
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e.calls.Add(1)
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"token_value":"dapi-attacker-chosen","token_info":{"token_id":"attacker","creation_time":1,"expiry_time":-1},"token_infos":[]}`)
-	})
-	if tls {
-		e.srv = httptest.NewTLSServer(h)
-	} else {
-		e.srv = httptest.NewServer(h)
-	}
-	t.Cleanup(e.srv.Close)
-	return e
-}
-
 // redirecting is a workspace host that answers every request with status
 // and a Location on the other host.
-func redirecting(t *testing.T, status int, to *elsewhere) *httptest.Server {
+func redirecting(t *testing.T, status int, to *kittest.Elsewhere) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Location", to.srv.URL+r.URL.RequestURI())
-		w.Header().Set("Content-Type", "text/plain")
-		w.WriteHeader(status)
-		fmt.Fprint(w, redirectBody)
+		to.Redirect(w, r, status, redirectBody)
 	}))
 	t.Cleanup(srv.Close)
 	return srv
@@ -95,30 +67,18 @@ func TestRedirectsAreNotFollowed(t *testing.T) {
 			scheme := map[bool]string{true: "https", false: "http"}[tls]
 			t.Run(fmt.Sprintf("%d to %s", status, scheme), func(t *testing.T) {
 				t.Parallel()
-				other := newElsewhere(t, tls)
+				// It answers as a Databricks workspace would, with an
+				// attacker-chosen token, so a client that followed would
+				// also report a token as issued.
+				other := kittest.StartElsewhere(t, scheme, `{"token_value":"dapi-attacker-chosen","token_info":{"token_id":"attacker","creation_time":1,"expiry_time":-1},"token_infos":[]}`)
 				ws := redirecting(t, status, other)
 				// The test server's client follows redirects, as
 				// http.DefaultClient does: the adapter must not.
 				c := New(&azfake.TokenCredential{}, Options{DatabricksScope: "dbx/.default", ManagementScope: "mgmt/.default",
 					ClientOptions: policy.ClientOptions{Transport: ws.Client()}})
-				wsHost := strings.TrimPrefix(ws.URL, "https://")
-				otherHost, _ := url.Parse(other.srv.URL)
 				for _, op := range ops {
 					err := op.call(t.Context(), c, tokens.Workspace{ID: id, URL: ws.URL})
-					var te *tokens.Error
-					if !errors.As(err, &te) || te.Code != tokens.CodeUpstreamError {
-						t.Errorf("%s: %v; want an UpstreamError", op.name, err)
-						continue
-					}
-					if !strings.Contains(te.Message, wsHost) || !strings.Contains(te.Message, fmt.Sprint(status)) || !strings.Contains(te.Message, otherHost.Host) {
-						t.Errorf("%s: message %q does not name the host %s, the status and where it pointed", op.name, te.Message, wsHost)
-					}
-					if s := err.Error(); strings.Contains(s, redirectBody) || strings.Contains(s, "fake_token") || strings.Contains(s, "dapi-successor") {
-						t.Errorf("%s: the error echoes the redirect body or a token: %s", op.name, s)
-					}
-				}
-				if n := other.calls.Load(); n != 0 {
-					t.Errorf("the redirect target received %d requests (with the management token)", n)
+					kittest.WantRedirectRefused(t, op.name, err, ws.URL, status, other, redirectBody, "fake_token", "dapi-successor")
 				}
 			})
 		}

@@ -6,12 +6,12 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
+	"github.com/contoso/databricks-token-broker/devstack/kit/kittest"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 	"github.com/contoso/databricks-token-broker/internal/upstream"
 )
@@ -24,17 +24,9 @@ const redirectBody = "REDIRECT-BODY-e0d4: follow me"
 func TestRedirectsAreNotFollowed(t *testing.T) {
 	for _, status := range []int{http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
 		t.Run(fmt.Sprint(status), func(t *testing.T) {
-			var calls atomic.Int64
-			other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				calls.Add(1)
-				w.Header().Set("Content-Type", "application/json")
-				fmt.Fprint(w, `{"access_token":"attacker-chosen","expires_on":"4102444800","resource":"https://management.azure.com/","token_type":"Bearer"}`)
-			}))
-			defer other.Close()
+			other := kittest.StartElsewhere(t, "http", `{"access_token":"attacker-chosen","expires_on":"4102444800","resource":"https://management.azure.com/","token_type":"Bearer"}`)
 			msi := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Location", other.URL+r.URL.RequestURI())
-				w.WriteHeader(status)
-				fmt.Fprint(w, redirectBody)
+				other.Redirect(w, r, status, redirectBody)
 			}))
 			defer msi.Close()
 			t.Setenv("AZURE_TOKEN_CREDENTIALS", "ManagedIdentityCredential")
@@ -53,7 +45,7 @@ func TestRedirectsAreNotFollowed(t *testing.T) {
 			if err == nil {
 				t.Fatalf("GetToken succeeded (token %d bytes); want a refusal", len(tok.Token))
 			}
-			if n := calls.Load(); n != 0 {
+			if n := other.Calls(); n != 0 {
 				t.Errorf("the redirect target received %d token requests", n)
 			}
 			if s := err.Error(); strings.Contains(s, redirectBody) || strings.Contains(s, "identity-header-secret") {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -115,6 +116,28 @@ func (p position) compare(q position) int {
 // past that position, so rows added meanwhile with newer tokens never shift
 // later pages (they appear on a fresh first page).
 const maxContinuationLength = 2048
+
+// indexed is an inventory row with its place in the order pages follow.
+type indexed struct {
+	pos position
+	row Row
+}
+
+// pageOf is the first top rows of all in inventory order, with the
+// continuation token of the last one when more follow: the same cut for
+// the table and the memory ledger.
+func pageOf(all []indexed, top int) Page {
+	slices.SortFunc(all, func(a, b indexed) int { return a.pos.compare(b.pos) })
+	var page Page
+	for i, e := range all {
+		if i == top {
+			page.ContinuationToken = encodeContinuation(all[i-1].pos)
+			break
+		}
+		page.Rows = append(page.Rows, e.row)
+	}
+	return page
+}
 
 func encodeContinuation(p position) string {
 	b, _ := json.Marshal(p)

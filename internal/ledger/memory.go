@@ -228,11 +228,7 @@ func (m *Memory) Query(ctx context.Context, f Filter) (Page, error) {
 	}
 	m.mu.Lock()
 	now := m.opts.now()
-	type entry struct {
-		pos position
-		row Row
-	}
-	var all []entry
+	var all []indexed
 	for _, rec := range m.rows {
 		// A record is listed once it holds a token, also while a reissue
 		// lease is pending on it (it shows the old token, as Table's
@@ -249,21 +245,12 @@ func (m *Memory) Query(ctx context.Context, f Filter) (Page, error) {
 		if (after != nil && p.compare(*after) <= 0) || !matches(f, r, now) {
 			continue
 		}
-		all = append(all, entry{p, r})
+		all = append(all, indexed{p, r})
 	}
 	m.mu.Unlock()
 	// The policy callback runs outside the lock: it is the caller's code.
-	all = slices.DeleteFunc(all, func(e entry) bool { return !workspaceAllowed(f, e.row.Workspace) })
-	slices.SortFunc(all, func(a, b entry) int { return a.pos.compare(b.pos) })
-	var page Page
-	for i, e := range all {
-		if i == f.Top {
-			page.ContinuationToken = encodeContinuation(all[i-1].pos)
-			break
-		}
-		page.Rows = append(page.Rows, e.row)
-	}
-	return page, nil
+	all = slices.DeleteFunc(all, func(e indexed) bool { return !workspaceAllowed(f, e.row.Workspace) })
+	return pageOf(all, f.Top), nil
 }
 
 // Purge implements [Ledger].

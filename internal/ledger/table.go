@@ -531,11 +531,7 @@ func (t *Table) Query(ctx context.Context, f Filter) (Page, error) {
 		})
 	}
 	wg.Wait()
-	type entry struct {
-		pos position
-		row Row
-	}
-	var all []entry
+	var all []indexed
 	for _, r := range results {
 		if r.err != nil {
 			return Page{}, r.err
@@ -545,19 +541,10 @@ func (t *Table) Query(ctx context.Context, f Filter) (Page, error) {
 			if !ok || !strings.HasPrefix(e.RowKey, indexPrefix) || len(e.RowKey) < len(indexPrefix)+13 {
 				continue // not an entry this package wrote
 			}
-			all = append(all, entry{position{Inverted: e.RowKey[len(indexPrefix) : len(indexPrefix)+13], Partition: e.PartitionKey, RowKey: e.RowKey}, row})
+			all = append(all, indexed{position{Inverted: e.RowKey[len(indexPrefix) : len(indexPrefix)+13], Partition: e.PartitionKey, RowKey: e.RowKey}, row})
 		}
 	}
-	slices.SortFunc(all, func(a, b entry) int { return a.pos.compare(b.pos) })
-	var page Page
-	for i, e := range all {
-		if i == f.Top {
-			page.ContinuationToken = encodeContinuation(all[i-1].pos)
-			break
-		}
-		page.Rows = append(page.Rows, e.row)
-	}
-	return page, nil
+	return pageOf(all, f.Top), nil
 }
 
 // rowKeyRange selects a partition's inventory entries after a position.

@@ -16,7 +16,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/fake"
 
-	"github.com/contoso/databricks-token-broker/internal/devstack/tablestore"
+	"github.com/contoso/databricks-token-broker/devstack/faketables"
 	"github.com/contoso/databricks-token-broker/internal/ledger"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 	"github.com/contoso/databricks-token-broker/internal/upstream"
@@ -26,7 +26,7 @@ import (
 // second); every test gets a table of its own in it.
 var (
 	azOnce sync.Once
-	az     *tablestore.Server
+	az     *faketables.Server
 	azErr  error
 	azLog  strings.Builder
 	azMu   sync.Mutex
@@ -53,10 +53,10 @@ func TestMain(m *testing.M) {
 
 // azurite returns the shared Azurite. Without Node.js or the npm package
 // the tests are skipped, except under CI=true, where they fail.
-func azurite(t *testing.T) *tablestore.Server {
+func azurite(t *testing.T) *faketables.Server {
 	t.Helper()
-	_, nodeErr := tablestore.FindNode("")
-	if err := errors.Join(nodeErr, tablestore.Installed("")); err != nil {
+	_, nodeErr := faketables.FindNode("")
+	if err := errors.Join(nodeErr, faketables.Installed("")); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("Azurite is required under CI: %v", err)
 		}
@@ -65,7 +65,7 @@ func azurite(t *testing.T) *tablestore.Server {
 	azOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		az, azErr = tablestore.Start(ctx, tablestore.Options{Log: lockedLog{}})
+		az, azErr = faketables.Start(ctx, faketables.Options{Log: lockedLog{}})
 	})
 	if azErr != nil {
 		t.Fatalf("starting Azurite: %v", azErr)

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/contoso/databricks-token-broker/internal/input"
 )
 
 // Inventory page sizes (contract section 6: top is 1…500, default 100).
@@ -47,7 +49,7 @@ var inventoryStates = []TokenState{TokenLive, TokenRotated, TokenRevoked, TokenE
 // way); a single-valued one given twice is a problem, since neither value
 // could be said to win.
 func ParseInventoryQuery(v url.Values) (InventoryQuery, error) {
-	var p problems
+	var p input.Problems
 	var q InventoryQuery
 	single := func(name string) (string, bool) {
 		var given []string
@@ -62,13 +64,13 @@ func ParseInventoryQuery(v url.Values) (InventoryQuery, error) {
 		case 1:
 			return given[0], true
 		}
-		p.add(name, "is given %d times; give it at most once", len(given))
+		p.Add(name, "is given %d times; give it at most once", len(given))
 		return "", false
 	}
 	if s, ok := single("workspaceResourceId"); ok {
 		id, err := ParseWorkspaceID(s)
 		if err != nil {
-			p.add("workspaceResourceId", "%v", err)
+			p.Add("workspaceResourceId", "%v", err)
 		}
 		q.Workspace = id
 	}
@@ -89,15 +91,15 @@ func ParseInventoryQuery(v url.Values) (InventoryQuery, error) {
 		}
 	}
 	if len(bad) > 0 {
-		p.add("status", "has %s; each value must be one of live, rotated, revoked, expired (repeat the parameter or separate values with commas)", strings.Join(bad, ", "))
+		p.Add("status", "has %s; each value must be one of live, rotated, revoked, expired (repeat the parameter or separate values with commas)", strings.Join(bad, ", "))
 	}
 	if s, ok := single("expiringWithin"); ok {
 		d, err := time.ParseDuration(strings.TrimSpace(s))
 		switch {
 		case err != nil:
-			p.add("expiringWithin", "%q is not a Go duration (for example 72h, 90m or 168h for a week)", Clip(s, 40))
+			p.Add("expiringWithin", "%q is not a Go duration (for example 72h, 90m or 168h for a week)", Clip(s, 40))
 		case d <= 0:
-			p.add("expiringWithin", "must be positive; got %s", d)
+			p.Add("expiringWithin", "must be positive; got %s", d)
 		default:
 			q.ExpiringWithin = d
 		}
@@ -105,7 +107,7 @@ func ParseInventoryQuery(v url.Values) (InventoryQuery, error) {
 	if s, ok := single("requestedBy"); ok {
 		s = strings.TrimSpace(s)
 		if !IsGUID(s) {
-			p.add("requestedBy", "%q is not an object id (a GUID such as 00000000-0000-0000-0000-000000000000)", Clip(s, 40))
+			p.Add("requestedBy", "%q is not an object id (a GUID such as 00000000-0000-0000-0000-000000000000)", Clip(s, 40))
 		}
 		q.RequestedBy = strings.ToLower(s)
 	}
@@ -113,9 +115,9 @@ func ParseInventoryQuery(v url.Values) (InventoryQuery, error) {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		switch {
 		case err != nil:
-			p.add("top", "%q is not a whole number from 1 to %d", Clip(s, 40), MaxInventoryTop)
+			p.Add("top", "%q is not a whole number from 1 to %d", Clip(s, 40), MaxInventoryTop)
 		case n < 1 || n > MaxInventoryTop:
-			p.add("top", "must be from 1 to %d; got %d", MaxInventoryTop, n)
+			p.Add("top", "must be from 1 to %d; got %d", MaxInventoryTop, n)
 		default:
 			q.Top = n
 		}
@@ -123,7 +125,7 @@ func ParseInventoryQuery(v url.Values) (InventoryQuery, error) {
 	if s, ok := single("continuationToken"); ok {
 		q.ContinuationToken = s
 	}
-	if err := p.err(); err != nil {
+	if err := invalid(p); err != nil {
 		return InventoryQuery{}, err
 	}
 	return q, nil

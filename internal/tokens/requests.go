@@ -10,6 +10,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/contoso/databricks-token-broker/internal/input"
 )
 
 // Limits are the service-wide bounds that requests are validated against.
@@ -54,65 +56,87 @@ type RevokeRequest struct {
 // MaxCommentLength is the longest caller comment, in Unicode characters.
 const MaxCommentLength = 200
 
-// problems collects every problem with one request so that the caller gets
-// them all in one answer.
-type problems []Detail
-
-func (p *problems) add(target, format string, args ...any) {
-	*p = append(*p, Detail{Code: "InvalidField", Target: target, Message: target + " " + fmt.Sprintf(format, args...)})
-}
-
-func (p problems) err() error {
+// invalid is the answer to a request's problems, which the caller gets
+// all at once: InvalidRequest with one detail per problem (code
+// InvalidField, the field as target, a message that starts with the
+// field), and the only problem's message or their count as its message.
+// nil when there are none.
+func invalid(p input.Problems) error {
 	if len(p) == 0 {
 		return nil
 	}
-	msg := p[0].Message
+	details := make([]Detail, len(p))
+	for i, pr := range p {
+		details[i] = Detail{Code: "InvalidField", Target: pr.At, Message: pr.At + " " + pr.Message}
+	}
+	msg := details[0].Message
 	if len(p) > 1 {
 		msg = fmt.Sprintf("the request has %d problems; see details", len(p))
 	}
-	return &Error{Code: CodeInvalidRequest, Message: msg, Details: p}
+	return &Error{Code: CodeInvalidRequest, Message: msg, Details: details}
 }
 
 // object decodes a JSON object into raw fields, reporting syntax errors,
-// non-objects and fields outside known. Keys are matched exactly (camelCase).
-func object(body []byte, known []string, p *problems) map[string]json.RawMessage {
+// non-objects and fields outside known. Keys are matched exactly (camelCase);
+// of a repeated key the last value counts, as encoding/json decides.
+func object(body []byte, known []string, p *input.Problems) map[string]json.RawMessage {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
-		p.add("body", "is empty; a JSON object is required")
+		p.Add("body", "is empty; a JSON object is required")
 		return nil
 	}
 	if !utf8.Valid(body) {
-		p.add("body", "is not valid UTF-8")
+		p.Add("body", "is not valid UTF-8")
 		return nil
 	}
-	var fields map[string]json.RawMessage
+	var raw json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&fields); err != nil || fields == nil {
-		p.add("body", "is not a JSON object (%s)", jsonProblem(err))
+	if err := dec.Decode(&raw); err != nil {
+		p.Add("body", "is not a JSON object (%s)", jsonProblem(err))
+		return nil
+	}
+	ms, ok := input.Members(raw)
+	if !ok {
+		p.Add("body", "is not a JSON object (%s)", notObject(raw))
 		return nil
 	}
 	if dec.More() {
-		p.add("body", "has data after the JSON object")
+		p.Add("body", "has data after the JSON object")
 		return nil
+	}
+	fields := make(map[string]json.RawMessage, len(ms))
+	for _, m := range ms {
+		fields[m.Key] = m.Value
 	}
 	for _, k := range sortedKeys(fields) {
 		if !slices.Contains(known, k) {
-			p.add(k, "is not a known field")
+			p.Add(k, "is not a known field")
 		}
 	}
 	return fields
 }
 
 func jsonProblem(err error) string {
-	switch e := err.(type) {
-	case nil:
-		return "null"
-	case *json.SyntaxError:
+	if e, ok := err.(*json.SyntaxError); ok {
 		return fmt.Sprintf("syntax error at byte %d", e.Offset)
-	case *json.UnmarshalTypeError:
-		return "found " + e.Value
 	}
 	return "malformed JSON"
+}
+
+// notObject names the JSON value a body holds instead of an object, in
+// encoding/json's words for a type error ("found array"); raw is valid.
+func notObject(raw json.RawMessage) string {
+	switch raw[0] {
+	case 'n':
+		return "null"
+	case '[':
+		return "found array"
+	case '"':
+		return "found string"
+	case 't', 'f':
+		return "found bool"
+	}
+	return "found number"
 }
 
 func sortedKeys(m map[string]json.RawMessage) []string {
@@ -125,14 +149,14 @@ func sortedKeys(m map[string]json.RawMessage) []string {
 }
 
 // str reads an optional string field; null counts as absent.
-func str(fields map[string]json.RawMessage, name string, p *problems) (string, bool) {
+func str(fields map[string]json.RawMessage, name string, p *input.Problems) (string, bool) {
 	raw, ok := fields[name]
 	if !ok || string(raw) == "null" {
 		return "", false
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
-		p.add(name, "must be a string")
+		p.Add(name, "must be a string")
 		return "", false
 	}
 	return s, true
@@ -178,25 +202,25 @@ func ValidSecretName(name string) error {
 // The request id, when the body has none, is left empty for the transport
 // to fill from its own source.
 func DecodeCreate(body []byte, lim Limits, extra ...string) (CreateRequest, error) {
-	var p problems
+	var p input.Problems
 	known := append([]string{"workspaceResourceId", "comment", "lifetimeSeconds", "secretName", "scopes", "autoscope", "requestId"}, extra...)
 	fields := object(body, known, &p)
 	if fields == nil {
-		return CreateRequest{}, p.err()
+		return CreateRequest{}, invalid(p)
 	}
 	var req CreateRequest
 	if s, ok := str(fields, "workspaceResourceId", &p); ok {
 		id, err := ParseWorkspaceID(s)
 		if err != nil {
-			p.add("workspaceResourceId", "%v", err)
+			p.Add("workspaceResourceId", "%v", err)
 		}
 		req.Workspace = id
 	} else if absent(fields, "workspaceResourceId") {
-		p.add("workspaceResourceId", "is required")
+		p.Add("workspaceResourceId", "is required")
 	}
 	if s, ok := str(fields, "comment", &p); ok {
 		if err := ValidComment(s); err != nil {
-			p.add("comment", "%v", err)
+			p.Add("comment", "%v", err)
 		}
 		req.Comment = s
 	}
@@ -204,9 +228,9 @@ func DecodeCreate(body []byte, lim Limits, extra ...string) (CreateRequest, erro
 	if raw, ok := fields["lifetimeSeconds"]; ok && string(raw) != "null" {
 		max := int64(lim.MaxLifetime / time.Second)
 		if secs, err := wholeNumber(raw, 1, max, "TOKEN_MAX_LIFETIME "+lim.MaxLifetime.String()); err != nil {
-			p.add("lifetimeSeconds", "%v", err)
+			p.Add("lifetimeSeconds", "%v", err)
 		} else if secs < 1 || secs > max {
-			p.add("lifetimeSeconds", "must be between 1 and %d (TOKEN_MAX_LIFETIME %s); got %d", max, lim.MaxLifetime, secs)
+			p.Add("lifetimeSeconds", "must be between 1 and %d (TOKEN_MAX_LIFETIME %s); got %d", max, lim.MaxLifetime, secs)
 		} else {
 			req.Lifetime, req.LifetimeGiven = time.Duration(secs)*time.Second, true
 		}
@@ -214,42 +238,42 @@ func DecodeCreate(body []byte, lim Limits, extra ...string) (CreateRequest, erro
 	if s, ok := str(fields, "secretName", &p); ok {
 		switch {
 		case !lim.KeyVault:
-			p.add("secretName", "is only allowed with Key Vault delivery (KEY_VAULT_URI is not set)")
+			p.Add("secretName", "is only allowed with Key Vault delivery (KEY_VAULT_URI is not set)")
 		case ValidSecretName(s) != nil:
-			p.add("secretName", "%v", ValidSecretName(s))
+			p.Add("secretName", "%v", ValidSecretName(s))
 		}
 		req.SecretName = s
 	}
 	req.Scopes.List = scopeList(fields, &p)
 	if raw, ok := fields["autoscope"]; ok && string(raw) != "null" {
 		if json.Unmarshal(raw, &req.Scopes.Autoscope) != nil {
-			p.add("autoscope", "must be true or false")
+			p.Add("autoscope", "must be true or false")
 		}
 	}
 	if s, ok := str(fields, "requestId", &p); ok {
 		if err := ValidRequestID(s); err != nil {
-			p.add("requestId", "%v", err)
+			p.Add("requestId", "%v", err)
 		}
 		req.RequestID, req.RequestIDGiven = s, true
 	}
-	return req, p.err()
+	return req, invalid(p)
 }
 
 // scopeList reads the optional scopes array: 1…32 strings, each a scope
 // (ValidScope), none twice. Each bad entry is its own problem, named
 // scopes[i]; absent or null means unscoped.
-func scopeList(fields map[string]json.RawMessage, p *problems) []string {
+func scopeList(fields map[string]json.RawMessage, p *input.Problems) []string {
 	raw, ok := fields["scopes"]
 	if !ok || string(raw) == "null" {
 		return nil
 	}
 	var items []json.RawMessage
 	if len(raw) == 0 || raw[0] != '[' || json.Unmarshal(raw, &items) != nil {
-		p.add("scopes", "must be an array of scope strings, e.g. [\"sql:read\"]")
+		p.Add("scopes", "must be an array of scope strings, e.g. [\"sql:read\"]")
 		return nil
 	}
 	if len(items) == 0 || len(items) > MaxScopes {
-		p.add("scopes", "must hold 1 to %d scopes (omit it for an unscoped token); got %d", MaxScopes, len(items))
+		p.Add("scopes", "must hold 1 to %d scopes (omit it for an unscoped token); got %d", MaxScopes, len(items))
 		return nil
 	}
 	var out []string
@@ -257,15 +281,15 @@ func scopeList(fields map[string]json.RawMessage, p *problems) []string {
 		target := fmt.Sprintf("scopes[%d]", i)
 		var s string
 		if len(item) == 0 || item[0] != '"' || json.Unmarshal(item, &s) != nil {
-			p.add(target, "must be a string")
+			p.Add(target, "must be a string")
 			continue
 		}
 		if err := ValidScope(s); err != nil {
-			p.add(target, "%v", err)
+			p.Add(target, "%v", err)
 			continue
 		}
 		if slices.Contains(out, s) {
-			p.add(target, "repeats %q", s)
+			p.Add(target, "repeats %q", s)
 			continue
 		}
 		out = append(out, s)
@@ -294,11 +318,11 @@ func wholeNumber(raw json.RawMessage, lo, hi int64, bounds string) (int64, error
 // DecodeRevoke parses and validates a revoke request body: either
 // workspaceResourceId and tokenId, or secretUri alone.
 func DecodeRevoke(body []byte, extra ...string) (RevokeRequest, error) {
-	var p problems
+	var p input.Problems
 	known := append([]string{"workspaceResourceId", "tokenId", "secretUri", "requestId"}, extra...)
 	fields := object(body, known, &p)
 	if fields == nil {
-		return RevokeRequest{}, p.err()
+		return RevokeRequest{}, invalid(p)
 	}
 	var req RevokeRequest
 	ws, hasWS := str(fields, "workspaceResourceId", &p)
@@ -306,46 +330,46 @@ func DecodeRevoke(body []byte, extra ...string) (RevokeRequest, error) {
 	uri, hasURI := str(fields, "secretUri", &p)
 	switch {
 	case hasURI && (hasWS || hasTok):
-		p.add("secretUri", "cannot be combined with workspaceResourceId or tokenId")
+		p.Add("secretUri", "cannot be combined with workspaceResourceId or tokenId")
 	case hasURI:
 		if uri == "" {
-			p.add("secretUri", "must not be empty")
+			p.Add("secretUri", "must not be empty")
 		}
 		req.SecretURI = uri
 	default:
 		if !hasWS && absent(fields, "workspaceResourceId") {
-			p.add("workspaceResourceId", "is required (or give secretUri alone)")
+			p.Add("workspaceResourceId", "is required (or give secretUri alone)")
 		} else if hasWS {
 			if id, err := ParseWorkspaceID(ws); err != nil {
-				p.add("workspaceResourceId", "%v", err)
+				p.Add("workspaceResourceId", "%v", err)
 			} else {
 				req.Workspace = id
 			}
 		}
 		if !hasTok && absent(fields, "tokenId") {
-			p.add("tokenId", "is required (or give secretUri alone)")
+			p.Add("tokenId", "is required (or give secretUri alone)")
 		} else if hasTok && !validTokenIDChars(tok) {
-			p.add("tokenId", "must be 1-128 characters of A-Z a-z 0-9 . _ -")
+			p.Add("tokenId", "must be 1-128 characters of A-Z a-z 0-9 . _ -")
 		} else {
 			req.TokenID = tok
 		}
 	}
 	if s, ok := str(fields, "requestId", &p); ok {
 		if err := ValidRequestID(s); err != nil {
-			p.add("requestId", "%v", err)
+			p.Add("requestId", "%v", err)
 		}
 		req.RequestID = s
 	}
-	return req, p.err()
+	return req, invalid(p)
 }
 
 // ParseListQuery validates the workspaceResourceId of a list request.
 func ParseListQuery(workspaceResourceID string) (WorkspaceID, error) {
 	id, err := ParseWorkspaceID(workspaceResourceID)
 	if err != nil {
-		var p problems
-		p.add("workspaceResourceId", "%v", err)
-		return WorkspaceID{}, p.err()
+		var p input.Problems
+		p.Add("workspaceResourceId", "%v", err)
+		return WorkspaceID{}, invalid(p)
 	}
 	return id, nil
 }

@@ -1,0 +1,120 @@
+package tokens
+
+import (
+	"context"
+	"time"
+)
+
+// EnsureOptions configure EnsureLive.
+type EnsureOptions struct {
+	// RequestID identifies the triggering event; it goes into the marker.
+	RequestID string
+	// Lifetime of a new token (TOKEN_DEFAULT_LIFETIME); the caller's grant
+	// may shorten it.
+	Lifetime time.Duration
+	// RotateBefore: a held token expiring sooner than this is replaced.
+	RotateBefore time.Duration
+	// ReissueUndelivered as in CreateOptions (a redelivered event).
+	ReissueUndelivered bool
+	// Scopes of a new event token (EVENT_TOKEN_SCOPES; none: unscoped).
+	Scopes Scopes
+}
+
+// EnsureLive makes sure the workspace has a live token that this service
+// issued for workspace events. It issues one, with the default lifetime
+// (capped by what the policy grants by), only when there is none or the
+// one held is inside the rotation window; otherwise it returns Issued
+// false and an empty record. With Key Vault delivery a held token counts
+// only if the workspace's secret holds it. Events for one workspace are
+// handled one at a time, so a burst of "workspace written" events (ARM
+// sends several per deployment) yields one token.
+//
+// Errors: as Create.
+func (s *Service) EnsureLive(ctx context.Context, by Caller, id WorkspaceID, opts EnsureOptions) (CreateResult, error) {
+	grant, err := s.authorizeIssue(by, id, opts.Scopes)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	if grant.MaxLifetime > 0 && opts.Lifetime > grant.MaxLifetime {
+		opts.Lifetime = grant.MaxLifetime
+	}
+	ws, err := s.resolver.Resolve(ctx, id)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	unlock := s.locks.lock(ws.ID.Key() + "|events")
+	defer unlock()
+	all, err := s.api.ListTokens(ctx, ws)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	name := DefaultSecretName(ws.ID)
+	now := s.now()
+	var stale []found
+	for _, t := range all {
+		m, caller, ok := SplitComment(t.Comment)
+		if !ok || m.Kind != MarkerEvent {
+			continue
+		}
+		f := found{Token: t, caller: caller}
+		if m.RequestID == opts.RequestID && opts.ReissueUndelivered && s.vault == nil {
+			stale = append(stale, f) // this event's own earlier attempt, value lost
+			continue
+		}
+		if !t.ExpiresAt.IsZero() && !t.ExpiresAt.After(now.Add(opts.RotateBefore)) {
+			continue // inside the rotation window: replace it (a rotation run revokes it later)
+		}
+		if s.vault != nil {
+			_, held, err := s.vault.Find(ctx, name, t.ID)
+			if err != nil {
+				return CreateResult{}, err
+			}
+			if !held {
+				stale = append(stale, f) // issued, never stored: an orphan of a crash
+				continue
+			}
+		}
+		return CreateResult{}, nil // a live, delivered token outside the rotation window: nothing to do
+	}
+	var res CreateResult
+	if res.Revoked, err = s.revokeAll(ctx, ws, stale); err != nil {
+		return CreateResult{}, cleanupFailed(err)
+	}
+	st := StoredToken{RequestID: opts.RequestID, Lifetime: opts.Lifetime, Kind: MarkerEvent, Origin: originOf(by), Scopes: opts.Scopes, Workspace: ws.ID}
+	if err := s.claim(ctx, name, st); err != nil {
+		return CreateResult{}, err
+	}
+	claim, err := s.ledger.Claim(ctx, ws.ID, opts.RequestID, holdFor(ctx))
+	if err != nil {
+		return CreateResult{}, err
+	}
+	if claim.Recorded != nil {
+		return res, nil // this event's token is recorded: it was issued already
+	}
+	recorded := false
+	defer func() {
+		if !recorded {
+			s.abandon(ctx, claim)
+		}
+	}()
+	issued, gc, err := s.createOnce(ctx, ws, Marker{Kind: MarkerEvent, RequestID: opts.RequestID}, "", opts.Lifetime, opts.Scopes)
+	res.Revoked = append(res.Revoked, gc...)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	rec := s.record(opts.RequestID, ws, issued.Token, "")
+	if s.vault != nil {
+		if rec.SecretURI, err = s.deliver(ctx, ws, name, issued, st); err != nil {
+			return CreateResult{}, err
+		}
+	} else {
+		rec.Value = issued.Value
+	}
+	recorded = true
+	answer, err := s.recordIssued(ctx, ws, claim, rec, s.entry(rec, by))
+	if err != nil {
+		return CreateResult{Revoked: res.Revoked}, err
+	}
+	res.Record, res.Issued = answer, answer.TokenID == rec.TokenID
+	return res, nil
+}

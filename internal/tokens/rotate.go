@@ -1,0 +1,249 @@
+package tokens
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// ErrRotationRunning is returned when a rotation run is already under way
+// in this process (a timer fired twice): the second run does nothing.
+var ErrRotationRunning = errors.New("a rotation run is already in progress")
+
+// RotateOptions configure a rotation run.
+type RotateOptions struct {
+	// Before: versions expiring within this window are renewed.
+	Before time.Duration
+	// DefaultLifetime is used for versions whose lifetime tag is missing.
+	DefaultLifetime time.Duration
+	// Queue is the caller the rotation of queue-issued tokens (commands,
+	// workspace events) acts as: the policy's rules for the queue decide
+	// whether such a token is renewed and how long the successor may live,
+	// as they did when it was issued. Tokens issued over HTTP keep the
+	// lifetime their caller was granted.
+	Queue Caller
+}
+
+// Rotate renews every managed Key Vault token inside the rotation window:
+// a new token with the same lifetime, comment, scopes and kind, once a
+// call made with it succeeded, becomes the secret's new latest version,
+// and consumers reading the latest version never see an expired token nor
+// one that does not work. The superseded token keeps working until it
+// expires; a later run then revokes it, if still live, and disables its
+// version. Each workspace's tokens in a secret are rotated on their own.
+// Every outcome is returned; one failing never stops the others.
+func (s *Service) Rotate(ctx context.Context, opts RotateOptions) ([]Outcome, error) {
+	if s.vault == nil {
+		return nil, nil
+	}
+	if !s.rotating.TryLock() {
+		return nil, ErrRotationRunning
+	}
+	defer s.rotating.Unlock()
+	secrets, err := s.vault.Managed(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Outcome
+	for _, sec := range secrets {
+		for _, group := range byWorkspace(sec.Versions) {
+			if o, ok := s.rotateVersion(ctx, sec.Name, group[0], opts); ok {
+				out = append(out, o)
+			}
+			out = append(out, s.retire(ctx, group[1:])...)
+		}
+	}
+	return out, nil
+}
+
+// rotationRequestID is the request id of the rotation of one version: the
+// same for every run that sees that version as the latest, so two runs
+// (or a crashed one and its successor) find each other's token.
+func rotationRequestID(sec string, version string) string {
+	sum := sha256.Sum256([]byte(sec + "/" + version))
+	return "rot-" + hex.EncodeToString(sum[:12])
+}
+
+func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredToken, opts RotateOptions) (Outcome, bool) {
+	now := s.now()
+	if !latest.Enabled || latest.ExpiresAt.IsZero() || latest.ExpiresAt.After(now.Add(opts.Before)) {
+		return Outcome{}, false
+	}
+	reqID := rotationRequestID(name, latest.Version)
+	o := Outcome{Type: Failed, RequestID: reqID, Workspace: latest.Workspace.String(), CorrelationID: reqID, Rotating: &latest}
+	fail := func(err error) (Outcome, bool) {
+		o.Err = AsError(err)
+		return o, true
+	}
+	lifetime := latest.Lifetime
+	if lifetime <= 0 {
+		lifetime = opts.DefaultLifetime
+	}
+	if latest.Origin == OriginQueue {
+		o.RequestedBy = OriginQueue
+		grant, err := s.authz.Authorize(opts.Queue, ActionCreate, latest.Workspace, latest.Scopes)
+		if err != nil {
+			return fail(err)
+		}
+		if grant.MaxLifetime > 0 && lifetime > grant.MaxLifetime {
+			lifetime = grant.MaxLifetime
+		}
+	}
+	ws, err := s.resolver.Resolve(ctx, latest.Workspace)
+	if err != nil {
+		return fail(err)
+	}
+	unlock := s.locks.lock(ws.ID.Key() + "|" + reqID)
+	defer unlock()
+	// The claim on the rotation's request id is the lock across instances:
+	// a run that finds it recorded knows another run rotated this version.
+	claim, err := s.ledger.Claim(ctx, ws.ID, reqID, holdFor(ctx))
+	if err != nil {
+		return fail(err)
+	}
+	if claim.Recorded != nil {
+		return Outcome{}, false
+	}
+	recorded := false
+	defer func() {
+		if !recorded {
+			s.abandon(ctx, claim)
+		}
+	}()
+	all, err := s.api.ListTokens(ctx, ws)
+	if err != nil {
+		return fail(err)
+	}
+	if err := sameScopes(latest, all); err != nil {
+		return fail(err)
+	}
+	earlier := byRequest(all, reqID)
+	for _, e := range earlier {
+		if _, held, err := s.vault.Find(ctx, name, e.ID); err != nil {
+			return fail(err)
+		} else if held {
+			return Outcome{}, false // another run already rotated this version
+		}
+	}
+	if _, err := s.revokeAll(ctx, ws, earlier); err != nil {
+		return fail(cleanupFailed(err))
+	}
+	kind := latest.Kind
+	if kind == "" { // versions written before the kind was recorded: ask the token itself
+		kind = MarkerRequest
+		for _, t := range all {
+			if m, _, ok := SplitComment(t.Comment); ok && t.ID == latest.TokenID {
+				kind = m.Kind
+			}
+		}
+	}
+	issued, _, err := s.createOnce(ctx, ws, Marker{Kind: kind, RequestID: reqID}, latest.Comment, lifetime, latest.Scopes)
+	if err != nil {
+		return fail(err)
+	}
+	if err := s.verify(ctx, ws, issued); err != nil {
+		return fail(err)
+	}
+	st := StoredToken{RequestID: reqID, Comment: latest.Comment, Lifetime: lifetime, Kind: kind, Origin: latest.Origin, Scopes: latest.Scopes}
+	uri, err := s.deliver(ctx, ws, name, issued, st)
+	if err != nil {
+		return fail(err)
+	}
+	rec := s.record(reqID, ws, issued.Token, latest.Comment)
+	rec.SecretURI = uri
+	// The successor is the secret's latest version now: it stays whatever
+	// the ledger says (an unrecorded claim runs out and is resolved by its
+	// marker, which Key Vault shows was delivered).
+	recorded = true
+	if err := s.ledger.Record(ctx, claim, s.entry(rec, nil)); err == nil {
+		_ = s.ledger.Mark(ctx, ws.ID, latest.TokenID, TokenRotated) // the inventory's view; the rotation stands either way
+	}
+	o.Type, o.Err, o.TokenID, o.Record = Rotated, nil, issued.ID, &rec
+	return o, true
+}
+
+// sameScopes checks the scopes a version's tags record against the
+// predecessor's own record in Databricks, when Databricks lists it with
+// scopes. Tags can be edited by anyone who may write the vault; a
+// successor is issued with the tags' scopes, so a stripped or changed tag
+// would otherwise buy a token with more than its predecessor had. On any
+// disagreement nothing is issued. (A token Databricks lists without scopes
+// cannot be checked: an older API, or a truly unscoped token, whose tags
+// could then only narrow the successor, or ask for autoscope.)
+func sameScopes(latest StoredToken, all []Token) error {
+	for _, t := range all {
+		if t.ID != latest.TokenID || len(t.Scopes.List) == 0 {
+			continue
+		}
+		a, b := slices.Sorted(slices.Values(t.Scopes.List)), slices.Sorted(slices.Values(latest.Scopes.List))
+		if !slices.Equal(a, b) || t.Scopes.Autoscope != latest.Scopes.Autoscope {
+			return &Error{Code: CodeInvalidRequest, Target: "scopes",
+				Message: fmt.Sprintf("the scopes Key Vault records for token %s (%q, autoscope %v) are not the ones Databricks lists for it (%q, autoscope %v): not renewed; correct the version's scopes tag, or revoke the secret and issue anew",
+					t.ID, latest.Scopes.String(), latest.Scopes.Autoscope, t.Scopes.String(), t.Scopes.Autoscope)}
+		}
+	}
+	return nil
+}
+
+// verify proves a successor works before any consumer can read it: one
+// call made with the new token itself (TokenAPI.VerifyToken), on the
+// workspace URL ARM returned and the allow-list accepted. Until that
+// succeeds no version holds the token, so a successor that does not work
+// (refused, or the check could not be made) is revoked and the current
+// version stays latest: its consumers keep a token that works, and the
+// next run tries again. If the revoke fails too, the next run finds the
+// token by its rotation marker (not held by any version) and revokes it.
+func (s *Service) verify(ctx context.Context, ws Workspace, issued Issued) error {
+	err := s.api.VerifyToken(ctx, ws, issued.Value)
+	if err == nil {
+		return nil
+	}
+	e := AsError(err)
+	out := &Error{Code: e.Code, Upstream: e.Upstream, RetryAfter: e.RetryAfter, Err: err,
+		Message: "the new token failed verification (" + e.Message + "); it was revoked, and the current version stays the latest"}
+	if rerr := s.withdraw(ctx, ws, issued.ID); rerr != nil {
+		out.Err = errors.Join(err, rerr)
+		out.Message = "the new token failed verification (" + e.Message + ") and revoking it failed; the current version stays the latest, and the next run revokes it"
+	}
+	return out
+}
+
+// retire revokes the tokens of superseded versions once they expired (if
+// Databricks still lists them) and disables those versions.
+func (s *Service) retire(ctx context.Context, superseded []StoredToken) []Outcome {
+	var out []Outcome
+	now := s.now()
+	for _, v := range superseded {
+		if !v.Enabled || v.ExpiresAt.IsZero() || v.ExpiresAt.After(now) {
+			continue
+		}
+		reqID := "retire-" + v.Version
+		o := Outcome{Type: Revoked, RequestID: reqID, Workspace: v.Workspace.String(), TokenID: v.TokenID, CorrelationID: reqID}
+		ws, err := s.resolver.Resolve(ctx, v.Workspace)
+		if err == nil {
+			var live bool
+			if live, err = s.api.DeleteToken(ctx, ws, v.TokenID); err == nil {
+				state := TokenExpired
+				if live {
+					state = TokenRevoked
+				}
+				_ = s.ledger.Mark(ctx, ws.ID, v.TokenID, state) // the inventory's view; retiring stands either way
+				err = s.vault.Disable(ctx, v)
+				status := StatusNotFound
+				if live {
+					status = StatusRevoked
+				}
+				o.Revoke = &RevokeResult{RequestID: reqID, Workspace: ws.ID, TokenID: v.TokenID, Status: status, SecretURI: v.URI}
+			}
+		}
+		if err != nil {
+			o.Type, o.Revoke, o.Err = Failed, nil, AsError(err)
+		}
+		out = append(out, o)
+	}
+	return out
+}

@@ -1,0 +1,235 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/contoso/databricks-token-broker/devstack/fakedatabricks"
+	"github.com/contoso/databricks-token-broker/devstack/fakekeyvault"
+	"github.com/contoso/databricks-token-broker/devstack/stack"
+)
+
+func startVault(t *testing.T, o envOptions) *env {
+	t.Helper()
+	o.keyVault, o.serviceBus = true, true
+	return start(t, o)
+}
+
+// versions returns the vault's versions of a secret, oldest first.
+func versions(e *env, name string) []fakekeyvault.Secret {
+	var out []fakekeyvault.Secret
+	for _, s := range e.stack.Vault.Secrets() {
+		if s.Name == name {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func TestKeyVaultDelivery(t *testing.T) {
+	t.Parallel()
+	e := startVault(t, envOptions{})
+	dbw := e.stack.Workspaces[0]
+	r := e.create(map[string]any{"workspaceResourceId": ws(0), "comment": "etl", "lifetimeSeconds": 86400, "requestId": "kv-1"})
+	if r.Status != 201 {
+		t.Fatalf("create: %d %s", r.Status, r.Body)
+	}
+	rec := r.json(t)
+	if _, has := rec["tokenValue"]; has {
+		t.Fatalf("the response carries the token value with Key Vault delivery: %s", r.Body)
+	}
+	uri, _ := rec["secretUri"].(string)
+	if !strings.HasPrefix(uri, e.stack.Vault.URL()+"/secrets/"+stack.SecretName(0)+"/") {
+		t.Fatalf("secretUri = %q", uri)
+	}
+	vs := versions(e, stack.SecretName(0))
+	live := dbw.LiveTokens()
+	if len(vs) != 1 || len(live) != 1 || vs[0].Value != live[0].Value || vs[0].ID != uri {
+		t.Fatalf("vault holds %d versions, workspace %d live tokens; the version must hold the live token", len(vs), len(live))
+	}
+	v := vs[0]
+	if v.Tags["tokenId"] != live[0].ID || !strings.EqualFold(v.Tags["workspaceResourceId"], ws(0)) || v.Tags["lifetimeSeconds"] != "86400" ||
+		v.Tags["managedBy"] != "databricks-token-broker" || v.ContentType == "" || !v.Expires.Equal(live[0].Expires().Truncate(time.Second)) && v.Expires.Sub(live[0].Expires()).Abs() > time.Second {
+		t.Errorf("version attributes: tags %v content type %q exp %s (token expires %s)", v.Tags, v.ContentType, v.Expires, live[0].Expires())
+	}
+	// The result message carries the secretUri and no value either.
+	res := e.results(1, 20*time.Second)[0]
+	if res.data()["secretUri"] != uri || res.data()["tokenValue"] != nil {
+		t.Errorf("result data: %v", res.data())
+	}
+
+	// A retried call answers with the same secret, and a secretName is honoured.
+	again := e.create(map[string]any{"workspaceResourceId": ws(0), "comment": "etl", "lifetimeSeconds": 86400, "requestId": "kv-1"})
+	if again.Status != 200 || again.json(t)["secretUri"] != uri {
+		t.Errorf("replay: %d %s", again.Status, again.Body)
+	}
+	named := e.create(map[string]any{"workspaceResourceId": ws(0), "secretName": "etl-token"})
+	if named.Status != 201 || !strings.Contains(named.json(t)["secretUri"].(string), "/secrets/etl-token/") {
+		t.Errorf("secretName: %d %s", named.Status, named.Body)
+	}
+	e.results(1, 20*time.Second)
+
+	// Revoke by secretUri: the token goes, the version is disabled; again is notFound.
+	rv := e.do(http.MethodPost, "/api/revoke-token", map[string]any{"secretUri": uri})
+	if rv.Status != 200 || rv.json(t)["status"] != "revoked" || rv.json(t)["tokenId"] != live[0].ID {
+		t.Fatalf("revoke by secretUri: %d %s", rv.Status, rv.Body)
+	}
+	if tok, _ := dbw.Token(live[0].ID); tok.State != fakedatabricks.Revoked {
+		t.Errorf("token state %s after revoke", tok.State)
+	}
+	if vs := versions(e, stack.SecretName(0)); vs[0].Enabled {
+		t.Error("the revoked version is still enabled")
+	}
+	rv = e.do(http.MethodPost, "/api/revoke-token", map[string]any{"secretUri": uri})
+	if rv.Status != 200 || rv.json(t)["status"] != "notFound" {
+		t.Errorf("second revoke: %d %s", rv.Status, rv.Body)
+	}
+}
+
+func TestKeyVaultBadInput(t *testing.T) {
+	t.Parallel()
+	e := startVault(t, envOptions{})
+	if _, err := e.stack.Vault.PutSecret("someone-elses", "not ours", "text/plain", map[string]string{"owner": "team-x"}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		body map[string]any
+		code string
+	}{
+		{"another vault", map[string]any{"secretUri": "https://other.vault.azure.net/secrets/" + stack.SecretName(0) + "/abc"}, "InvalidRequest"},
+		{"unmanaged secret", map[string]any{"secretUri": e.stack.Vault.URL() + "/secrets/someone-elses"}, "InvalidRequest"},
+		{"not a secret URI", map[string]any{"secretUri": e.stack.Vault.URL() + "/keys/k1"}, "InvalidRequest"},
+	}
+	for _, tt := range tests {
+		r := e.do(http.MethodPost, "/api/revoke-token", tt.body)
+		if r.Status != 400 || r.errorCode(t) != tt.code {
+			t.Errorf("%s: %d %s", tt.name, r.Status, r.Body)
+		}
+	}
+	if r := e.create(map[string]any{"workspaceResourceId": ws(0), "secretName": "bad_name"}); r.Status != 400 {
+		t.Errorf("bad secret name: %d %s", r.Status, r.Body)
+	}
+	// A vault that refuses (no RBAC role): the create fails, and the token it made is revoked.
+	e.stack.Vault.Forbid(stack.SecretName(0), true)
+	r := e.create(map[string]any{"workspaceResourceId": ws(0)})
+	if r.Status != 502 || r.errorCode(t) != "UpstreamError" || !strings.Contains(string(r.Body), "Key Vault") {
+		t.Errorf("vault 403: %d %s", r.Status, r.Body)
+	}
+	if n := len(e.stack.Workspaces[0].LiveTokens()); n != 0 {
+		t.Errorf("%d live tokens after a failed delivery; want 0 (no orphan)", n)
+	}
+}
+
+func TestWorkspaceLifetimePolicy(t *testing.T) {
+	t.Parallel()
+	e := startVault(t, envOptions{before: func(s *stack.Stack) { s.Workspaces[0].SetMaxTokenLifetimeDays(7) }})
+	r := e.create(map[string]any{"workspaceResourceId": ws(0), "lifetimeSeconds": 8 * 86400})
+	if r.Status != 400 || !strings.Contains(string(r.Body), "maxTokenLifetimeDays 7") {
+		t.Errorf("over the workspace maximum: %d %s", r.Status, r.Body)
+	}
+	if n := e.stack.Workspaces[0].Calls()[fakedatabricks.OpCreate]; n != 0 {
+		t.Errorf("%d creates were sent for a lifetime the workspace refuses", n)
+	}
+	if r := e.create(map[string]any{"workspaceResourceId": ws(0), "lifetimeSeconds": 7 * 86400}); r.Status != 201 {
+		t.Errorf("at the workspace maximum: %d %s", r.Status, r.Body)
+	}
+	for _, tok := range e.stack.Workspaces[0].Tokens() {
+		if tok.ExpiryTime < 0 {
+			t.Error("a token without expiry was created")
+		}
+	}
+}
+
+func TestRotation(t *testing.T) {
+	t.Parallel()
+	e := startVault(t, envOptions{workspaces: 2})
+	// Tokens of 4 s are inside the 168 h rotation window from the start.
+	for i := range 2 {
+		if r := e.create(map[string]any{"workspaceResourceId": ws(i), "comment": "short-lived", "lifetimeSeconds": 4}); r.Status != 201 {
+			t.Fatalf("create: %d %s", r.Status, r.Body)
+		}
+	}
+	e.results(2, 20*time.Second)
+	first := [2]fakekeyvault.Secret{versions(e, stack.SecretName(0))[0], versions(e, stack.SecretName(1))[0]}
+
+	// The second workspace fails; the first still rotates.
+	e.stack.Workspaces[1].InjectFault(fakedatabricks.OpCreate, fakedatabricks.HTML403{})
+	if _, err := e.host.InvokeTimer(e.t.Context(), "rotate-tokens", false); err != nil {
+		t.Fatal(err)
+	}
+	rs := e.results(2, 20*time.Second)
+	byType := map[string]result{}
+	for _, r := range rs {
+		byType[r.Subject] = r
+	}
+	rot, failed := byType["Databricks.Token.Rotated"], byType["Databricks.Token.Failed"]
+	if rot.Event == nil || failed.Event == nil || !strings.EqualFold(failed.Event["source"].(string), ws(1)) {
+		t.Fatalf("results: %+v", rs)
+	}
+	v1 := versions(e, stack.SecretName(0))
+	if len(v1) != 2 || rot.data()["secretUri"] != v1[1].ID || rot.data()["comment"] != "short-lived" || v1[1].Tags["lifetimeSeconds"] != "4" {
+		t.Fatalf("rotation wrote %d versions; result %v", len(v1), rot.data())
+	}
+	if tok, _ := e.stack.Workspaces[0].Token(first[0].Tags["tokenId"]); tok.State != fakedatabricks.Live {
+		t.Errorf("the superseded token was revoked at once (state %s); it must keep working until it expires", tok.State)
+	}
+
+	// After the old versions expire, a later run retires them (and rotates again).
+	time.Sleep(4500 * time.Millisecond)
+	if _, err := e.host.InvokeTimer(e.t.Context(), "rotate-tokens", false); err != nil {
+		t.Fatal(err)
+	}
+	e.waitIdle()
+	time.Sleep(500 * time.Millisecond)
+	if v := versions(e, stack.SecretName(0)); v[0].Enabled {
+		t.Errorf("the superseded, expired version is still enabled")
+	}
+}
+
+func TestDoubleTimerFireMakesOneReplacement(t *testing.T) {
+	t.Parallel()
+	e := startVault(t, envOptions{})
+	if r := e.create(map[string]any{"workspaceResourceId": ws(0), "lifetimeSeconds": 3600}); r.Status != 201 {
+		t.Fatalf("create: %d %s", r.Status, r.Body)
+	}
+	e.results(1, 20*time.Second)
+	e.stack.Workspaces[0].SetLatency(100 * time.Millisecond) // widen the race
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			if _, err := e.host.InvokeTimer(context.Background(), "rotate-tokens", false); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if v := versions(e, stack.SecretName(0)); len(v) != 2 {
+		t.Errorf("%d versions after three concurrent timer runs; want 2 (one replacement)", len(v))
+	}
+	if n := len(e.stack.Workspaces[0].LiveTokens()); n != 2 {
+		t.Errorf("%d live tokens; want 2 (old one until it expires, one replacement)", n)
+	}
+	e.results(1, 20*time.Second)
+}
+
+func TestWorkspaceEventWithKeyVault(t *testing.T) {
+	t.Parallel()
+	e := startVault(t, envOptions{})
+	e.send("workspace-events", gridEvent(ws(0), "ev-kv-1", "Microsoft.Databricks/workspaces/write"), "sb-kv-1")
+	r := e.results(1, 20*time.Second)[0]
+	vs := versions(e, stack.SecretName(0))
+	if r.Subject != "Databricks.Token.Created" || len(vs) != 1 || r.data()["secretUri"] != vs[0].ID || r.data()["tokenValue"] != nil {
+		t.Fatalf("result %v; %d versions", r.data(), len(vs))
+	}
+	e.send("workspace-events", gridEvent(ws(0), "ev-kv-2", "Microsoft.Databricks/workspaces/write"), "sb-kv-2")
+	e.waitIdle()
+	e.results(0, time.Second)
+	if n := len(e.stack.Workspaces[0].LiveTokens()); n != 1 {
+		t.Errorf("%d live tokens; want 1", n)
+	}
+}

@@ -1,0 +1,198 @@
+package e2e
+
+// The ledger (issue 13): one live token per request id across instances,
+// one Databricks call per new token and none per repeat, out-of-band
+// revokes picked up by the timer, Expiring results for inline tokens, and
+// a table that cannot be reached failing before any token exists. All on
+// Azurite's Table Storage, shared by two instances where it matters.
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/contoso/databricks-token-broker/devstack/fakedatabricks"
+	"github.com/contoso/databricks-token-broker/devstack/hostsim"
+)
+
+// Bursts of concurrent creates with one request id, spread over two
+// instances, make one token, and every caller is answered with its record:
+// 201 for the call that issued it, 200 for the others.
+func TestTwoInstancesOneTokenPerRequestID(t *testing.T) {
+	t.Parallel()
+	e := start(t, envOptions{ledger: true})
+	b := e.instance()
+	hosts := []*hostsim.Host{e.host, b}
+	w := e.stack.Workspaces[0]
+	w.SetLatency(30 * time.Millisecond) // widen the window between claim and record
+	const ids, burst = 6, 10
+	type answer struct {
+		status  int
+		tokenID string
+	}
+	answers := make([][]answer, ids)
+	var wg sync.WaitGroup
+	for i := range ids {
+		answers[i] = make([]answer, burst)
+		for j := range burst {
+			wg.Go(func() {
+				r := e.doAt(hosts[j%2], http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": ws(0), "requestId": fmt.Sprintf("burst-%d", i)})
+				var rec struct {
+					TokenID string `json:"tokenId"`
+				}
+				_ = jsonInto(r.Body, &rec)
+				answers[i][j] = answer{r.Status, rec.TokenID}
+			})
+		}
+	}
+	wg.Wait()
+	for i, as := range answers {
+		created, token := 0, ""
+		for _, a := range as {
+			switch {
+			case a.status == http.StatusCreated:
+				created++
+			case a.status != http.StatusOK:
+				t.Errorf("burst-%d: a caller got %d", i, a.status)
+			}
+			if token == "" {
+				token = a.tokenID
+			}
+			if a.tokenID != token {
+				t.Errorf("burst-%d: callers were answered with different tokens (%s, %s)", i, token, a.tokenID)
+			}
+		}
+		if created != 1 {
+			t.Errorf("burst-%d: %d answers were 201; want exactly one", i, created)
+		}
+	}
+	if n := len(w.LiveTokens()); n != ids {
+		t.Errorf("%d live tokens for %d request ids", n, ids)
+	}
+	if n := w.Calls()[fakedatabricks.OpCreate]; n != ids {
+		t.Errorf("%d creates for %d request ids", n, ids)
+	}
+	if n := w.Calls()[fakedatabricks.OpList]; n != 0 {
+		t.Errorf("%d token lists; a create with a durable ledger needs none", n)
+	}
+}
+
+// An instance killed in the middle of a create holds its claim until it
+// runs out; a repeat on the other instance then takes it over, finds what
+// the dead one made by its marker, and answers with it: one live token,
+// nothing orphaned, nothing doubled.
+func TestKilledInstanceMidCreateIsTakenOver(t *testing.T) {
+	t.Parallel()
+	e := start(t, envOptions{ledger: true, settings: []string{"UPSTREAM_RETRY_BUDGET=2s"}})
+	b := e.instance()
+	w := e.stack.Workspaces[0]
+	w.InjectFault(fakedatabricks.OpCreate, fakedatabricks.Delay{D: 2 * time.Second})
+	done := make(chan response, 1)
+	go func() { done <- e.create(map[string]any{"workspaceResourceId": ws(0), "requestId": "killed-1"}) }()
+	if !waitFor(5*time.Second, func() bool { return w.Calls()[fakedatabricks.OpCreate] == 1 }) {
+		t.Fatal("the create never reached the workspace")
+	}
+	e.host.KillHandler()
+	if r := <-done; r.Status == http.StatusCreated {
+		t.Fatalf("the killed instance answered 201")
+	}
+	// The claim lasts the budget and its clean-up (some 20 s here); the
+	// repeat gets 503 with Retry-After until then, as the contract says.
+	var final response
+	waitFor(60*time.Second, func() bool {
+		final = e.doAt(b, http.MethodPost, "/api/create-token", map[string]any{"workspaceResourceId": ws(0), "requestId": "killed-1"})
+		if final.Status == http.StatusServiceUnavailable && final.Header.Get("Retry-After") == "" {
+			t.Errorf("503 without Retry-After: %s", final.Body)
+		}
+		return final.Status != http.StatusServiceUnavailable
+	})
+	if final.Status != http.StatusOK && final.Status != http.StatusCreated {
+		t.Fatalf("repeat after the kill: %d %s", final.Status, final.Body)
+	}
+	if n := len(w.LiveTokens()); n != 1 {
+		t.Errorf("%d live tokens after the takeover; want 1", n)
+	}
+	if live := w.LiveTokens(); len(live) == 1 && final.json(t)["tokenId"] != live[0].ID {
+		t.Errorf("the repeat's answer names %v, not the live token %s", final.json(t)["tokenId"], live[0].ID)
+	}
+}
+
+// A token revoked outside the service (the Databricks UI) is picked up by
+// the timer's sweep: the repeat of its request id then issues a new one.
+// Until the sweep, a repeat is answered from the ledger with no Databricks
+// call at all.
+func TestSweepFindsTokensRevokedElsewhere(t *testing.T) {
+	t.Parallel()
+	e := start(t, envOptions{ledger: true})
+	w := e.stack.Workspaces[0]
+	first := e.create(map[string]any{"workspaceResourceId": ws(0), "requestId": "sweep-1"})
+	if first.Status != http.StatusCreated {
+		t.Fatalf("create: %d %s", first.Status, first.Body)
+	}
+	before := w.Calls()
+	for range 3 {
+		if r := e.create(map[string]any{"workspaceResourceId": ws(0), "requestId": "sweep-1"}); r.Status != http.StatusOK {
+			t.Fatalf("repeat: %d %s", r.Status, r.Body)
+		}
+	}
+	if after := w.Calls(); after[fakedatabricks.OpCreate]+after[fakedatabricks.OpList] != before[fakedatabricks.OpCreate]+before[fakedatabricks.OpList] {
+		t.Errorf("repeats cost Databricks calls: %v then %v", before, after)
+	}
+	id, _ := first.json(t)["tokenId"].(string)
+	w.RevokeToken(id)
+	if _, err := e.host.InvokeTimer(t.Context(), "rotate-tokens", false); err != nil {
+		t.Fatal(err)
+	}
+	again := e.create(map[string]any{"workspaceResourceId": ws(0), "requestId": "sweep-1"})
+	if again.Status != http.StatusCreated || again.json(t)["tokenId"] == id {
+		t.Errorf("repeat after the sweep: %d %s; want 201 with a new token", again.Status, again.Body)
+	}
+}
+
+// A token delivered inline cannot be rotated by the service: once inside
+// the rotation window, its holder hears of it in an Expiring result, once
+// (a later run's copy has the same id and is dropped as a duplicate).
+func TestInlineTokenInsideTheWindowIsAnnounced(t *testing.T) {
+	t.Parallel()
+	e := startQueues(t, envOptions{ledger: true})
+	r := e.create(map[string]any{"workspaceResourceId": ws(0), "requestId": "expiring-1", "lifetimeSeconds": 3600})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.Status, r.Body)
+	}
+	e.results(1, 20*time.Second)
+	for range 2 {
+		if _, err := e.host.InvokeTimer(t.Context(), "rotate-tokens", false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs := e.results(1, 20*time.Second)
+	if rs[0].Subject != "Databricks.Token.Expiring" || rs[0].data()["tokenId"] != r.json(t)["tokenId"] || rs[0].data()["requestId"] != "expiring-1" {
+		t.Errorf("result: %+v", rs[0])
+	}
+	if _, has := rs[0].data()["tokenValue"]; has {
+		t.Errorf("the Expiring result carries a value")
+	}
+}
+
+// A ledger that cannot be reached fails the create before any token
+// exists, as UpstreamUnavailable with Retry-After.
+func TestUnreachableLedgerFailsBeforeAnyToken(t *testing.T) {
+	t.Parallel()
+	closed := "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;TableEndpoint=http://127.0.0.1:1/devstoreaccount1;"
+	e := start(t, envOptions{settings: []string{"UPSTREAM_RETRY_BUDGET=2s", "ALLOW_INSECURE_LOOPBACK=true", "AzureWebJobsStorage=" + closed}})
+	r := e.create(map[string]any{"workspaceResourceId": ws(0), "requestId": "no-table"})
+	if r.Status != http.StatusServiceUnavailable || r.errorCode(t) != "UpstreamUnavailable" || r.Header.Get("Retry-After") == "" {
+		t.Errorf("create with the ledger unreachable: %d %s", r.Status, r.Body)
+	}
+	if n := e.stack.Workspaces[0].Calls()[fakedatabricks.OpCreate]; n != 0 {
+		t.Errorf("%d creates reached Databricks", n)
+	}
+	if n := len(e.stack.Workspaces[0].Tokens()); n != 0 {
+		t.Errorf("%d tokens exist", n)
+	}
+}
+
+func jsonInto(b []byte, v any) error { return json.Unmarshal(b, v) }
