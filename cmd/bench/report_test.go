@@ -40,6 +40,8 @@ func fullReport() *report {
 		{mode: "Key Vault", entra: 3, arm: 10, databricks: 1000, keyVault: map[string]int{"set": 1000, "challenge": 4}}}
 	r.queue = &queueResult{n: 1000, latency: 20 * time.Millisecond, wall: 1614 * time.Millisecond, ideal: 1250 * time.Millisecond, invocations: []time.Duration{23 * time.Millisecond}}
 	r.decode = &decodeResult{nsPerOp: 14600, bytesPerOp: 2800, allocsPerOp: 49}
+	r.ledger = &ledgerResult{creates: 1000, createDatabricks: 1000, createTb: 2000, repeatTb: 2000, latency: 20 * time.Millisecond,
+		memory: loadResult{n: 100, elapsed: time.Second, latencies: []time.Duration{21 * time.Millisecond}}, table: loadResult{n: 80, elapsed: time.Second, latencies: []time.Duration{30 * time.Millisecond}}}
 	return r
 }
 
