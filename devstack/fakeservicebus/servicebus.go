@@ -24,7 +24,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/contoso/databricks-token-broker/devstack/kit"
@@ -424,21 +423,9 @@ func (b *Broker) Close() error {
 			return
 		default:
 		}
-		_ = b.stdin.Close()
-		select {
-		case <-b.exited:
-			return
-		case <-time.After(2 * time.Second):
+		if kit.Stop(b.stdin, b.cmd.Process, b.exited) {
+			b.closeErr = errors.New("servicebus: broker did not stop on SIGTERM and was killed")
 		}
-		_ = b.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-b.exited:
-			return
-		case <-time.After(3 * time.Second):
-		}
-		_ = b.cmd.Process.Kill()
-		<-b.exited
-		b.closeErr = errors.New("servicebus: broker did not stop on SIGTERM and was killed")
 	})
 	return b.closeErr
 }
