@@ -33,9 +33,6 @@ import (
 // node_modules are looked for (the directory holding broker.js).
 const BrokerDirEnv = "DEVSTACK_SB_BROKER_DIR"
 
-// NodeEnv names the environment variable that overrides the node executable.
-const NodeEnv = kit.NodeEnv
-
 // ErrNodeNotFound is returned (wrapped) by Start when no node executable can be found.
 var ErrNodeNotFound = errors.New("servicebus: node (Node.js) not found")
 

@@ -32,10 +32,6 @@ import (
 // its node_modules are looked for.
 const DirEnv = "DEVSTACK_AZURITE_DIR"
 
-// NodeEnv names the environment variable that overrides the node executable
-// (the same one the Service Bus broker honours).
-const NodeEnv = kit.NodeEnv
-
 // ErrNodeNotFound is returned (wrapped) by Start when there is no node.
 var ErrNodeNotFound = errors.New("tablestore: node (Node.js) not found")
 
