@@ -80,23 +80,9 @@ type Workspace struct {
 	Created                time.Time
 }
 
-// Fault is a failure ARM serves instead of the answer.
-type Fault struct {
-	// Status to answer with (e.g. 429, 503); 0 with Delay = delay, then answer normally.
-	Status int
-	// RetryAfter, when not empty, is sent as Retry-After.
-	RetryAfter string
-	// Delay is waited first (interrupted when the client goes away).
-	Delay time.Duration
-	// Code and Message override the error body's defaults.
-	Code, Message string
-	// Drop closes the connection without an answer.
-	Drop bool
-	// Location, with a 3xx Status, makes the answer a redirect there
-	// (body RedirectBody) instead of an error: a client that followed it
-	// would re-send the request, bearer token included, to Location.
-	Location string
-}
+// Fault is a failure ARM serves instead of the answer; its Op is one of
+// "get", "list" and "unknown", as Calls names them.
+type Fault = kit.Fault
 
 // RedirectBody is the text/plain body of a redirect fault, recognisable so
 // that tests can check a client never shows it.
@@ -121,12 +107,12 @@ type Server struct {
 	faults   kit.Faults[Fault]
 	calls    kit.Counter
 	requests kit.Log[Request]
+	denied   kit.Names // object ids
 
 	mu         sync.Mutex
 	workspaces map[string]*Workspace // lower(id)
 	groups     map[string]string     // lower(sub/rg) -> rg as registered
 	subs       map[string]bool       // lower(sub)
-	denied     map[string]bool       // lower(oid)
 }
 
 // Start starts the ARM stand-in with a certificate from c.
@@ -142,7 +128,6 @@ func Start(c *testca.CA, opts Options) (*Server, error) {
 		workspaces: map[string]*Workspace{},
 		groups:     map[string]string{},
 		subs:       map[string]bool{},
-		denied:     map[string]bool{},
 	}
 	var err error
 	if s.srv, err = c.ServeOrPlain(s, opts.Plain, opts.Hosts...); err != nil {
@@ -267,29 +252,15 @@ func (s *Server) Workspace(resourceID string) (Workspace, bool) {
 // DenyRead makes reads by the principal (object id) fail with 403
 // AuthorizationFailed, as without a Reader role; deny=false restores access.
 func (s *Server) DenyRead(principalOID string, deny bool) {
-	s.mu.Lock()
-	if deny {
-		s.denied[strings.ToLower(principalOID)] = true
-	} else {
-		delete(s.denied, strings.ToLower(principalOID))
-	}
-	s.mu.Unlock()
+	s.denied.Set(principalOID, deny)
 }
 
 // InjectFault queues f; each request consumes one queued fault, in order.
-func (s *Server) InjectFault(f Fault) { s.faults.Add("", f) }
+func (s *Server) InjectFault(f Fault) { s.faults.Add(f.Op, f) }
 
 // FailNext makes the next n requests fail with status (429 gets
 // Retry-After: 0 so SDK retries are quick; use InjectFault for other values).
-func (s *Server) FailNext(n, status int) {
-	f := Fault{Status: status}
-	if status == http.StatusTooManyRequests {
-		f.RetryAfter = "0"
-	}
-	for range n {
-		s.InjectFault(f)
-	}
-}
+func (s *Server) FailNext(n, status int) { kit.FailNext(&s.faults, n, status) }
 
 // Calls returns the number of requests per operation: "get" (one
 // workspace), "list" (workspaces of a resource group or subscription),
@@ -351,20 +322,9 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	if f, ok := s.faults.Next(""); ok {
+	if f, ok := s.faults.Next(op); ok {
 		rec.Fault = true
-		kit.Sleep(r.Context(), s.srv.Closing(), f.Delay)
-		if f.Drop {
-			kit.Drop()
-		}
-		if f.Status != 0 && f.Location != "" {
-			kit.Redirect(rw, f.Status, f.Location, RedirectBody)
-			return
-		}
-		if f.Status != 0 {
-			if f.RetryAfter != "" {
-				rw.Header().Set("Retry-After", f.RetryAfter)
-			}
+		if f.Serve(rw, r, s.srv.Closing(), RedirectBody, func() {
 			code, msg := f.Code, f.Message
 			if code == "" {
 				switch f.Status {
@@ -381,6 +341,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 				}
 			}
 			writeError(rw, f.Status, code, msg)
+		}) {
 			return
 		}
 	}
@@ -412,7 +373,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 
 	s.mu.Lock()
-	denied := s.denied[strings.ToLower(claims.ObjectID)]
+	denied := s.denied.Has(claims.ObjectID)
 	knownSub := s.subs[strings.ToLower(sub)]
 	_, knownRG := s.groups[strings.ToLower(sub+"/"+rg)]
 	var found *Workspace

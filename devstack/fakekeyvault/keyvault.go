@@ -69,26 +69,7 @@ type Secret struct {
 // Fault is a failure the vault serves instead of the answer. Faults are
 // consumed only by requests that carry a bearer token (the challenge
 // round trip without one never consumes a fault).
-type Fault struct {
-	// Status to answer with (403, 429, 503 …); 0 with Delay = delay, then answer normally.
-	Status int
-	// RetryAfter, when not empty, is sent as Retry-After.
-	RetryAfter string
-	// Delay is waited first (interrupted when the client goes away).
-	Delay time.Duration
-	// Code and Message override the defaults of the error body.
-	Code, Message string
-	// Drop closes the connection without an answer.
-	Drop bool
-	// Op, when set, keeps the fault for the next request of that operation
-	// ("set", "versions", "update", … as Calls names them); empty: the
-	// next request of any kind.
-	Op string
-	// Location, with a 3xx Status, makes the answer a redirect there
-	// (body RedirectBody) instead of an error: a client that followed it
-	// would re-send the request, bearer token included, to Location.
-	Location string
-}
+type Fault = kit.Fault
 
 // RedirectBody is the text/plain body of a redirect fault, recognisable so
 // that tests can check a client never shows it.
@@ -115,14 +96,14 @@ type Vault struct {
 	srv  *testca.Server
 	opts Options
 
-	clock    kit.Clock
-	faults   kit.Faults[Fault]
-	calls    kit.Counter
-	requests kit.Log[Request]
+	clock     kit.Clock
+	faults    kit.Faults[Fault]
+	calls     kit.Counter
+	requests  kit.Log[Request]
+	forbidden kit.Names // secret names
 
-	mu        sync.Mutex
-	secrets   map[string]*secret // lower(name)
-	forbidden map[string]bool    // lower(name)
+	mu      sync.Mutex
+	secrets map[string]*secret // lower(name)
 }
 
 // Start starts the vault with a certificate from c.
@@ -143,10 +124,9 @@ func Start(c *testca.CA, opts Options) (*Vault, error) {
 		opts.PageSize = 25
 	}
 	v := &Vault{
-		opts:      opts,
-		clock:     kit.Clock{Base: opts.Clock},
-		secrets:   map[string]*secret{},
-		forbidden: map[string]bool{},
+		opts:    opts,
+		clock:   kit.Clock{Base: opts.Clock},
+		secrets: map[string]*secret{},
 	}
 	var err error
 	if v.srv, err = c.ServeOrPlain(v, opts.Plain, opts.Hosts...); err != nil {
@@ -216,13 +196,7 @@ func (v *Vault) PutSecret(name, value, contentType string, tags map[string]strin
 // Forbid makes every operation on the named secret fail with 403
 // ForbiddenByRbac (forbidden=false restores access).
 func (v *Vault) Forbid(name string, forbidden bool) {
-	v.mu.Lock()
-	if forbidden {
-		v.forbidden[strings.ToLower(name)] = true
-	} else {
-		delete(v.forbidden, strings.ToLower(name))
-	}
-	v.mu.Unlock()
+	v.forbidden.Set(name, forbidden)
 }
 
 // InjectFault queues f for the next authenticated request.
@@ -230,15 +204,7 @@ func (v *Vault) InjectFault(f Fault) { v.faults.Add(f.Op, f) }
 
 // FailNext makes the next n authenticated requests fail with status (403
 // = Forbidden by RBAC, 429 = Throttled with Retry-After: 0, 503 …).
-func (v *Vault) FailNext(n, status int) {
-	f := Fault{Status: status}
-	if status == http.StatusTooManyRequests {
-		f.RetryAfter = "0"
-	}
-	for range n {
-		v.InjectFault(f)
-	}
-}
+func (v *Vault) FailNext(n, status int) { kit.FailNext(&v.faults, n, status) }
 
 // Calls returns the number of authenticated requests per operation (set,
 // get, list, versions, update, delete, getDeleted, listDeleted, purge,
@@ -356,15 +322,7 @@ func (v *Vault) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	v.calls.Inc(op)
 	if f, ok := v.faults.Next(op); ok {
 		rec.Fault = true
-		kit.Sleep(r.Context(), v.srv.Closing(), f.Delay)
-		if f.Drop {
-			kit.Drop()
-		}
-		if f.Status != 0 && f.Location != "" {
-			kit.Redirect(rw, f.Status, f.Location, RedirectBody)
-			return
-		}
-		if f.Status != 0 {
+		if f.Serve(rw, r, v.srv.Closing(), RedirectBody, func() {
 			e := &kvError{status: f.Status, code: f.Code, msg: f.Message, retryAfter: f.RetryAfter}
 			if e.code == "" {
 				switch f.Status {
@@ -380,6 +338,7 @@ func (v *Vault) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 				}
 			}
 			v.writeError(rw, e)
+		}) {
 			return
 		}
 	}
@@ -413,10 +372,7 @@ func (v *Vault) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			v.writeError(rw, &kvError{status: http.StatusBadRequest, code: "BadParameter", msg: "The request URI contains an invalid name: " + name})
 			return
 		}
-		v.mu.Lock()
-		forbidden := v.forbidden[strings.ToLower(name)]
-		v.mu.Unlock()
-		if forbidden {
+		if v.forbidden.Has(name) {
 			v.writeError(rw, v.rbacError(c, op, name))
 			return
 		}

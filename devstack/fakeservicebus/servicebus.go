@@ -24,7 +24,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/contoso/databricks-token-broker/devstack/kit"
@@ -33,9 +32,6 @@ import (
 // BrokerDirEnv names the environment variable that overrides where broker.js and its
 // node_modules are looked for (the directory holding broker.js).
 const BrokerDirEnv = "DEVSTACK_SB_BROKER_DIR"
-
-// NodeEnv names the environment variable that overrides the node executable.
-const NodeEnv = kit.NodeEnv
 
 // ErrNodeNotFound is returned (wrapped) by Start when no node executable can be found.
 var ErrNodeNotFound = errors.New("servicebus: node (Node.js) not found")
@@ -424,21 +420,9 @@ func (b *Broker) Close() error {
 			return
 		default:
 		}
-		_ = b.stdin.Close()
-		select {
-		case <-b.exited:
-			return
-		case <-time.After(2 * time.Second):
+		if kit.Stop(b.stdin, b.cmd.Process, b.exited) {
+			b.closeErr = errors.New("servicebus: broker did not stop on SIGTERM and was killed")
 		}
-		_ = b.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-b.exited:
-			return
-		case <-time.After(3 * time.Second):
-		}
-		_ = b.cmd.Process.Kill()
-		<-b.exited
-		b.closeErr = errors.New("servicebus: broker did not stop on SIGTERM and was killed")
 	})
 	return b.closeErr
 }

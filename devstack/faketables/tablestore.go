@@ -23,7 +23,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/contoso/databricks-token-broker/devstack/kit"
@@ -32,10 +31,6 @@ import (
 // DirEnv names the environment variable that overrides where start.js and
 // its node_modules are looked for.
 const DirEnv = "DEVSTACK_AZURITE_DIR"
-
-// NodeEnv names the environment variable that overrides the node executable
-// (the same one the Service Bus broker honours).
-const NodeEnv = kit.NodeEnv
 
 // ErrNodeNotFound is returned (wrapped) by Start when there is no node.
 var ErrNodeNotFound = errors.New("tablestore: node (Node.js) not found")
@@ -287,21 +282,9 @@ func (s *Server) Close() error {
 			return
 		default:
 		}
-		_ = s.stdin.Close()
-		select {
-		case <-s.exited:
-			return
-		case <-time.After(2 * time.Second):
+		if kit.Stop(s.stdin, s.cmd.Process, s.exited) {
+			s.closeErr = errors.New("tablestore: azurite did not stop on SIGTERM and was killed")
 		}
-		_ = s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.exited:
-			return
-		case <-time.After(3 * time.Second):
-		}
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-		s.closeErr = errors.New("tablestore: azurite did not stop on SIGTERM and was killed")
 	})
 	return s.closeErr
 }

@@ -91,3 +91,65 @@ func Redirect(w http.ResponseWriter, status int, location, body string) {
 	w.WriteHeader(status)
 	_, _ = io.WriteString(w, body)
 }
+
+// Fault is a failure one of the Azure REST stand-ins (ARM, Key Vault)
+// serves instead of its answer, as a test queues it.
+type Fault struct {
+	// Status to answer with (403, 429, 503 …); 0 with Delay: wait, then
+	// answer normally.
+	Status int
+	// RetryAfter, when not empty, is sent as Retry-After.
+	RetryAfter string
+	// Delay is waited first (cut short when the client goes away or the
+	// stand-in closes).
+	Delay time.Duration
+	// Code and Message override the stand-in's error body for Status.
+	Code, Message string
+	// Drop closes the connection without an answer.
+	Drop bool
+	// Op, when set, keeps the fault for the next request of that operation
+	// (as the stand-in's Calls names them); empty: the next request of
+	// any kind.
+	Op string
+	// Location, with a 3xx Status, makes the answer a redirect there (with
+	// the stand-in's RedirectBody) instead of an error: a client that
+	// followed it would re-send the request, bearer token included, to
+	// Location.
+	Location string
+}
+
+// FailNext queues n faults that answer status to the next requests of any
+// operation; a 429 comes with Retry-After: 0, so that SDK retries are
+// quick (queue a Fault for other values).
+func FailNext(q *Faults[Fault], n int, status int) {
+	f := Fault{Status: status}
+	if status == http.StatusTooManyRequests {
+		f.RetryAfter = "0"
+	}
+	for range n {
+		q.Add("", f)
+	}
+}
+
+// Serve plays f on a request: it waits the delay, then drops the
+// connection, answers the redirect (with redirectBody), or sets
+// Retry-After and answers the status through fail, in the stand-in's own
+// error shape. It reports whether the request has been answered; false is
+// a pure delay, after which the request is served normally.
+func (f Fault) Serve(w http.ResponseWriter, r *http.Request, closing <-chan struct{}, redirectBody string, fail func()) bool {
+	Sleep(r.Context(), closing, f.Delay)
+	switch {
+	case f.Drop:
+		Drop()
+	case f.Status == 0:
+		return false
+	case f.Location != "":
+		Redirect(w, f.Status, f.Location, redirectBody)
+	default:
+		if f.RetryAfter != "" {
+			w.Header().Set("Retry-After", f.RetryAfter)
+		}
+		fail()
+	}
+	return true
+}

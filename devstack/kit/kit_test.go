@@ -132,3 +132,56 @@ func TestTail(t *testing.T) {
 		t.Errorf("tail = %q, want cdef", got)
 	}
 }
+
+// TestFaultServe: a pure delay lets the request through; a status comes
+// with its Retry-After through the stand-in's own error writer; a
+// redirect carries the stand-in's body; FailNext queues quick 429s.
+func TestFaultServe(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		f          kit.Fault
+		answered   bool
+		wantStatus int
+		wantHeader map[string]string
+	}{
+		{"delay only", kit.Fault{Delay: time.Millisecond}, false, 200, nil},
+		{"status", kit.Fault{Status: 503, RetryAfter: "7"}, true, 503, map[string]string{"Retry-After": "7"}},
+		{"redirect", kit.Fault{Status: 307, Location: "https://elsewhere/x"}, true, 307, map[string]string{"Location": "https://elsewhere/x"}},
+	}
+	for _, tt := range tests {
+		rec := httptest.NewRecorder()
+		answered := tt.f.Serve(rec, httptest.NewRequest("GET", "/", nil), nil, "moved", func() { rec.WriteHeader(tt.f.Status) })
+		if answered != tt.answered || rec.Code != tt.wantStatus {
+			t.Errorf("%s: answered %v with %d; want %v, %d", tt.name, answered, rec.Code, tt.answered, tt.wantStatus)
+		}
+		for k, v := range tt.wantHeader {
+			if got := rec.Header().Get(k); got != v {
+				t.Errorf("%s: %s = %q, want %q", tt.name, k, got, v)
+			}
+		}
+	}
+	var q kit.Faults[kit.Fault]
+	kit.FailNext(&q, 2, http.StatusTooManyRequests)
+	for range 2 {
+		if f, ok := q.Next("get"); !ok || f.Status != 429 || f.RetryAfter != "0" {
+			t.Errorf("FailNext queued %+v, %v", f, ok)
+		}
+	}
+	if _, ok := q.Next("get"); ok {
+		t.Error("FailNext queued more than asked")
+	}
+}
+
+func TestNames(t *testing.T) {
+	t.Parallel()
+	var n kit.Names
+	n.Set("Secret-A", true)
+	if !n.Has("secret-a") || n.Has("secret-b") {
+		t.Error("case-insensitive membership is wrong")
+	}
+	n.Set("SECRET-A", false)
+	if n.Has("Secret-A") {
+		t.Error("Set false kept the name")
+	}
+}

@@ -3,6 +3,7 @@ package kit
 import (
 	"maps"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -112,4 +113,33 @@ func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	c.offset += d
 	c.mu.Unlock()
+}
+
+// Names is a set of names compared case-insensitively, as Azure compares
+// object ids and secret names: the principals a stand-in denies, the
+// secrets it forbids. The zero value is empty and safe for concurrent use.
+type Names struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+// Set puts name in the set (in) or takes it out.
+func (n *Names) Set(name string, in bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.m == nil {
+		n.m = map[string]bool{}
+	}
+	if in {
+		n.m[strings.ToLower(name)] = true
+	} else {
+		delete(n.m, strings.ToLower(name))
+	}
+}
+
+// Has reports whether name is in the set.
+func (n *Names) Has(name string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.m[strings.ToLower(name)]
 }
