@@ -20,6 +20,7 @@ type invocationRequest struct {
 		MessageID             json.RawMessage `json:"MessageId"`
 		CorrelationID         json.RawMessage `json:"CorrelationId"`
 		DeliveryCount         json.RawMessage `json:"DeliveryCount"`
+		SequenceNumber        json.RawMessage `json:"SequenceNumber"`
 		ApplicationProperties json.RawMessage `json:"ApplicationProperties"`
 	} `json:"Metadata"`
 }
@@ -30,6 +31,9 @@ type queueMessage struct {
 	MessageID     string
 	CorrelationID string
 	DeliveryCount int
+	// SequenceNumber is the broker's number for the message, the same on
+	// every redelivery; 0 when the envelope has none the host wrote.
+	SequenceNumber int64
 	// Properties are the message's application properties, the only
 	// Metadata object body fields cannot overwrite by accident (the host
 	// copies top-level body fields into Metadata, see spec §3.3).
@@ -78,6 +82,7 @@ func decodeServiceBus(body []byte, binding string) (queueMessage, error) {
 	} else {
 		msg.DeliveryCount = 1
 	}
+	msg.SequenceNumber = hostNumber(md.SequenceNumber)
 	if len(md.ApplicationProperties) > 0 && md.ApplicationProperties[0] == '{' {
 		_ = json.Unmarshal(md.ApplicationProperties, &msg.Properties)
 	}
@@ -110,6 +115,36 @@ func metaString(raw json.RawMessage) string {
 	}
 	v := string(unwrapBody(raw))
 	return strings.TrimSpace(v)
+}
+
+// hostNumber reads a number the host wrote into Metadata: a JSON string of
+// digits ("42"), or a bare number. A top-level body field of the same name
+// overwrites the key (spec §3.3), but arrives encoded twice ("\"42\""), or
+// as an object: never a number the broker assigned, so it reads as 0.
+func hostNumber(raw json.RawMessage) int64 {
+	b := bytes.TrimSpace(raw)
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if json.Unmarshal(b, &s) != nil {
+			return 0
+		}
+		b = []byte(s)
+	}
+	n, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return n
+}
+
+// holder names the message for the ledger (tokens.CreateOptions.Holder):
+// its queue and sequence number, the same on each of its deliveries and
+// never chosen by whoever sent it. Empty when the number is unknown.
+func (m queueMessage) holder(queue string) string {
+	if m.SequenceNumber == 0 {
+		return ""
+	}
+	return "sb/" + queue + "/" + strconv.FormatInt(m.SequenceNumber, 10)
 }
 
 // invocationReply is the envelope the host expects back: always a JSON

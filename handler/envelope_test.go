@@ -40,6 +40,31 @@ func TestDecodeServiceBusSpecEnvelopes(t *testing.T) {
 	}
 }
 
+// The holder the ledger resumes by is the broker's sequence number, read
+// only in the form the host writes it: a message body with a top-level
+// SequenceNumber field overwrites the key (spec §3.3), and must not let a
+// sender name another message's attempt as its own.
+func TestHolderIsTheBrokersSequenceNumber(t *testing.T) {
+	t.Parallel()
+	for md, want := range map[string]string{
+		`"SequenceNumber":"42"`:                   "sb/token-requests/42",
+		`"SequenceNumber":42`:                     "sb/token-requests/42",
+		`"SequenceNumber":"\"42\""`:               "", // a body field, promoted and encoded twice
+		`"SequenceNumber":{"n":42}`:               "", // a body object
+		`"SequenceNumber":"-3"`:                   "",
+		`"SequenceNumber":"99999999999999999999"`: "",
+		`"DeliveryCount":"2"`:                     "",
+	} {
+		msg, err := decodeServiceBus([]byte(`{"Data":{"message":"\"{}\""},"Metadata":{`+md+`}}`), "message")
+		if err != nil {
+			t.Fatalf("%s: %v", md, err)
+		}
+		if got := msg.holder("token-requests"); got != want {
+			t.Errorf("Metadata {%s}: holder %q, want %q", md, got, want)
+		}
+	}
+}
+
 func TestUnwrapBody(t *testing.T) {
 	t.Parallel()
 	tests := map[string]string{

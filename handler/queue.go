@@ -98,7 +98,8 @@ func (s *Server) tokenRequests(r *http.Request, log *slog.Logger, msg queueMessa
 		req.RequestID, req.RequestIDGiven = reqID, req.RequestIDGiven || msg.DeliveryCount > 1 || rescheduled
 		q.result.Workspace = req.Workspace.String()
 		q.log = q.log.With("workspace", q.result.Workspace)
-		res, err := s.svc.Create(ctx, queueCaller, req, tokens.CreateOptions{ReissueUndelivered: msg.DeliveryCount > 1})
+		res, err := s.svc.Create(ctx, queueCaller, req, tokens.CreateOptions{ReissueUndelivered: msg.DeliveryCount > 1,
+			Holder: msg.holder(s.opts.TokenRequestsQueue)})
 		if err != nil {
 			return s.retryLater(r, msg, q, err, s.opts.TokenRequestsQueue)
 		}
@@ -144,7 +145,7 @@ func (s *Server) workspaceEvents(r *http.Request, log *slog.Logger, msg queueMes
 	ctx, cancel := s.budget(r.Context())
 	defer cancel()
 	res, err := s.svc.EnsureLive(ctx, queueCaller, id, tokens.EnsureOptions{RequestID: q.result.RequestID, Lifetime: s.opts.Limits.DefaultLifetime,
-		RotateBefore: s.opts.RotateBefore, ReissueUndelivered: msg.DeliveryCount > 1, Scopes: tokens.Scopes{List: s.opts.EventTokenScopes}})
+		RotateBefore: s.opts.RotateBefore, ReissueUndelivered: msg.DeliveryCount > 1, Holder: msg.holder(s.opts.WorkspaceEventsQueue), Scopes: tokens.Scopes{List: s.opts.EventTokenScopes}})
 	if err != nil {
 		return s.retryLater(r, msg, q, err, s.opts.WorkspaceEventsQueue)
 	}

@@ -38,6 +38,12 @@ type HTML403 struct{}
 // Delay waits D (or until the client goes away), then answers normally.
 type Delay struct{ D time.Duration }
 
+// Slow keeps working D before it performs the operation and answers, even
+// after the client went away: a server that had read the whole request
+// finishes it whether or not anyone waits for the answer. A create whose
+// sender is killed meanwhile still makes its token, D after it was sent.
+type Slow struct{ D time.Duration }
+
 // PlainText answers Status with a text/plain body, e.g. "TEMPORARILY_UNAVAILABLE: try later".
 type PlainText struct {
 	Status int
@@ -70,6 +76,7 @@ func (Status503) faultName() string       { return "503" }
 func (Status500) faultName() string       { return "500" }
 func (HTML403) faultName() string         { return "html403" }
 func (Delay) faultName() string           { return "delay" }
+func (Slow) faultName() string            { return "slow" }
 func (PlainText) faultName() string       { return "plaintext" }
 func (DropAfterCreate) faultName() string { return "dropAfter" }
 func (Drop) faultName() string            { return "drop" }

@@ -2,6 +2,7 @@ package fakedatabricks
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -152,6 +153,8 @@ func (w *Workspace) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		switch f := f.(type) {
 		case Delay:
 			kit.Sleep(r.Context(), w.srv.Closing(), f.D)
+		case Slow:
+			kit.Sleep(context.Background(), w.srv.Closing(), f.D)
 		case Drop:
 			kit.Drop()
 		case DropAfterCreate:

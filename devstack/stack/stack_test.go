@@ -48,7 +48,7 @@ func TestStackLedger(t *testing.T) {
 		t.Fatal(err)
 	}
 	ws, _ := tokens.ParseWorkspaceID(stack.WorkspaceResourceID(0))
-	if a, err := l.Acquire(t.Context(), ledger.Key{Workspace: ws, RequestID: "r"}, time.Minute); err != nil || a.Outcome != ledger.Leased {
+	if a, err := l.Acquire(t.Context(), ledger.Key{Workspace: ws, RequestID: "r"}, ledger.Terms{For: time.Minute}); err != nil || a.Outcome != ledger.Leased {
 		t.Fatalf("Acquire through the stack's table: %v, %v", a.Outcome, err)
 	}
 	if !slices.Contains(s.Secrets(), faketables.AccountKey) {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
 
@@ -23,8 +25,9 @@ type Ledger interface {
 	// leaseFor on it. See [Acquisition] for the three outcomes. A lease is
 	// taken over when its holder let it run out, and a new one is granted
 	// over a record whose token was revoked or has expired (the request id
-	// then issues a new token).
-	Acquire(ctx context.Context, key Key, leaseFor time.Duration) (Acquisition, error)
+	// then issues a new token). A live lease is taken over too when it was
+	// taken under the same [Terms.Holder]: see there.
+	Acquire(ctx context.Context, key Key, terms Terms) (Acquisition, error)
 	// Complete records the token the lease holder created and delivered,
 	// as live, and ends the lease. ErrLeaseLost: the lease had run out and
 	// someone else took it; nothing was recorded.
@@ -115,6 +118,39 @@ type Row struct {
 	// LeaseOwner and LeaseUntil describe the lease of a pending record.
 	LeaseOwner string
 	LeaseUntil time.Time
+}
+
+// Terms are what Acquire asks for.
+type Terms struct {
+	// For is how long the lease lasts.
+	For time.Duration
+	// Holder names the work item the caller acts for, the same on each of
+	// its attempts: a Service Bus message's entity and sequence number
+	// (assigned by the broker, the same on every redelivery, and never
+	// chosen by a sender). Service Bus hands a message out again only once
+	// its earlier delivery is over (abandoned, or its handler died and the
+	// lock was released or ran out), so a live lease taken under the same
+	// holder belongs to an attempt that is gone: it is taken over at once
+	// (Lease.TakenOver), instead of keeping the redelivery waiting for a
+	// dead holder's lease. Empty (HTTP calls, the timer): no such
+	// knowledge; only a lease that ran out is taken over.
+	Holder string
+}
+
+// owner is the LeaseOwner written for a lease: unique to one Acquire call,
+// prefixed with the holder when there is one.
+func (t Terms) owner() string {
+	if t.Holder == "" {
+		return uuid.NewString()
+	}
+	return t.Holder + "/" + uuid.NewString()
+}
+
+// resumes reports whether a pending lease written by owner was taken under
+// t's holder: an earlier attempt of the same work item.
+func (t Terms) resumes(owner string) bool {
+	i := strings.LastIndexByte(owner, '/') // holders may hold '/'; the uuid never does
+	return t.Holder != "" && i > 0 && owner[:i] == t.Holder
 }
 
 // Outcome says what Acquire found.

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
 
@@ -65,14 +63,14 @@ func (m *Memory) read(rec *memRecord, now time.Time) Row {
 }
 
 // Acquire implements [Ledger].
-func (m *Memory) Acquire(ctx context.Context, key Key, leaseFor time.Duration) (Acquisition, error) {
+func (m *Memory) Acquire(ctx context.Context, key Key, terms Terms) (Acquisition, error) {
 	if err := ctx.Err(); err != nil {
 		return Acquisition{}, tokens.AsError(err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.opts.now()
-	lease := Lease{Key: key, Owner: uuid.NewString(), Until: now.Add(leaseFor)}
+	lease := Lease{Key: key, Owner: terms.owner(), Until: now.Add(terms.For)}
 	rec := m.rows[memKey(key)]
 	if rec == nil {
 		lease.etag = m.nextETag()
@@ -83,7 +81,7 @@ func (m *Memory) Acquire(ctx context.Context, key Key, leaseFor time.Duration) (
 	}
 	before := m.read(rec, now)
 	switch {
-	case rec.row.Status == StatusPending && rec.row.LeaseUntil.After(now):
+	case rec.row.Status == StatusPending && rec.row.LeaseUntil.After(now) && !terms.resumes(rec.row.LeaseOwner):
 		return Acquisition{Outcome: Busy, Row: before}, nil
 	case rec.row.Status == StatusPending:
 		lease.TakenOver = true

@@ -15,7 +15,7 @@ func TestMemoryIsBounded(t *testing.T) {
 	m := NewMemory(Options{})
 	ws, _ := tokens.ParseWorkspaceID("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Databricks/workspaces/ws1")
 	for i := range MaxMemoryRecords + 500 {
-		a, err := m.Acquire(t.Context(), Key{Workspace: ws, RequestID: fmt.Sprintf("r%d", i)}, time.Minute)
+		a, err := m.Acquire(t.Context(), Key{Workspace: ws, RequestID: fmt.Sprintf("r%d", i)}, Terms{For: time.Minute})
 		if err != nil {
 			t.Fatal(err)
 		}

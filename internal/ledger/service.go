@@ -41,8 +41,8 @@ func (s forService) Durable() bool {
 	return !inMemory
 }
 
-func (s forService) Claim(ctx context.Context, ws tokens.WorkspaceID, requestID string, holdFor time.Duration) (tokens.Claim, error) {
-	a, err := AcquireWaiting(ctx, s.l, Key{Workspace: ws, RequestID: requestID}, holdFor, s.poll)
+func (s forService) Claim(ctx context.Context, ws tokens.WorkspaceID, requestID string, h tokens.Hold) (tokens.Claim, error) {
+	a, err := AcquireWaiting(ctx, s.l, Key{Workspace: ws, RequestID: requestID}, Terms{For: h.For, Holder: h.Holder}, s.poll)
 	if err != nil {
 		return tokens.Claim{}, err
 	}

@@ -57,7 +57,7 @@ const lease = 30 * time.Second
 
 func acquire(t *testing.T, l ledger.Ledger, k ledger.Key) ledger.Acquisition {
 	t.Helper()
-	a, err := l.Acquire(t.Context(), k, lease)
+	a, err := l.Acquire(t.Context(), k, ledger.Terms{For: lease})
 	if err != nil {
 		t.Fatalf("Acquire(%q): %v", k.RequestID, err)
 	}
@@ -99,6 +99,7 @@ func runSuite(t *testing.T, newLedger factory) {
 		{"first caller leases, completes, and the next finds the record", testLifecycle},
 		{"concurrent first calls: one lease, the others wait", testRace},
 		{"a lease whose holder died is taken over; the dead holder's Complete is refused", testTakeover},
+		{"a redelivery takes over its own earlier attempt's lease at once, never another's", testResume},
 		{"release gives the request id back", testRelease},
 		{"a revoked or expired token's request id issues a new one", testReissue},
 		{"status marks: rotated, revoked, expired; final states stay", testMarkStatus},
@@ -185,7 +186,7 @@ func testRace(t *testing.T, l ledger.Ledger, _ *clock) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			results[i], errs[i] = l.Acquire(t.Context(), k, lease)
+			results[i], errs[i] = l.Acquire(t.Context(), k, ledger.Terms{For: lease})
 		})
 	}
 	close(start)
@@ -204,6 +205,39 @@ func testRace(t *testing.T, l ledger.Ledger, _ *clock) {
 	}
 	if leased != 1 || busy != n-1 {
 		t.Fatalf("%d leased and %d busy of %d concurrent first calls, want 1 and %d", leased, busy, n, n-1)
+	}
+}
+
+func testResume(t *testing.T, l ledger.Ledger, c *clock) {
+	ctx := t.Context()
+	k := ledger.Key{Workspace: workspace(t, "rg-a", "dbw-a"), RequestID: "killed"}
+	msg := ledger.Terms{For: lease, Holder: "sb/token-requests/42"}
+	dead, err := l.Acquire(ctx, k, msg)
+	if err != nil || dead.Outcome != ledger.Leased {
+		t.Fatalf("first delivery: %s, %v", dead.Outcome, err)
+	}
+	// Other holders, and callers without one, wait for the live lease:
+	// another message with the same request id, a holder whose name merely
+	// starts the same, an HTTP repeat.
+	for _, other := range []ledger.Terms{{For: lease, Holder: "sb/token-requests/43"}, {For: lease, Holder: "sb/token-requests/4"}, {For: lease}} {
+		if a, err := l.Acquire(ctx, k, other); err != nil || a.Outcome != ledger.Busy {
+			t.Fatalf("holder %q during the lease: %s, %v; want busy", other.Holder, a.Outcome, err)
+		}
+	}
+	// The same message, redelivered after its handler died, resumes now.
+	again, err := l.Acquire(ctx, k, msg)
+	if err != nil || again.Outcome != ledger.Leased || !again.Lease.TakenOver || again.Lease.Owner == dead.Lease.Owner {
+		t.Fatalf("redelivery: %s %+v, %v; want the lease taken over", again.Outcome, again.Lease, err)
+	}
+	if _, err := l.Complete(ctx, dead.Lease, token("tok-dead", c.Now(), time.Hour)); !errors.Is(err, ledger.ErrLeaseLost) {
+		t.Fatalf("Complete by the earlier attempt = %v, want ErrLeaseLost", err)
+	}
+	if _, err := l.Complete(ctx, again.Lease, token("tok-new", c.Now(), time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// Once recorded, the holder answers from the record like anyone.
+	if a, err := l.Acquire(ctx, k, msg); err != nil || a.Outcome != ledger.Recorded || a.Row.TokenID != "tok-new" {
+		t.Fatalf("after the record: %s %+v, %v", a.Outcome, a.Row, err)
 	}
 }
 

@@ -17,7 +17,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
-	"github.com/google/uuid"
 
 	"github.com/contoso/databricks-token-broker/internal/allowlist"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
@@ -270,7 +269,7 @@ func (e entity) index() entity {
 // token is taken by an update conditional on the ETag just read (412
 // UpdateConditionNotSatisfied when someone else was quicker, and the loop
 // looks again).
-func (t *Table) Acquire(ctx context.Context, key Key, leaseFor time.Duration) (Acquisition, error) {
+func (t *Table) Acquire(ctx context.Context, key Key, terms Terms) (Acquisition, error) {
 	pk, rk := partitionKey(key.Workspace), recordKey(key.RequestID)
 	if err := t.register(ctx, key.Workspace, pk); err != nil {
 		return Acquisition{}, err
@@ -278,12 +277,12 @@ func (t *Table) Acquire(ctx context.Context, key Key, leaseFor time.Duration) (A
 	// One owner for every attempt: if a write of ours succeeded but its
 	// answer was lost, the retry's 409 or 412 leads back to a record
 	// bearing this owner, which is then ours.
-	owner := uuid.NewString()
+	owner := terms.owner()
 	var tookOver bool
 	var before Row
 	for range 8 {
 		now := t.opts.now()
-		lease := Lease{Key: key, Owner: owner, Until: now.Add(leaseFor)}
+		lease := Lease{Key: key, Owner: owner, Until: now.Add(terms.For)}
 		fresh := entity{PartitionKey: pk, RowKey: rk, Workspace: key.Workspace.String(), RequestID: key.RequestID,
 			Status: StatusPending, LeaseOwner: owner, LeaseUntil: formatTime(lease.Until)}
 		var resp aztables.AddEntityResponse
@@ -315,7 +314,7 @@ func (t *Table) Acquire(ctx context.Context, key Key, leaseFor time.Duration) (A
 		}
 		next := cur
 		switch {
-		case cur.Status == StatusPending && parseTime(cur.LeaseUntil).After(now):
+		case cur.Status == StatusPending && parseTime(cur.LeaseUntil).After(now) && !terms.resumes(cur.LeaseOwner):
 			return Acquisition{Outcome: Busy, Row: row}, nil
 		case cur.Status == StatusPending:
 			tookOver = true

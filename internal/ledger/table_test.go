@@ -118,7 +118,7 @@ func TestTableAcrossInstances(t *testing.T) {
 	var outcomes [2]ledger.Acquisition
 	var errs [2]error
 	for i, l := range []ledger.Ledger{a, b} {
-		wg.Go(func() { outcomes[i], errs[i] = l.Acquire(t.Context(), k, lease) })
+		wg.Go(func() { outcomes[i], errs[i] = l.Acquire(t.Context(), k, ledger.Terms{For: lease}) })
 	}
 	wg.Wait()
 	if errs[0] != nil || errs[1] != nil {
@@ -200,7 +200,7 @@ func TestTableThrottledOrFailing(t *testing.T) {
 			srv, calls, auth := faultServer(t, tt.status, tt.code, tt.header)
 			l := identityTable(t, srv.URL+"/devstoreaccount1")
 			start := time.Now()
-			_, err := l.Acquire(budget(t, 2*time.Second), k, lease)
+			_, err := l.Acquire(budget(t, 2*time.Second), k, ledger.Terms{For: lease})
 			e := tokens.AsError(err)
 			if e == nil || e.Code != tokens.CodeUpstreamUnavailable || e.RetryAfter != tt.retryAfter {
 				t.Fatalf("Acquire = %v (retry after %v), want UpstreamUnavailable after %v", err, e.RetryAfter, tt.retryAfter)
@@ -221,7 +221,7 @@ func TestTableThrottledOrFailing(t *testing.T) {
 func TestTableForbiddenNamesTheRole(t *testing.T) {
 	srv, _, _ := faultServer(t, http.StatusForbidden, "AuthorizationPermissionMismatch", nil)
 	l := identityTable(t, srv.URL+"/devstoreaccount1")
-	_, err := l.Acquire(budget(t, 2*time.Second), ledger.Key{Workspace: workspace(t, "rg-a", "dbw-a"), RequestID: "r"}, lease)
+	_, err := l.Acquire(budget(t, 2*time.Second), ledger.Key{Workspace: workspace(t, "rg-a", "dbw-a"), RequestID: "r"}, ledger.Terms{For: lease})
 	e := tokens.AsError(err)
 	if e.Code != tokens.CodeUpstreamError || !strings.Contains(e.Message, "Storage Table Data Contributor") {
 		t.Fatalf("Acquire = %v, want UpstreamError naming Storage Table Data Contributor", err)
@@ -248,7 +248,7 @@ func TestTableUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	_, err = l.Acquire(budget(t, 1500*time.Millisecond), ledger.Key{Workspace: workspace(t, "rg-a", "dbw-a"), RequestID: "r"}, lease)
+	_, err = l.Acquire(budget(t, 1500*time.Millisecond), ledger.Key{Workspace: workspace(t, "rg-a", "dbw-a"), RequestID: "r"}, ledger.Terms{For: lease})
 	e := tokens.AsError(err)
 	if e.Code != tokens.CodeUpstreamUnavailable || e.RetryAfter <= 0 {
 		t.Fatalf("Acquire = %v, want UpstreamUnavailable with Retry-After", err)
@@ -273,7 +273,7 @@ func TestTableErrorsHoldNoKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = l.Acquire(budget(t, 2*time.Second), ledger.Key{Workspace: workspace(t, "rg-a", "dbw-a"), RequestID: "r"}, lease)
+	_, err = l.Acquire(budget(t, 2*time.Second), ledger.Key{Workspace: workspace(t, "rg-a", "dbw-a"), RequestID: "r"}, ledger.Terms{For: lease})
 	if tokens.CodeOf(err) != tokens.CodeUpstreamError || !strings.Contains(tokens.AsError(err).Message, "AuthenticationFailed") {
 		t.Errorf("Acquire = %v, want UpstreamError about the key", err)
 	}

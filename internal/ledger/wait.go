@@ -13,9 +13,9 @@ import (
 // (the invocation's budget) would end first, it returns the Busy
 // acquisition with an UpstreamUnavailable error whose RetryAfter lasts
 // until the holder's lease ends: the contract's 503.
-func AcquireWaiting(ctx context.Context, l Ledger, key Key, leaseFor, poll time.Duration) (Acquisition, error) {
+func AcquireWaiting(ctx context.Context, l Ledger, key Key, terms Terms, poll time.Duration) (Acquisition, error) {
 	for {
-		a, err := l.Acquire(ctx, key, leaseFor)
+		a, err := l.Acquire(ctx, key, terms)
 		if err != nil || a.Outcome != Busy {
 			return a, err
 		}

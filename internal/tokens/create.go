@@ -21,6 +21,13 @@ type CreateOptions struct {
 	// same token's record). With Key Vault delivery the vault itself says
 	// whether a value was delivered, and this is ignored.
 	ReissueUndelivered bool
+	// Holder names the work item this attempt belongs to, the same on
+	// every attempt of it: a queue message's entity and sequence number.
+	// A claim on the request id still held under the same holder was left
+	// by an earlier attempt that died (the handler was killed), and is
+	// taken over at once rather than waited out (Hold.Holder). Empty for
+	// HTTP calls, whose retries nothing ties together.
+	Holder string
 }
 
 // CreateResult is the outcome of a create.
@@ -66,7 +73,7 @@ func (s *Service) Create(ctx context.Context, by Caller, req CreateRequest, opts
 
 	var res CreateResult
 	name := SecretName(req)
-	claim, err := s.ledger.Claim(ctx, ws.ID, req.RequestID, holdFor(ctx))
+	claim, err := s.ledger.Claim(ctx, ws.ID, req.RequestID, Hold{For: holdFor(ctx), Holder: opts.Holder})
 	if err != nil {
 		return CreateResult{}, err
 	}
@@ -82,7 +89,7 @@ func (s *Service) Create(ctx context.Context, by Caller, req CreateRequest, opts
 			return CreateResult{}, cleanupFailed(err)
 		}
 		res.Revoked = append(res.Revoked, claim.Recorded.TokenID)
-		if claim, err = s.ledger.Claim(ctx, ws.ID, req.RequestID, holdFor(ctx)); err != nil {
+		if claim, err = s.ledger.Claim(ctx, ws.ID, req.RequestID, Hold{For: holdFor(ctx)}); err != nil {
 			return CreateResult{}, err
 		}
 		if claim.Recorded != nil { // another delivery reissued it meanwhile
@@ -155,7 +162,45 @@ func (s *Service) Create(ctx context.Context, by Caller, req CreateRequest, opts
 		return CreateResult{Revoked: res.Revoked}, err
 	}
 	res.Record, res.Issued = answer, answer.TokenID == rec.TokenID
+	if claim.TakenOver && res.Issued {
+		late, err := s.revokeLate(ctx, ws, req.RequestID, rec.TokenID)
+		res.Revoked = append(res.Revoked, late...)
+		if err != nil {
+			return res, cleanupFailed(err)
+		}
+	}
 	return res, nil
+}
+
+// revokeLate runs after a claim taken over from a dead attempt was
+// recorded: that attempt's last create can still be under way at the
+// workspace (the request was sent, its sender died), and the look by
+// marker before creating found nothing of it. The token recorded now is
+// the request id's; any other carrying its marker that appears within
+// lateCreateWatch is revoked, and the timer's sweep revokes any that
+// appears later (Sweep).
+func (s *Service) revokeLate(ctx context.Context, ws Workspace, requestID, keep string) ([]string, error) {
+	cctx, cancel := Detached(ctx, CleanupTimeout)
+	defer cancel()
+	var revoked []string
+	for _, wait := range lateCreateWatch {
+		select {
+		case <-time.After(wait):
+		case <-cctx.Done():
+			return revoked, cctx.Err()
+		}
+		others, err := s.findByRequest(cctx, ws, requestID)
+		if err != nil {
+			return revoked, err
+		}
+		others = slices.DeleteFunc(others, func(f found) bool { return f.ID == keep })
+		ids, err := s.revokeHeld(cctx, ws, others)
+		revoked = append(revoked, ids...)
+		if err != nil {
+			return revoked, err
+		}
+	}
+	return revoked, nil
 }
 
 // holdFor is how long a claim on a request id lasts: the rest of the
@@ -201,7 +246,7 @@ func (s *Service) recordIssued(ctx context.Context, ws Workspace, c Claim, rec R
 	// The claim ran out while the token was being made, and another
 	// instance took it over. It may have adopted this token (found by its
 	// marker), or made its own: see what it records.
-	again, cerr := s.ledger.Claim(ctx, ws.ID, e.RequestID, holdFor(ctx))
+	again, cerr := s.ledger.Claim(ctx, ws.ID, e.RequestID, Hold{For: holdFor(ctx)})
 	switch {
 	case cerr != nil:
 		if werr := s.discard(ctx, ws, e.TokenID); werr != nil {

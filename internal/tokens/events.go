@@ -14,8 +14,10 @@ type EnsureOptions struct {
 	Lifetime time.Duration
 	// RotateBefore: a held token expiring sooner than this is replaced.
 	RotateBefore time.Duration
-	// ReissueUndelivered as in CreateOptions (a redelivered event).
+	// ReissueUndelivered and Holder as in CreateOptions (a redelivered
+	// event, and the message it came in).
 	ReissueUndelivered bool
+	Holder             string
 	// Scopes of a new event token (EVENT_TOKEN_SCOPES; none: unscoped).
 	Scopes Scopes
 }
@@ -84,7 +86,7 @@ func (s *Service) EnsureLive(ctx context.Context, by Caller, id WorkspaceID, opt
 	if err := s.claim(ctx, name, st); err != nil {
 		return CreateResult{}, err
 	}
-	claim, err := s.ledger.Claim(ctx, ws.ID, opts.RequestID, holdFor(ctx))
+	claim, err := s.ledger.Claim(ctx, ws.ID, opts.RequestID, Hold{For: holdFor(ctx), Holder: opts.Holder})
 	if err != nil {
 		return CreateResult{}, err
 	}
@@ -116,5 +118,12 @@ func (s *Service) EnsureLive(ctx context.Context, by Caller, id WorkspaceID, opt
 		return CreateResult{Revoked: res.Revoked}, err
 	}
 	res.Record, res.Issued = answer, answer.TokenID == rec.TokenID
+	if claim.TakenOver && res.Issued {
+		late, err := s.revokeLate(ctx, ws, opts.RequestID, rec.TokenID)
+		res.Revoked = append(res.Revoked, late...)
+		if err != nil {
+			return res, cleanupFailed(err)
+		}
+	}
 	return res, nil
 }

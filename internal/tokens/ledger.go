@@ -18,10 +18,11 @@ import (
 // filter); ErrClaimLost from Record.
 type Ledger interface {
 	// Claim takes the right to issue the token of requestID in ws for
-	// holdFor, waiting while another instance holds it. When a usable
-	// token is recorded for it, Claim returns that instead and holds
-	// nothing.
-	Claim(ctx context.Context, ws WorkspaceID, requestID string, holdFor time.Duration) (Claim, error)
+	// h.For, waiting while another instance holds it (unless that claim
+	// was taken under h.Holder: then it is taken over at once). When a
+	// usable token is recorded for it, Claim returns that instead and
+	// holds nothing.
+	Claim(ctx context.Context, ws WorkspaceID, requestID string, h Hold) (Claim, error)
 	// Record records the token issued under c as live, and ends the claim.
 	Record(ctx context.Context, c Claim, e Entry) error
 	// Abandon ends a claim without recording a token.
@@ -41,6 +42,17 @@ type Ledger interface {
 	// restart it knows nothing, so a request id the caller chose is looked
 	// for in the workspace's tokens too, as before there was a ledger.
 	Durable() bool
+}
+
+// Hold is what a claim asks for.
+type Hold struct {
+	// For is how long the claim lasts (holdFor).
+	For time.Duration
+	// Holder names the work item the attempt belongs to, the same on its
+	// every attempt (CreateOptions.Holder): a claim still held under the
+	// same holder was left by an attempt that is over, and is taken over
+	// at once. Empty: none.
+	Holder string
 }
 
 // ErrClaimLost is Record's answer when the claim ran out and another

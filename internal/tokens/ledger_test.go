@@ -3,7 +3,6 @@ package tokens
 import (
 	"context"
 	"sync"
-	"time"
 )
 
 // fakeLedger is a single-process Ledger for the service's unit tests (the
@@ -20,7 +19,7 @@ func newFakeLedger() *fakeLedger {
 
 func ledgerKey(ws WorkspaceID, requestID string) string { return ws.Key() + "|" + requestID }
 
-func (l *fakeLedger) Claim(_ context.Context, ws WorkspaceID, requestID string, _ time.Duration) (Claim, error) {
+func (l *fakeLedger) Claim(_ context.Context, ws WorkspaceID, requestID string, _ Hold) (Claim, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	k := ledgerKey(ws, requestID)

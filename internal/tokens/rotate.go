@@ -101,7 +101,7 @@ func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredT
 	defer unlock()
 	// The claim on the rotation's request id is the lock across instances:
 	// a run that finds it recorded knows another run rotated this version.
-	claim, err := s.ledger.Claim(ctx, ws.ID, reqID, holdFor(ctx))
+	claim, err := s.ledger.Claim(ctx, ws.ID, reqID, Hold{For: holdFor(ctx)})
 	if err != nil {
 		return fail(err)
 	}

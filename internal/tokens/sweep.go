@@ -7,6 +7,12 @@ import (
 	"time"
 )
 
+// maxHold bounds how long any claim can last: holdFor is the rest of an
+// invocation's budget and a margin, and no invocation runs an hour (the
+// Functions timeout is at most 10 minutes on Consumption, and a rotation
+// run's budget is its own).
+const maxHold = time.Hour
+
 // SweepOptions configure a sweep.
 type SweepOptions struct {
 	// RotateBefore is the rotation window: a live inline token expiring
@@ -25,6 +31,10 @@ type SweepOptions struct {
 //   - tokens the ledger thinks live but that their workspace no longer
 //     lists (revoked in the Databricks UI, or by hand) are marked revoked,
 //     so a repeat of their request id issues a new one;
+//   - a token that carries the marker of a request the ledger records
+//     with another token, made before this sweep began by more than any
+//     claim lasts, is revoked: the late work of an attempt that died
+//     (its create completed after the attempt that took over had looked);
 //   - inline tokens inside the rotation window, which the service cannot
 //     rotate, get an Expiring result (its id is deterministic, so the
 //     results queue's duplicate detection drops a repeat within its window);
@@ -45,6 +55,9 @@ func (s *Service) Sweep(ctx context.Context, opts SweepOptions) ([]Outcome, erro
 	if opts.MaxPages <= 0 {
 		opts.MaxPages = 50
 	}
+	// Tokens made after this, less a claim's longest life, may belong to
+	// a claim still held: never taken for a dead attempt's.
+	settled := s.now().Add(-maxHold)
 	byWorkspace := map[string][]Entry{}
 	var order []WorkspaceID
 	f := InventoryFilter{States: []TokenState{TokenLive, TokenRotated}, Top: 500}
@@ -67,7 +80,7 @@ func (s *Service) Sweep(ctx context.Context, opts SweepOptions) ([]Outcome, erro
 	now := s.now()
 	for _, id := range order {
 		entries := byWorkspace[id.Key()]
-		out = append(out, s.reconcileWorkspace(ctx, id, entries)...)
+		out = append(out, s.reconcileWorkspace(ctx, id, entries, settled)...)
 		for _, e := range entries {
 			if e.State == TokenLive && e.SecretURI == "" && !e.ExpiresAt.IsZero() && e.ExpiresAt.After(now) && !e.ExpiresAt.After(now.Add(opts.RotateBefore)) {
 				rec := Record{RequestID: e.RequestID, Workspace: e.Workspace, TokenID: e.TokenID, Comment: e.Comment, CreatedAt: e.CreatedAt, ExpiresAt: e.ExpiresAt}
@@ -81,7 +94,7 @@ func (s *Service) Sweep(ctx context.Context, opts SweepOptions) ([]Outcome, erro
 
 // reconcileWorkspace marks revoked the entries whose tokens the workspace
 // no longer lists. It reports a failure to look as an outcome.
-func (s *Service) reconcileWorkspace(ctx context.Context, id WorkspaceID, entries []Entry) []Outcome {
+func (s *Service) reconcileWorkspace(ctx context.Context, id WorkspaceID, entries []Entry, settled time.Time) []Outcome {
 	fail := func(err error) []Outcome {
 		return []Outcome{{Type: Failed, RequestID: "sweep-" + hashText(id.Key()), Workspace: id.String(), CorrelationID: "sweep", Err: AsError(err)}}
 	}
@@ -96,6 +109,9 @@ func (s *Service) reconcileWorkspace(ctx context.Context, id WorkspaceID, entrie
 	listed := make(map[string]bool, len(all))
 	for _, t := range all {
 		listed[t.ID] = true
+	}
+	if err := s.revokeStrays(ctx, ws, all, entries, settled); err != nil {
+		return fail(err)
 	}
 	now := s.now()
 	for _, e := range entries {
@@ -113,6 +129,31 @@ func (s *Service) reconcileWorkspace(ctx context.Context, id WorkspaceID, entrie
 	return nil
 }
 
+// revokeStrays revokes the listed tokens that carry the marker of a
+// request id the ledger records with another token, made before settled.
+// Tokens of request ids the ledger does not know (issued before it
+// existed) are left alone.
+func (s *Service) revokeStrays(ctx context.Context, ws Workspace, all []Token, entries []Entry, settled time.Time) error {
+	recorded := make(map[string]string, len(entries))
+	known := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		recorded[e.RequestID] = e.TokenID
+		known[e.TokenID] = true
+	}
+	var strays []found
+	for _, t := range all {
+		m, caller, ok := SplitComment(t.Comment)
+		if !ok || known[t.ID] || !t.CreatedAt.Before(settled) {
+			continue
+		}
+		if keep, ok := recorded[m.RequestID]; ok && keep != t.ID {
+			strays = append(strays, found{Token: t, caller: caller})
+		}
+	}
+	_, err := s.revokeHeld(ctx, ws, strays)
+	return err
+}
+
 // resolveStranded takes over a claim whose holder died and settles what it
 // may have left: a token the vault holds is recorded; any other is revoked.
 func (s *Service) resolveStranded(ctx context.Context, e Entry) (Outcome, bool) {
@@ -124,7 +165,7 @@ func (s *Service) resolveStranded(ctx context.Context, e Entry) (Outcome, bool) 
 	}
 	unlock := s.locks.lock(ws.ID.Key() + "|" + e.RequestID)
 	defer unlock()
-	claim, err := s.ledger.Claim(ctx, ws.ID, e.RequestID, holdFor(ctx))
+	claim, err := s.ledger.Claim(ctx, ws.ID, e.RequestID, Hold{For: holdFor(ctx)})
 	if err != nil || claim.Recorded != nil {
 		return o, false // someone came back for it meanwhile
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/contoso/databricks-token-broker/devstack/fakedatabricks"
 	"github.com/contoso/databricks-token-broker/devstack/hostsim"
+	"github.com/contoso/databricks-token-broker/devstack/stack"
 )
 
 // Bursts of concurrent creates with one request id, spread over two
@@ -117,6 +118,80 @@ func TestKilledInstanceMidCreateIsTakenOver(t *testing.T) {
 	}
 	if live := w.LiveTokens(); len(live) == 1 && final.json(t)["tokenId"] != live[0].ID {
 		t.Errorf("the repeat's answer names %v, not the live token %s", final.json(t)["tokenId"], live[0].ID)
+	}
+}
+
+// A queued create whose handler is killed while the workspace is still
+// making its token is resumed by the message's next delivery at once: the
+// claim was taken under the same message, which Service Bus hands out again
+// only when that delivery is over, so nothing waits for the dead attempt's
+// claim to run out (here it would outlast the budget, and the last of the
+// two deliveries would fail). The dead attempt's create completes after the
+// resumed one has looked for it; its token is revoked as soon as it shows.
+func TestRedeliveryAfterAKillResumesAtOnce(t *testing.T) {
+	t.Parallel()
+	queues := stack.DefaultQueues()
+	queues[0].MaxDeliveryCount = 2
+	e := startVault(t, envOptions{ledger: true, queues: queues, settings: []string{"UPSTREAM_RETRY_BUDGET=2s", "QUEUE_MAX_DELIVERY_COUNT=2"}})
+	w := e.stack.Workspaces[0]
+	w.InjectFault(fakedatabricks.OpCreate, fakedatabricks.Slow{D: 1500 * time.Millisecond})
+	e.send("token-requests", command(map[string]any{"action": "create", "workspaceResourceId": ws(0), "requestId": "resumed-1"}), "m-resumed")
+	if !waitFor(10*time.Second, func() bool { return w.Calls()[fakedatabricks.OpCreate] == 1 }) {
+		t.Fatal("the create never reached the workspace")
+	}
+	e.host.KillHandler()
+	r := e.results(1, 30*time.Second)[0]
+	if r.Subject != "Databricks.Token.Created" {
+		t.Fatalf("result of the redelivery: %s %v; want Created", r.Subject, r.data()["error"])
+	}
+	held := map[string]bool{}
+	for _, s := range e.stack.Vault.Secrets() {
+		held[s.Tags["tokenId"]] = true
+	}
+	if !waitFor(10*time.Second, func() bool { return len(w.LiveTokens()) == 1 && len(w.Tokens()) == 2 }) {
+		t.Fatalf("%d tokens, %d live; want the dead attempt's revoked and one live", len(w.Tokens()), len(w.LiveTokens()))
+	}
+	if live := w.LiveTokens()[0]; !held[live.ID] || r.data()["tokenId"] != live.ID {
+		t.Errorf("the live token %s is not the one delivered (%v, held %v)", live.ID, r.data()["tokenId"], held[live.ID])
+	}
+}
+
+// The timer's sweep is the backstop for a dead attempt's token that shows
+// up later than anyone looked: a token carrying the marker of a request id
+// the ledger records with another token is revoked once it is older than
+// any claim lasts. A younger one may be a claim's work in progress, and a
+// request id the ledger does not know (a token issued before the ledger
+// existed) is not the sweep's to judge: both stay.
+func TestSweepRevokesAStrayOfARecordedRequest(t *testing.T) {
+	t.Parallel()
+	e := start(t, envOptions{ledger: true})
+	w := e.stack.Workspaces[0]
+	first := e.create(map[string]any{"workspaceResourceId": ws(0), "requestId": "stray-1"})
+	if first.Status != http.StatusCreated {
+		t.Fatalf("create: %d %s", first.Status, first.Body)
+	}
+	id := e.stack.MSI.Identity()
+	w.Advance(-2 * time.Hour)
+	stray := w.CreateToken(id.ObjectID, id.ClientID, "[dtb:req:stray-1] left by a dead attempt", 24*time.Hour)
+	legacy := w.CreateToken(id.ObjectID, id.ClientID, "[dtb:req:legacy-1] issued before the ledger", 24*time.Hour)
+	w.Advance(2 * time.Hour)
+	young := w.CreateToken(id.ObjectID, id.ClientID, "[dtb:req:stray-1] still being made", 24*time.Hour)
+	if _, err := e.host.InvokeTimer(t.Context(), "rotate-tokens", false); err != nil {
+		t.Fatal(err)
+	}
+	state := func(tokenID string) fakedatabricks.TokenState {
+		tok, _ := w.Token(tokenID)
+		return tok.State
+	}
+	recorded, _ := first.json(t)["tokenId"].(string)
+	for _, c := range []struct {
+		name, id string
+		want     fakedatabricks.TokenState
+	}{{"the stray", stray.ID, fakedatabricks.Revoked}, {"the recorded token", recorded, fakedatabricks.Live},
+		{"the pre-ledger token", legacy.ID, fakedatabricks.Live}, {"the young token", young.ID, fakedatabricks.Live}} {
+		if got := state(c.id); got != c.want {
+			t.Errorf("%s after the sweep: %s, want %s", c.name, got, c.want)
+		}
 	}
 }
 
