@@ -308,6 +308,13 @@ func (v *Vault) Managed(ctx context.Context) ([]tokens.ManagedSecret, error) {
 	return out, nil
 }
 
+// Secret lists the managed versions of one secret, newest first; none when
+// the secret does not exist or holds no version this service wrote.
+func (v *Vault) Secret(ctx context.Context, name string) (tokens.ManagedSecret, error) {
+	versions, err := v.versions(ctx, name)
+	return tokens.ManagedSecret{Name: name, Versions: versions}, err
+}
+
 // parse checks that uri is https://<this vault>/secrets/<name>[/<version>].
 func (v *Vault) parse(uri string) (name, version string, err error) {
 	u, perr := url.Parse(uri)

@@ -37,6 +37,10 @@ const (
 	// registryPartition holds one entity per workspace partition. Escaped
 	// workspace keys never contain '~', so it cannot collide with one.
 	registryPartition = "~workspaces"
+	// jobsPartition holds one entity per periodic job (Due): when it last
+	// ran. Its row keys match neither prefix, so no query of records or
+	// entries reads them.
+	jobsPartition = "~jobs"
 )
 
 func escapeKey(s string) string {

@@ -51,6 +51,10 @@ type Ledger interface {
 	// Purge deletes the records of tokens revoked or expired longer ago
 	// than the retention, and reports stranded leases.
 	Purge(ctx context.Context) (PurgeReport, error)
+	// Due reports whether the periodic job is due (it never ran, or last
+	// ran longer than every ago) and, when it is, records now as its last
+	// run: of callers racing for one period, one gets true.
+	Due(ctx context.Context, job string, every time.Duration) (bool, error)
 }
 
 // ErrLeaseLost is returned by Complete and Release when the lease is no

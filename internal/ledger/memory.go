@@ -23,6 +23,8 @@ type Memory struct {
 	// order is the keys in the order their records were made, for the
 	// bound on how many the instance keeps.
 	order []string
+	// jobs is when each periodic job last ran (Due).
+	jobs map[string]time.Time
 }
 
 // MaxMemoryRecords bounds the in-memory ledger: every create records its
@@ -297,3 +299,21 @@ func validMark(tokenID string, status Status) error {
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+// Due implements [Ledger] for this instance alone.
+func (m *Memory) Due(ctx context.Context, job string, every time.Duration) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, tokens.AsError(err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.opts.now()
+	if last, ok := m.jobs[job]; ok && now.Sub(last) < every {
+		return false, nil
+	}
+	if m.jobs == nil {
+		m.jobs = map[string]time.Time{}
+	}
+	m.jobs[job] = now
+	return true, nil
+}

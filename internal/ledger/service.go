@@ -36,6 +36,10 @@ func (s forService) Purge(ctx context.Context) ([]tokens.Entry, error) {
 	return out, nil
 }
 
+func (s forService) Due(ctx context.Context, job string, every time.Duration) (bool, error) {
+	return s.l.Due(ctx, job, every)
+}
+
 func (s forService) Durable() bool {
 	_, inMemory := s.l.(*Memory)
 	return !inMemory

@@ -668,6 +668,70 @@ func (t *Table) deleteRecord(ctx context.Context, e entity) (bool, error) {
 	return false, nil
 }
 
+// --- periodic jobs
+
+// Due implements [Ledger]: the job's entity records its last run, and the
+// first write of a period wins (a conditional insert, or an update
+// conditional on the ETag read); everyone else reads the new time.
+func (t *Table) Due(ctx context.Context, job string, every time.Duration) (bool, error) {
+	rk := escapeKey(job)
+	now := t.opts.now()
+	b, _ := json.Marshal(map[string]any{"PartitionKey": jobsPartition, "RowKey": rk, "LastRun": formatTime(now)})
+	cur, found, err := t.getJob(ctx, rk)
+	if err != nil {
+		return false, err
+	}
+	if !found {
+		err := t.withTable(ctx, func() error {
+			_, err := t.client.AddEntity(ctx, b, nil)
+			return err
+		})
+		if hasCode(err, aztables.EntityAlreadyExists) {
+			return false, nil
+		}
+		if err != nil {
+			return false, translate("record a periodic job", err)
+		}
+		return true, nil
+	}
+	if last := parseTime(cur.LastRun); !last.IsZero() && now.Sub(last) < every {
+		return false, nil
+	}
+	_, err = t.client.UpdateEntity(ctx, b, &aztables.UpdateEntityOptions{UpdateMode: aztables.UpdateModeReplace, IfMatch: to.Ptr(azcore.ETag(cur.ETag))})
+	if hasStatus(err, http.StatusPreconditionFailed) || hasStatus(err, http.StatusNotFound) {
+		return false, nil // another instance took this period
+	}
+	if err != nil {
+		return false, translate("record a periodic job", err)
+	}
+	return true, nil
+}
+
+type jobEntity struct {
+	LastRun string `json:"LastRun"`
+	ETag    string `json:"-"`
+}
+
+func (t *Table) getJob(ctx context.Context, rk string) (jobEntity, bool, error) {
+	var resp aztables.GetEntityResponse
+	err := t.withTable(ctx, func() (err error) {
+		resp, err = t.client.GetEntity(ctx, jobsPartition, rk, nil)
+		return err
+	})
+	if hasStatus(err, http.StatusNotFound) {
+		return jobEntity{}, false, nil
+	}
+	if err != nil {
+		return jobEntity{}, false, translate("read a periodic job", err)
+	}
+	var e jobEntity
+	if err := json.Unmarshal(resp.Value, &e); err != nil {
+		return jobEntity{}, false, corrupt(jobsPartition, rk)
+	}
+	e.ETag = string(resp.ETag)
+	return e, true, nil
+}
+
 // --- the registry of workspace partitions
 
 // register makes sure the workspace's partition is in the registry before

@@ -37,6 +37,10 @@ type Ledger interface {
 	// than the retention (LEDGER_RETENTION), and returns the claims whose
 	// holder died before recording anything (Workspace and RequestID set).
 	Purge(ctx context.Context) (stranded []Entry, err error)
+	// Due reports whether the periodic job is due: it never ran, or last
+	// ran longer than every ago, anywhere in the deployment. When it is,
+	// now is recorded as its last run, so one caller per period does it.
+	Due(ctx context.Context, job string, every time.Duration) (bool, error)
 	// Durable reports whether records outlive the process and are seen by
 	// every instance (Table Storage). An in-memory ledger is not: after a
 	// restart it knows nothing, so a request id the caller chose is looked

@@ -3,6 +3,7 @@ package tokens
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // fakeLedger is a single-process Ledger for the service's unit tests (the
@@ -11,6 +12,9 @@ type fakeLedger struct {
 	mu      sync.Mutex
 	entries map[string]Entry // by workspace key + request id
 	held    map[string]bool
+	// ledgerDriven makes Due say no: rotation then reads what is due from
+	// the entries instead of scanning the vault.
+	ledgerDriven bool
 }
 
 func newFakeLedger() *fakeLedger {
@@ -65,7 +69,17 @@ func (l *fakeLedger) Mark(_ context.Context, ws WorkspaceID, tokenID string, st 
 }
 
 func (l *fakeLedger) Inventory(context.Context, InventoryFilter) (InventoryPage, error) {
-	return InventoryPage{}, nil
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out InventoryPage
+	for _, e := range l.entries {
+		out.Entries = append(out.Entries, e)
+	}
+	return out, nil
+}
+
+func (l *fakeLedger) Due(context.Context, string, time.Duration) (bool, error) {
+	return !l.ledgerDriven, nil
 }
 
 func (l *fakeLedger) Durable() bool { return true }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -28,7 +29,8 @@ type RotateOptions struct {
 	Queue Caller
 }
 
-// Rotate renews every managed Key Vault token inside the rotation window:
+// Rotate renews every managed Key Vault token inside the rotation window
+// (dueSecrets says which secrets to look at):
 // a new token with the same lifetime, comment, scopes and kind, once a
 // call made with it succeeded, becomes the secret's new latest version,
 // and consumers reading the latest version never see an expired token nor
@@ -44,7 +46,7 @@ func (s *Service) Rotate(ctx context.Context, opts RotateOptions) ([]Outcome, er
 		return nil, ErrRotationRunning
 	}
 	defer s.rotating.Unlock()
-	secrets, err := s.vault.Managed(ctx)
+	secrets, err := s.dueSecrets(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -58,6 +60,82 @@ func (s *Service) Rotate(ctx context.Context, opts RotateOptions) ([]Outcome, er
 		}
 	}
 	return out, nil
+}
+
+// vaultScanEvery is how often rotation scans the whole vault although the
+// ledger says what is due: versions the ledger does not know (written
+// before it existed, or whose record was lost) are rotated too, a day
+// late at most.
+const vaultScanEvery = 24 * time.Hour
+
+// retireLookback is how far back a ledger-driven run looks for superseded
+// tokens that expired and whose versions are to be retired; the daily
+// vault scan retires any older.
+const retireLookback = 7 * 24 * time.Hour
+
+// dueSecrets is the secrets a rotation run looks at. With a durable ledger,
+// it reads what is due from the ledger: the secrets holding a live token
+// that expires inside the window, or a superseded one that expired lately;
+// each costs one listing of that secret's versions, however large the
+// vault. Once a day (one run in the deployment, Ledger.Due), and always
+// with an in-memory ledger, which forgets on restart, it scans every
+// managed secret instead.
+func (s *Service) dueSecrets(ctx context.Context, opts RotateOptions) ([]ManagedSecret, error) {
+	if !s.ledger.Durable() {
+		return s.vault.Managed(ctx)
+	}
+	full, err := s.ledger.Due(ctx, "rotation-vault-scan", vaultScanEvery)
+	if err != nil {
+		return nil, err
+	}
+	if full {
+		return s.vault.Managed(ctx)
+	}
+	now := s.now()
+	var names []string
+	f := InventoryFilter{Top: MaxInventoryTop}
+	for range 50 {
+		page, err := s.ledger.Inventory(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range page.Entries {
+			name, ok := secretNameOf(e.SecretURI)
+			if !ok || e.ExpiresAt.IsZero() {
+				continue
+			}
+			renew := e.State == TokenLive && !e.ExpiresAt.After(now.Add(opts.Before))
+			retire := e.State != TokenRevoked && !e.ExpiresAt.After(now) && e.ExpiresAt.After(now.Add(-retireLookback))
+			if (renew || retire) && !slices.ContainsFunc(names, func(n string) bool { return strings.EqualFold(n, name) }) {
+				names = append(names, name)
+			}
+		}
+		if f.ContinuationToken = page.ContinuationToken; f.ContinuationToken == "" {
+			break
+		}
+	}
+	out := make([]ManagedSecret, 0, len(names))
+	for _, n := range names {
+		sec, err := s.vault.Secret(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		if len(sec.Versions) > 0 {
+			out = append(out, sec)
+		}
+	}
+	return out, nil
+}
+
+// secretNameOf is the secret a version URI names
+// (https://<vault>/secrets/<name>/<version>).
+func secretNameOf(uri string) (string, bool) {
+	_, rest, ok := strings.Cut(uri, "/secrets/")
+	if !ok {
+		return "", false
+	}
+	name, _, _ := strings.Cut(rest, "/")
+	return name, name != ""
 }
 
 // rotationRequestID is the request id of the rotation of one version: the

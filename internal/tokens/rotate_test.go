@@ -16,7 +16,8 @@ type fakeVault struct {
 	secrets  map[string][]StoredToken
 	disabled []string
 	n        int
-	fits     error // what Fits answers
+	fits     error    // what Fits answers
+	read     []string // secrets listed one by one (Secret)
 }
 
 func newFakeVault() *fakeVault { return &fakeVault{secrets: map[string][]StoredToken{}} }
@@ -58,6 +59,13 @@ func (v *fakeVault) Disable(_ context.Context, st StoredToken) error {
 	}
 	v.disabled = append(v.disabled, st.Version)
 	return nil
+}
+
+func (v *fakeVault) Secret(_ context.Context, name string) (ManagedSecret, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.read = append(v.read, name)
+	return ManagedSecret{Name: name, Versions: slices.Clone(v.secrets[name])}, nil
 }
 
 func (v *fakeVault) Managed(context.Context) ([]ManagedSecret, error) {
@@ -326,5 +334,37 @@ func TestRotationRefusesScopesThatDisagreeWithDatabricks(t *testing.T) {
 	vault.secrets["sec"][0].Scopes = Scopes{List: []string{"sql:read", "jobs"}}
 	if out, err := svc.Rotate(t.Context(), RotateOptions{Before: 168 * time.Hour, DefaultLifetime: time.Hour}); err != nil || out[0].Type != Rotated {
 		t.Errorf("agreeing scopes: %v %+v", err, out)
+	}
+}
+
+// With a durable ledger, a rotation run reads what is due from it and lists
+// only those secrets' versions: a vault of many secrets costs one listing
+// per due secret, not a scan. Once a day (Ledger.Due) the whole vault is
+// scanned, for versions the ledger does not know.
+func TestRotationReadsWhatIsDueFromTheLedger(t *testing.T) {
+	t.Parallel()
+	api, vault, led := newFakeAPI(fixedNow), newFakeVault(), newFakeLedger()
+	led.ledgerDriven = true
+	svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Ledger: led, Now: fixedNow})
+	due := plant(t, api, vault, "due", OriginHTTP, MarkerRequest, 2*time.Hour)
+	fresh := plant(t, api, vault, "fresh", OriginHTTP, MarkerRequest, 30*24*time.Hour)
+	plant(t, api, vault, "unknown", OriginHTTP, MarkerRequest, 2*time.Hour) // in the vault, not in the ledger
+	for name, tok := range map[string]Issued{"due": due, "fresh": fresh} {
+		led.entries[name] = Entry{Workspace: testWS, RequestID: name, TokenID: tok.ID, ExpiresAt: tok.ExpiresAt, State: TokenLive,
+			SecretURI: vault.secrets[name][0].URI}
+	}
+	out, err := svc.Rotate(t.Context(), RotateOptions{Before: 24 * time.Hour, DefaultLifetime: time.Hour})
+	if err != nil || len(out) != 1 || out[0].Type != Rotated || out[0].Rotating.TokenID != due.ID {
+		t.Fatalf("ledger-driven run: %v %+v; want the due secret rotated", err, out)
+	}
+	if !slices.Equal(vault.read, []string{"due"}) {
+		t.Errorf("secrets listed: %q; want only the due one", vault.read)
+	}
+	// The daily scan finds the version the ledger does not know (and the
+	// due secret's successor, of the same two hours, is due again).
+	led.ledgerDriven = false
+	out, err = svc.Rotate(t.Context(), RotateOptions{Before: 24 * time.Hour, DefaultLifetime: time.Hour})
+	if err != nil || !slices.ContainsFunc(out, func(o Outcome) bool { return o.Type == Rotated && o.Rotating.Name == "unknown" }) {
+		t.Fatalf("vault scan: %v %+v; want the unknown secret rotated", err, out)
 	}
 }

@@ -64,6 +64,9 @@ type Vault interface {
 	Disable(ctx context.Context, st StoredToken) error
 	// Managed lists every managed secret.
 	Managed(ctx context.Context) ([]ManagedSecret, error)
+	// Secret lists the managed versions of one secret (none when it does
+	// not exist).
+	Secret(ctx context.Context, name string) (ManagedSecret, error)
 }
 
 // Origins of a stored token (StoredToken.Origin).
