@@ -108,6 +108,7 @@ func runSuite(t *testing.T, newLedger factory) {
 		{"inventory filters", testInventoryFilters},
 		{"inventory rejects bad filters", testInventoryInvalid},
 		{"purge after the retention", testPurge},
+		{"a periodic job is due once per period, to one of the racers", testDue},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -710,4 +711,49 @@ func testPurge(t *testing.T, l ledger.Ledger, c *clock) {
 	if a := acquire(t, l, key("revoked")); a.Outcome != ledger.Leased || a.Row.TokenID != "" {
 		t.Errorf("Acquire of a purged id = %s %+v", a.Outcome, a.Row)
 	}
+}
+
+func testDue(t *testing.T, l ledger.Ledger, c *clock) {
+	ctx := t.Context()
+	const every = 24 * time.Hour
+	var wg sync.WaitGroup
+	got := make([]bool, 4)
+	for i := range got {
+		wg.Go(func() {
+			due, err := l.Due(ctx, "rotation-vault-scan", every)
+			if err != nil {
+				t.Errorf("Due: %v", err)
+			}
+			got[i] = due
+		})
+	}
+	wg.Wait()
+	if n := countTrue(got); n != 1 {
+		t.Fatalf("first period: %d of 4 racers were told the job is due (%v); want 1", n, got)
+	}
+	c.Advance(every - time.Minute)
+	if due, err := l.Due(ctx, "rotation-vault-scan", every); err != nil || due {
+		t.Fatalf("within the period: %v, %v; want not due", due, err)
+	}
+	if due, err := l.Due(ctx, "another/job", every); err != nil || !due {
+		t.Fatalf("another job: %v, %v; want due", due, err)
+	}
+	c.Advance(2 * time.Minute)
+	if due, err := l.Due(ctx, "rotation-vault-scan", every); err != nil || !due {
+		t.Fatalf("next period: %v, %v; want due", due, err)
+	}
+	// Jobs never show in the inventory.
+	if page, err := l.Query(ctx, ledger.Filter{}); err != nil || len(page.Rows) != 0 {
+		t.Fatalf("inventory after jobs: %+v, %v", page.Rows, err)
+	}
+}
+
+func countTrue(bs []bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
 }

@@ -191,6 +191,52 @@ func TestRotation(t *testing.T) {
 	}
 }
 
+// With the ledger, rotation reads what is due from it: after the day's one
+// scan of the whole vault, a run lists no secrets, and reads the versions of
+// the due secret alone; a secret whose token is far from expiry is not
+// touched at all.
+func TestRotationReadsTheLedgerNotTheVault(t *testing.T) {
+	t.Parallel()
+	e := startVault(t, envOptions{ledger: true})
+	for name, life := range map[string]int{"due-secret": 3600, "fresh-secret": 60 * 24 * 3600} {
+		if r := e.create(map[string]any{"workspaceResourceId": ws(0), "secretName": name, "lifetimeSeconds": life}); r.Status != 201 {
+			t.Fatalf("create %s: %d %s", name, r.Status, r.Body)
+		}
+	}
+	e.results(2, 20*time.Second)
+	reads := func() (list int, versions map[string]int) {
+		versions = map[string]int{}
+		for _, r := range e.stack.Vault.Requests() {
+			switch r.Op {
+			case "list":
+				list++
+			case "versions":
+				versions[strings.Split(r.Path, "/")[2]]++
+			}
+		}
+		return list, versions
+	}
+	for run := range 2 {
+		list0, versions0 := reads()
+		if _, err := e.host.InvokeTimer(t.Context(), "rotate-tokens", false); err != nil {
+			t.Fatal(err)
+		}
+		if r := e.results(1, 20*time.Second)[0]; r.Subject != "Databricks.Token.Rotated" {
+			t.Fatalf("run %d: %s %v; want the due secret rotated", run, r.Subject, r.data())
+		}
+		list1, versions1 := reads()
+		if run == 0 && list1 == list0 {
+			t.Errorf("the day's first run did not scan the vault")
+		}
+		if run == 1 && (list1 != list0 || versions1["fresh-secret"] != versions0["fresh-secret"] || versions1["due-secret"] == versions0["due-secret"]) {
+			t.Errorf("the ledger-driven run listed secrets %d times and the versions of %v; want none and only due-secret's", list1-list0, versions1)
+		}
+	}
+	if n := len(versions(e, "due-secret")); n != 3 {
+		t.Errorf("due-secret has %d versions; want 3 (two rotations)", n)
+	}
+}
+
 func TestDoubleTimerFireMakesOneReplacement(t *testing.T) {
 	t.Parallel()
 	e := startVault(t, envOptions{})
