@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"cmp"
 	"errors"
 	"io"
 	"log/slog"
@@ -113,6 +114,33 @@ func (h httpOutcome) refused(action string, err error, attrs ...any) httpOutcome
 	return h
 }
 
+// call is who asked for an operation over HTTP, and under which request id.
+type call struct {
+	id      string
+	idGiven bool // the caller chose id (body or header)
+	by      tokens.Caller
+	// err is the first problem: the body's (decodeErr), the request id's
+	// header, or the caller's identity.
+	err error
+}
+
+// begin reads the request id and the caller of a POST whose body decoded
+// with decodeErr, and starts its outcome: the log line and the result
+// carry both, and the workspace the body named.
+func (s *Server) begin(r *http.Request, log *slog.Logger, action, bodyID string, ws tokens.WorkspaceID, decodeErr error) (httpOutcome, call) {
+	var h httpOutcome
+	c := call{err: decodeErr}
+	var idErr, callerErr error
+	c.id, c.idGiven, idErr = requestID(bodyID, r)
+	c.by, callerErr = s.caller(r, log)
+	if c.err == nil {
+		c.err = cmp.Or(idErr, callerErr)
+	}
+	h.log = log.With(append([]any{"request_id", c.id, "action", action}, auditAttrs(c.by)...)...)
+	h.result = tokens.Outcome{RequestID: c.id, Workspace: workspaceText(ws), CorrelationID: c.id, RequestedBy: requestedBy(c.by)}
+	return h, c
+}
+
 func (s *Server) createToken(r *http.Request, log *slog.Logger) httpOutcome {
 	var h httpOutcome
 	body, err := readBody(r, MaxBody)
@@ -120,19 +148,11 @@ func (s *Server) createToken(r *http.Request, log *slog.Logger) httpOutcome {
 		return h.refused("create", err)
 	}
 	req, err := tokens.DecodeCreate(body, s.opts.Limits)
-	id, given, idErr := requestID(req.RequestID, r)
-	if err == nil {
-		err = idErr
-	}
-	req.RequestID, req.RequestIDGiven = id, given
-	by, perr := s.caller(r, log)
-	if err == nil {
-		err = perr
-	}
-	h.log = log.With(append([]any{"request_id", id, "action", "create"}, auditAttrs(by)...)...)
-	h.result = tokens.Outcome{RequestID: id, Workspace: workspaceText(req.Workspace), CorrelationID: id, RequestedBy: requestedBy(by)}
-	if err != nil {
-		return h.refused("create", err, "workspace", workspaceText(req.Workspace))
+	h, c := s.begin(r, log, "create", req.RequestID, req.Workspace, err)
+	id, by := c.id, c.by
+	req.RequestID, req.RequestIDGiven = id, c.idGiven
+	if c.err != nil {
+		return h.refused("create", c.err, "workspace", workspaceText(req.Workspace))
 	}
 	h.log = h.log.With("workspace", req.Workspace.String())
 	ctx, cancel := s.budget(r.Context())
@@ -165,19 +185,11 @@ func (s *Server) revokeToken(r *http.Request, log *slog.Logger) httpOutcome {
 		return h.refused("revoke", err)
 	}
 	req, err := tokens.DecodeRevoke(body)
-	id, _, idErr := requestID(req.RequestID, r)
-	if err == nil {
-		err = idErr
-	}
-	req.RequestID = id
-	by, perr := s.caller(r, log)
-	if err == nil {
-		err = perr
-	}
-	h.log = log.With(append([]any{"request_id", id, "action", "revoke"}, auditAttrs(by)...)...)
-	h.result = tokens.Outcome{RequestID: id, Workspace: workspaceText(req.Workspace), CorrelationID: id, RequestedBy: requestedBy(by)}
-	if err != nil {
-		return h.refused("revoke", err, "workspace", workspaceText(req.Workspace))
+	h, c := s.begin(r, log, "revoke", req.RequestID, req.Workspace, err)
+	req.RequestID = c.id
+	by := c.by
+	if c.err != nil {
+		return h.refused("revoke", c.err, "workspace", workspaceText(req.Workspace))
 	}
 	ctx, cancel := s.budget(r.Context())
 	defer cancel()

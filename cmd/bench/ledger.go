@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -108,26 +107,12 @@ func ledgerCalls(ctx context.Context) error {
 		return c
 	}
 	run := func(want int) error {
-		var next, failures atomic.Int64
-		var wg sync.WaitGroup
-		for range 8 {
-			wg.Go(func() {
-				for {
-					i := next.Add(1) - 1
-					if i >= int64(n) {
-						return
-					}
-					body, _ := json.Marshal(map[string]any{"workspaceResourceId": stack.WorkspaceResourceID(int(i) % workspaces),
-						"requestId": fmt.Sprintf("bench-%05d", i), "lifetimeSeconds": 3600})
-					if err := post(http.DefaultClient, h.url+"/api/create-token", body, nil, want); err != nil {
-						failures.Add(1)
-					}
-				}
-			})
-		}
-		wg.Wait()
-		if failures.Load() > 0 {
-			return fmt.Errorf("%d of %d creates failed", failures.Load(), n)
+		if failures := fanOut(n, func(i int) error {
+			body, _ := json.Marshal(map[string]any{"workspaceResourceId": stack.WorkspaceResourceID(i % workspaces),
+				"requestId": fmt.Sprintf("bench-%05d", i), "lifetimeSeconds": 3600})
+			return post(http.DefaultClient, h.url+"/api/create-token", body, nil, want)
+		}); failures > 0 {
+			return fmt.Errorf("%d of %d creates failed", failures, n)
 		}
 		return nil
 	}

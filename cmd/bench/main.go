@@ -504,26 +504,11 @@ func upstreamCalls(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		var failures atomic.Int64
-		for range 8 {
-			wg.Go(func() {
-				for {
-					i := next.Add(1) - 1
-					if i >= int64(n) {
-						return
-					}
-					body, _ := json.Marshal(map[string]any{"workspaceResourceId": stack.WorkspaceResourceID(int(i) % workspaces), "lifetimeSeconds": 3600})
-					if err := post(http.DefaultClient, h.url+"/api/create-token", body, nil, 201); err != nil {
-						failures.Add(1)
-					}
-				}
-			})
-		}
-		wg.Wait()
-		if failures.Load() > 0 {
-			return fmt.Errorf("%d creates failed", failures.Load())
+		if failures := fanOut(n, func(i int) error {
+			body, _ := json.Marshal(map[string]any{"workspaceResourceId": stack.WorkspaceResourceID(i % workspaces), "lifetimeSeconds": 3600})
+			return post(http.DefaultClient, h.url+"/api/create-token", body, nil, 201)
+		}); failures > 0 {
+			return fmt.Errorf("%d creates failed", failures)
 		}
 		entraCalls := 0
 		for _, c := range st.MSI.Calls() {
@@ -659,3 +644,21 @@ func median(ds []time.Duration) time.Duration {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
+
+// fanOut runs do for 0…n-1 on eight workers, the concurrency of a busy
+// Logic App, and returns how many failed.
+func fanOut(n int, do func(i int) error) int64 {
+	var next, failures atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				if do(i) != nil {
+					failures.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return failures.Load()
+}

@@ -27,22 +27,16 @@ func Marshal(v any) ([]byte, error) {
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
-// Record is the create-token response and the data of Created/Rotated results.
+// Record is the create-token response and the data of Created/Rotated results:
+// the token as list-tokens shows it, with where it came from and where it went.
 type Record struct {
-	RequestID           string  `json:"requestId"`
-	WorkspaceResourceID string  `json:"workspaceResourceId"`
-	WorkspaceURL        string  `json:"workspaceUrl"`
-	TokenID             string  `json:"tokenId"`
-	Comment             string  `json:"comment"`
-	CreatedAt           string  `json:"createdAt"`
-	ExpiresAt           *string `json:"expiresAt"`
-	// Scopes are the token's API scopes; absent for an unscoped token
-	// (contract section 6). Autoscope is present only when true.
-	Scopes      []string `json:"scopes,omitempty"`
-	Autoscope   bool     `json:"autoscope,omitempty"`
-	TokenValue  string   `json:"tokenValue,omitempty"`
-	SecretURI   string   `json:"secretUri,omitempty"`
-	RequestedBy string   `json:"requestedBy,omitempty"`
+	RequestID           string `json:"requestId"`
+	WorkspaceResourceID string `json:"workspaceResourceId"`
+	WorkspaceURL        string `json:"workspaceUrl"`
+	TokenSummary
+	TokenValue  string `json:"tokenValue,omitempty"`
+	SecretURI   string `json:"secretUri,omitempty"`
+	RequestedBy string `json:"requestedBy,omitempty"`
 }
 
 // NewRecord renders r. The token value is included only when withValue is
@@ -53,12 +47,7 @@ func NewRecord(r tokens.Record, withValue bool) Record {
 		RequestID:           r.RequestID,
 		WorkspaceResourceID: r.Workspace.String(),
 		WorkspaceURL:        r.WorkspaceURL,
-		TokenID:             r.TokenID,
-		Comment:             r.Comment,
-		CreatedAt:           Time(r.CreatedAt),
-		ExpiresAt:           OptionalTime(r.ExpiresAt),
-		Scopes:              r.Scopes.List,
-		Autoscope:           r.Scopes.Autoscope,
+		TokenSummary:        newSummary(r.TokenID, r.Comment, r.CreatedAt, r.ExpiresAt, r.Scopes),
 		SecretURI:           r.SecretURI,
 	}
 	if withValue && !r.Value.IsZero() {
@@ -104,7 +93,9 @@ func NewRevoke(r tokens.RevokeResult) Revoke {
 	return out
 }
 
-// TokenSummary is one entry of the list-tokens response.
+// TokenSummary is one entry of the list-tokens response. Scopes are the
+// token's API scopes, absent for an unscoped token (contract section 6);
+// Autoscope is present only when true.
 type TokenSummary struct {
 	TokenID   string   `json:"tokenId"`
 	Comment   string   `json:"comment"`
@@ -112,6 +103,11 @@ type TokenSummary struct {
 	ExpiresAt *string  `json:"expiresAt"`
 	Scopes    []string `json:"scopes,omitempty"`
 	Autoscope bool     `json:"autoscope,omitempty"`
+}
+
+func newSummary(id, comment string, created, expires time.Time, scopes tokens.Scopes) TokenSummary {
+	return TokenSummary{TokenID: id, Comment: comment, CreatedAt: Time(created), ExpiresAt: OptionalTime(expires),
+		Scopes: scopes.List, Autoscope: scopes.Autoscope}
 }
 
 // List is the list-tokens response.
@@ -123,8 +119,7 @@ type List struct {
 func NewList(ts []tokens.TokenSummary) List {
 	out := List{Tokens: make([]TokenSummary, len(ts))}
 	for i, t := range ts {
-		out.Tokens[i] = TokenSummary{TokenID: t.TokenID, Comment: t.Comment, CreatedAt: Time(t.CreatedAt), ExpiresAt: OptionalTime(t.ExpiresAt),
-			Scopes: t.Scopes.List, Autoscope: t.Scopes.Autoscope}
+		out.Tokens[i] = newSummary(t.TokenID, t.Comment, t.CreatedAt, t.ExpiresAt, t.Scopes)
 	}
 	return out
 }

@@ -677,7 +677,8 @@ func (t *Table) Due(ctx context.Context, job string, every time.Duration) (bool,
 	rk := escapeKey(job)
 	now := t.opts.now()
 	b, _ := json.Marshal(map[string]any{"PartitionKey": jobsPartition, "RowKey": rk, "LastRun": formatTime(now)})
-	cur, found, err := t.getJob(ctx, rk)
+	var cur jobEntity
+	etag, found, err := t.getInto(ctx, jobsPartition, rk, &cur, "read a periodic job")
 	if err != nil {
 		return false, err
 	}
@@ -697,7 +698,7 @@ func (t *Table) Due(ctx context.Context, job string, every time.Duration) (bool,
 	if last := parseTime(cur.LastRun); !last.IsZero() && now.Sub(last) < every {
 		return false, nil
 	}
-	_, err = t.client.UpdateEntity(ctx, b, &aztables.UpdateEntityOptions{UpdateMode: aztables.UpdateModeReplace, IfMatch: to.Ptr(azcore.ETag(cur.ETag))})
+	_, err = t.client.UpdateEntity(ctx, b, &aztables.UpdateEntityOptions{UpdateMode: aztables.UpdateModeReplace, IfMatch: to.Ptr(azcore.ETag(etag))})
 	if hasStatus(err, http.StatusPreconditionFailed) || hasStatus(err, http.StatusNotFound) {
 		return false, nil // another instance took this period
 	}
@@ -709,27 +710,6 @@ func (t *Table) Due(ctx context.Context, job string, every time.Duration) (bool,
 
 type jobEntity struct {
 	LastRun string `json:"LastRun"`
-	ETag    string `json:"-"`
-}
-
-func (t *Table) getJob(ctx context.Context, rk string) (jobEntity, bool, error) {
-	var resp aztables.GetEntityResponse
-	err := t.withTable(ctx, func() (err error) {
-		resp, err = t.client.GetEntity(ctx, jobsPartition, rk, nil)
-		return err
-	})
-	if hasStatus(err, http.StatusNotFound) {
-		return jobEntity{}, false, nil
-	}
-	if err != nil {
-		return jobEntity{}, false, translate("read a periodic job", err)
-	}
-	var e jobEntity
-	if err := json.Unmarshal(resp.Value, &e); err != nil {
-		return jobEntity{}, false, corrupt(jobsPartition, rk)
-	}
-	e.ETag = string(resp.ETag)
-	return e, true, nil
 }
 
 // --- the registry of workspace partitions
@@ -772,23 +752,30 @@ func (t *Table) workspaces(ctx context.Context) ([]tokens.WorkspaceID, error) {
 // --- plumbing
 
 func (t *Table) get(ctx context.Context, pk, rk string) (entity, bool, error) {
+	var e entity
+	etag, found, err := t.getInto(ctx, pk, rk, &e, "read a record")
+	e.ETag = etag
+	return e, found, err
+}
+
+// getInto reads one entity into v and returns its ETag; found is false
+// when there is none. what names the read in an error.
+func (t *Table) getInto(ctx context.Context, pk, rk string, v any, what string) (etag string, found bool, err error) {
 	var resp aztables.GetEntityResponse
-	err := t.withTable(ctx, func() (err error) {
+	err = t.withTable(ctx, func() (err error) {
 		resp, err = t.client.GetEntity(ctx, pk, rk, nil)
 		return err
 	})
 	if hasStatus(err, http.StatusNotFound) {
-		return entity{}, false, nil
+		return "", false, nil
 	}
 	if err != nil {
-		return entity{}, false, translate("read a record", err)
+		return "", false, translate(what, err)
 	}
-	var e entity
-	if err := json.Unmarshal(resp.Value, &e); err != nil {
-		return entity{}, false, corrupt(pk, rk)
+	if err := json.Unmarshal(resp.Value, v); err != nil {
+		return "", false, corrupt(pk, rk)
 	}
-	e.ETag = string(resp.ETag)
-	return e, true, nil
+	return string(resp.ETag), true, nil
 }
 
 // list runs a query and returns up to limit entities (0: all), asking the

@@ -148,22 +148,34 @@ func (s *Service) Create(ctx context.Context, by Caller, req CreateRequest, opts
 	if err != nil {
 		return CreateResult{}, err
 	}
-	rec := s.record(req.RequestID, ws, issued.Token, req.Comment)
+	return s.handOver(ctx, ws, claim, name, issued, st, by, res, &recorded)
+}
+
+// handOver delivers a token just issued under claim (into Key Vault, or
+// inline in the record), records it, and, when the claim was taken over
+// from a dead attempt, revokes what that attempt may still make
+// (revokeLate). st names the request id and comment. Once the token is
+// delivered, recordIssued settles the claim whatever happens: settled is
+// set then, so the caller's deferred abandon leaves it alone.
+func (s *Service) handOver(ctx context.Context, ws Workspace, claim Claim, name string, issued Issued, st StoredToken, by Caller, res CreateResult, settled *bool) (CreateResult, error) {
+	rec := s.record(st.RequestID, ws, issued.Token, st.Comment)
 	if s.vault != nil {
-		if rec.SecretURI, err = s.deliver(ctx, ws, name, issued, st); err != nil {
+		uri, err := s.deliver(ctx, ws, name, issued, st)
+		if err != nil {
 			return CreateResult{}, err
 		}
+		rec.SecretURI = uri
 	} else {
 		rec.Value = issued.Value
 	}
-	recorded = true // from here on, recordIssued settles the claim
+	*settled = true
 	answer, err := s.recordIssued(ctx, ws, claim, rec, s.entry(rec, by))
 	if err != nil {
 		return CreateResult{Revoked: res.Revoked}, err
 	}
 	res.Record, res.Issued = answer, answer.TokenID == rec.TokenID
 	if claim.TakenOver && res.Issued {
-		late, err := s.revokeLate(ctx, ws, req.RequestID, rec.TokenID)
+		late, err := s.revokeLate(ctx, ws, st.RequestID, rec.TokenID)
 		res.Revoked = append(res.Revoked, late...)
 		if err != nil {
 			return res, cleanupFailed(err)

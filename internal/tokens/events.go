@@ -104,26 +104,5 @@ func (s *Service) EnsureLive(ctx context.Context, by Caller, id WorkspaceID, opt
 	if err != nil {
 		return CreateResult{}, err
 	}
-	rec := s.record(opts.RequestID, ws, issued.Token, "")
-	if s.vault != nil {
-		if rec.SecretURI, err = s.deliver(ctx, ws, name, issued, st); err != nil {
-			return CreateResult{}, err
-		}
-	} else {
-		rec.Value = issued.Value
-	}
-	recorded = true
-	answer, err := s.recordIssued(ctx, ws, claim, rec, s.entry(rec, by))
-	if err != nil {
-		return CreateResult{Revoked: res.Revoked}, err
-	}
-	res.Record, res.Issued = answer, answer.TokenID == rec.TokenID
-	if claim.TakenOver && res.Issued {
-		late, err := s.revokeLate(ctx, ws, opts.RequestID, rec.TokenID)
-		res.Revoked = append(res.Revoked, late...)
-		if err != nil {
-			return res, cleanupFailed(err)
-		}
-	}
-	return res, nil
+	return s.handOver(ctx, ws, claim, name, issued, st, by, res, &recorded)
 }
