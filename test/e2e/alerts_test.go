@@ -154,10 +154,7 @@ func TestAlertRotationFailedAndTokenExpiring(t *testing.T) {
 		alertQuery(t, "permission-denied"), alertQuery(t, "rotation-missing")
 	e := startVault(t, envOptions{})
 	// An hour-long token is inside the 168 h rotation window at once.
-	r := e.create(map[string]any{"workspaceResourceId": ws(0), "lifetimeSeconds": 3600, "secretName": "etl"})
-	if r.Status != 201 {
-		t.Fatalf("create: %d %s", r.Status, r.Body)
-	}
+	r := e.mustCreate(map[string]any{"workspaceResourceId": ws(0), "lifetimeSeconds": 3600, "secretName": "etl"})
 	e.results(1, 20*time.Second)
 	tokenID := r.json(t)["tokenId"].(string)
 
@@ -285,10 +282,7 @@ func TestAuditEvents(t *testing.T) {
 	t.Parallel()
 	e := startQueues(t, envOptions{settings: []string{"RESULTS_INCLUDE_TOKEN_VALUE=true"}})
 	body := map[string]any{"workspaceResourceId": ws(0), "lifetimeSeconds": 600, "requestId": "pin-1"}
-	r := e.create(body)
-	if r.Status != 201 {
-		t.Fatalf("create: %d %s", r.Status, r.Body)
-	}
+	r := e.mustCreate(body)
 	if again := e.create(body); again.Status != 200 {
 		t.Fatalf("repeat: %d %s", again.Status, again.Body)
 	}

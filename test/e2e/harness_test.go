@@ -277,4 +277,15 @@ func (e *env) create(body map[string]any, header ...string) response {
 	return e.do(http.MethodPost, "/api/create-token", body, header...)
 }
 
+// mustCreate is create for a test that needs the token: anything but 201
+// ends the test, naming the request.
+func (e *env) mustCreate(body map[string]any, header ...string) response {
+	e.t.Helper()
+	r := e.create(body, header...)
+	if r.Status != http.StatusCreated {
+		e.t.Fatalf("create %v: %d %s", body, r.Status, r.Body)
+	}
+	return r
+}
+
 func ws(i int) string { return stack.WorkspaceResourceID(i) }

@@ -21,10 +21,7 @@ func TestIssueListRevoke(t *testing.T) {
 	e := start(t, envOptions{})
 	dbw := e.stack.Workspaces[0]
 
-	r := e.create(map[string]any{"workspaceResourceId": ws(0), "comment": "nightly ETL", "lifetimeSeconds": 3600})
-	if r.Status != http.StatusCreated {
-		t.Fatalf("create: %d %s", r.Status, r.Body)
-	}
+	r := e.mustCreate(map[string]any{"workspaceResourceId": ws(0), "comment": "nightly ETL", "lifetimeSeconds": 3600})
 	rec := r.json(t)
 	value, _ := rec["tokenValue"].(string)
 	tokenID, _ := rec["tokenId"].(string)
@@ -404,9 +401,7 @@ func TestUpstreamCallsAreAmortised(t *testing.T) {
 	e := start(t, envOptions{})
 	const n = 25
 	for i := range n {
-		if r := e.create(map[string]any{"workspaceResourceId": ws(0), "comment": fmt.Sprint(i)}); r.Status != 201 {
-			t.Fatalf("create %d: %d %s", i, r.Status, r.Body)
-		}
+		e.mustCreate(map[string]any{"workspaceResourceId": ws(0), "comment": fmt.Sprint(i)})
 	}
 	entra := 0
 	for _, c := range e.stack.MSI.Calls() {

@@ -263,9 +263,7 @@ func TestInventoryFollowsThePolicy(t *testing.T) {
 		ws  string
 		id  string
 	}{{alice, ws(0), "p-1"}, {bob, ws(1), "p-2"}, {alice, auditWorkspace, "p-3"}, {bob, auditWorkspace, "p-4"}} {
-		if r := e.create(map[string]any{"workspaceResourceId": c.ws, "requestId": c.id}, c.who...); r.Status != 201 {
-			t.Fatalf("create %s: %d %s", c.id, r.Status, r.Body)
-		}
+		e.mustCreate(map[string]any{"workspaceResourceId": c.ws, "requestId": c.id}, c.who...)
 	}
 
 	// Each row names its requester; requestedBy selects by it, in any case.

@@ -34,10 +34,7 @@ func TestKeyVaultDelivery(t *testing.T) {
 	t.Parallel()
 	e := startVault(t, envOptions{})
 	dbw := e.stack.Workspaces[0]
-	r := e.create(map[string]any{"workspaceResourceId": ws(0), "comment": "etl", "lifetimeSeconds": 86400, "requestId": "kv-1"})
-	if r.Status != 201 {
-		t.Fatalf("create: %d %s", r.Status, r.Body)
-	}
+	r := e.mustCreate(map[string]any{"workspaceResourceId": ws(0), "comment": "etl", "lifetimeSeconds": 86400, "requestId": "kv-1"})
 	rec := r.json(t)
 	if _, has := rec["tokenValue"]; has {
 		t.Fatalf("the response carries the token value with Key Vault delivery: %s", r.Body)
@@ -150,9 +147,7 @@ func TestRotation(t *testing.T) {
 	e := startVault(t, envOptions{workspaces: 2})
 	// Tokens of 4 s are inside the 168 h rotation window from the start.
 	for i := range 2 {
-		if r := e.create(map[string]any{"workspaceResourceId": ws(i), "comment": "short-lived", "lifetimeSeconds": 4}); r.Status != 201 {
-			t.Fatalf("create: %d %s", r.Status, r.Body)
-		}
+		e.mustCreate(map[string]any{"workspaceResourceId": ws(i), "comment": "short-lived", "lifetimeSeconds": 4})
 	}
 	e.results(2, 20*time.Second)
 	first := [2]fakekeyvault.Secret{versions(e, stack.SecretName(0))[0], versions(e, stack.SecretName(1))[0]}
@@ -199,9 +194,7 @@ func TestRotationReadsTheLedgerNotTheVault(t *testing.T) {
 	t.Parallel()
 	e := startVault(t, envOptions{ledger: true})
 	for name, life := range map[string]int{"due-secret": 3600, "fresh-secret": 60 * 24 * 3600} {
-		if r := e.create(map[string]any{"workspaceResourceId": ws(0), "secretName": name, "lifetimeSeconds": life}); r.Status != 201 {
-			t.Fatalf("create %s: %d %s", name, r.Status, r.Body)
-		}
+		e.mustCreate(map[string]any{"workspaceResourceId": ws(0), "secretName": name, "lifetimeSeconds": life})
 	}
 	e.results(2, 20*time.Second)
 	reads := func() (list int, versions map[string]int) {
@@ -240,9 +233,7 @@ func TestRotationReadsTheLedgerNotTheVault(t *testing.T) {
 func TestDoubleTimerFireMakesOneReplacement(t *testing.T) {
 	t.Parallel()
 	e := startVault(t, envOptions{})
-	if r := e.create(map[string]any{"workspaceResourceId": ws(0), "lifetimeSeconds": 3600}); r.Status != 201 {
-		t.Fatalf("create: %d %s", r.Status, r.Body)
-	}
+	e.mustCreate(map[string]any{"workspaceResourceId": ws(0), "lifetimeSeconds": 3600})
 	e.results(1, 20*time.Second)
 	e.stack.Workspaces[0].SetLatency(100 * time.Millisecond) // widen the race
 	var wg sync.WaitGroup

@@ -166,10 +166,7 @@ func TestSweepRevokesAStrayOfARecordedRequest(t *testing.T) {
 	t.Parallel()
 	e := start(t, envOptions{ledger: true})
 	w := e.stack.Workspaces[0]
-	first := e.create(map[string]any{"workspaceResourceId": ws(0), "requestId": "stray-1"})
-	if first.Status != http.StatusCreated {
-		t.Fatalf("create: %d %s", first.Status, first.Body)
-	}
+	first := e.mustCreate(map[string]any{"workspaceResourceId": ws(0), "requestId": "stray-1"})
 	id := e.stack.MSI.Identity()
 	w.Advance(-2 * time.Hour)
 	stray := w.CreateToken(id.ObjectID, id.ClientID, "[dtb:req:stray-1] left by a dead attempt", 24*time.Hour)
@@ -203,10 +200,7 @@ func TestSweepFindsTokensRevokedElsewhere(t *testing.T) {
 	t.Parallel()
 	e := start(t, envOptions{ledger: true})
 	w := e.stack.Workspaces[0]
-	first := e.create(map[string]any{"workspaceResourceId": ws(0), "requestId": "sweep-1"})
-	if first.Status != http.StatusCreated {
-		t.Fatalf("create: %d %s", first.Status, first.Body)
-	}
+	first := e.mustCreate(map[string]any{"workspaceResourceId": ws(0), "requestId": "sweep-1"})
 	before := w.Calls()
 	for range 3 {
 		if r := e.create(map[string]any{"workspaceResourceId": ws(0), "requestId": "sweep-1"}); r.Status != http.StatusOK {
@@ -233,10 +227,7 @@ func TestSweepFindsTokensRevokedElsewhere(t *testing.T) {
 func TestInlineTokenInsideTheWindowIsAnnounced(t *testing.T) {
 	t.Parallel()
 	e := startQueues(t, envOptions{ledger: true})
-	r := e.create(map[string]any{"workspaceResourceId": ws(0), "requestId": "expiring-1", "lifetimeSeconds": 3600})
-	if r.Status != http.StatusCreated {
-		t.Fatalf("create: %d %s", r.Status, r.Body)
-	}
+	r := e.mustCreate(map[string]any{"workspaceResourceId": ws(0), "requestId": "expiring-1", "lifetimeSeconds": 3600})
 	e.results(1, 20*time.Second)
 	for range 2 {
 		if _, err := e.host.InvokeTimer(t.Context(), "rotate-tokens", false); err != nil {

@@ -304,10 +304,7 @@ func TestLongWorkspaceIDFitsKeyVault(t *testing.T) {
 func TestRevokeByTokenIDDisablesItsVersion(t *testing.T) {
 	t.Parallel()
 	e := startVault(t, envOptions{})
-	r := e.create(map[string]any{"workspaceResourceId": ws(0)})
-	if r.Status != http.StatusCreated {
-		t.Fatalf("create: %d %s", r.Status, r.Body)
-	}
+	r := e.mustCreate(map[string]any{"workspaceResourceId": ws(0)})
 	id, _ := r.json(t)["tokenId"].(string)
 	rv := e.do(http.MethodPost, "/api/revoke-token", map[string]any{"workspaceResourceId": ws(0), "tokenId": id})
 	if rv.Status != http.StatusOK || rv.json(t)["status"] != "revoked" {
@@ -352,10 +349,7 @@ func TestRepeatAfterRevokeElsewhereIssuesANewToken(t *testing.T) {
 	t.Parallel()
 	e := start(t, envOptions{ledger: true})
 	b := e.instance()
-	first := e.create(map[string]any{"workspaceResourceId": ws(0), "requestId": "oob-1"})
-	if first.Status != http.StatusCreated {
-		t.Fatalf("create: %d %s", first.Status, first.Body)
-	}
+	first := e.mustCreate(map[string]any{"workspaceResourceId": ws(0), "requestId": "oob-1"})
 	id, _ := first.json(t)["tokenId"].(string)
 	if rv := e.doAt(b, http.MethodPost, "/api/revoke-token", map[string]any{"workspaceResourceId": ws(0), "tokenId": id}); rv.Status != http.StatusOK {
 		t.Fatalf("revoke on the other instance: %d %s", rv.Status, rv.Body)
@@ -383,9 +377,7 @@ func TestForgedCallerHeadersAreNotRecorded(t *testing.T) {
 			o.settings = append(o.settings, "WEBSITE_AUTH_ENABLED=True")
 		}
 		e := startQueues(t, o)
-		if r := e.create(map[string]any{"workspaceResourceId": ws(0)}, headers...); r.Status != http.StatusCreated {
-			t.Fatalf("create: %d %s", r.Status, r.Body)
-		}
+		e.mustCreate(map[string]any{"workspaceResourceId": ws(0)}, headers...)
 		by, _ := e.results(1, 20*time.Second)[0].data()["requestedBy"].(string)
 		logged := strings.Contains(e.output.String(), oid)
 		if platform != (strings.Contains(by, oid) && logged) || !platform && (by != "" || logged) {

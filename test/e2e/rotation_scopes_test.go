@@ -16,10 +16,7 @@ func TestRotationKeepsScopes(t *testing.T) {
 	e := startVault(t, envOptions{})
 	dbw := e.stack.Workspaces[0]
 	want := []string{"sql:read", "unity-catalog:read"}
-	r := e.create(map[string]any{"workspaceResourceId": ws(0), "comment": "bi", "scopes": want, "lifetimeSeconds": 3600})
-	if r.Status != 201 {
-		t.Fatalf("create: %d %s", r.Status, r.Body)
-	}
+	e.mustCreate(map[string]any{"workspaceResourceId": ws(0), "comment": "bi", "scopes": want, "lifetimeSeconds": 3600})
 	e.results(1, 20*time.Second)
 	if _, err := e.host.InvokeTimer(e.t.Context(), "rotate-tokens", false); err != nil {
 		t.Fatal(err)
@@ -41,10 +38,7 @@ func TestRotationVerifiesTheSuccessorBeforeItBecomesLatest(t *testing.T) {
 	t.Parallel()
 	e := startVault(t, envOptions{})
 	dbw := e.stack.Workspaces[0]
-	r := e.create(map[string]any{"workspaceResourceId": ws(0), "scopes": []string{"sql:read"}, "lifetimeSeconds": 3600})
-	if r.Status != 201 {
-		t.Fatalf("create: %d %s", r.Status, r.Body)
-	}
+	r := e.mustCreate(map[string]any{"workspaceResourceId": ws(0), "scopes": []string{"sql:read"}, "lifetimeSeconds": 3600})
 	e.results(1, 20*time.Second)
 	old := r.json(t)["tokenId"].(string)
 

@@ -27,10 +27,7 @@ func TestScopedCreateReachesDatabricks(t *testing.T) {
 	dbw := e.stack.Workspaces[0]
 	want := []string{"sql:read:restricted-query", "unity-catalog"}
 
-	r := e.create(map[string]any{"workspaceResourceId": ws(0), "scopes": want, "autoscope": false, "lifetimeSeconds": 600, "requestId": "sc-1"})
-	if r.Status != 201 {
-		t.Fatalf("scoped create: %d %s", r.Status, r.Body)
-	}
+	r := e.mustCreate(map[string]any{"workspaceResourceId": ws(0), "scopes": want, "autoscope": false, "lifetimeSeconds": 600, "requestId": "sc-1"})
 	if got := scopesOf(r.json(t)["scopes"]); !slices.Equal(got, want) {
 		t.Errorf("record scopes = %v, want %v", got, want)
 	}
