@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/contoso/databricks-token-broker/devstack/fakeentra"
@@ -101,6 +102,9 @@ type Vault struct {
 	calls     kit.Counter
 	requests  kit.Log[Request]
 	forbidden kit.Names // secret names
+	// lostSets is how many of the next set calls write the version and
+	// then drop the connection without an answer.
+	lostSets atomic.Int32
 
 	mu      sync.Mutex
 	secrets map[string]*secret // lower(name)
@@ -195,6 +199,11 @@ func (v *Vault) PutSecret(name, value, contentType string, tags map[string]strin
 
 // Forbid makes every operation on the named secret fail with 403
 // ForbiddenByRbac (forbidden=false restores access).
+// LoseNextSetAnswers makes the next n writes of a version happen, then
+// drop the connection without an answer: a write whose client cannot tell
+// that it succeeded (a timeout, a connection cut on the way back).
+func (v *Vault) LoseNextSetAnswers(n int) { v.lostSets.Store(int32(n)) }
+
 func (v *Vault) Forbid(name string, forbidden bool) {
 	v.forbidden.Set(name, forbidden)
 }
@@ -385,6 +394,9 @@ func (v *Vault) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	switch op {
 	case "set":
 		out, err = v.set(r, name)
+		if err == nil && v.lostSets.Add(-1) >= 0 {
+			kit.Drop()
+		}
 	case "get":
 		out, err = v.get(name, version)
 	case "update":

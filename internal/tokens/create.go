@@ -363,21 +363,60 @@ func (s *Service) delivered(ctx context.Context, name string, t found, opts Crea
 	return st.URI, ok, err
 }
 
-// deliver writes the value to Key Vault. When that fails the value is lost
-// for good, so the token is revoked before the error is returned: no
-// orphan. If the revoke fails too, the error is transient whatever the
-// write's was: only a retry (which finds the token by its marker and
-// revokes it) repairs that.
+// deliver writes the value to Key Vault. A write can fail after Key Vault
+// made the version (the answer timed out or the connection was cut on its
+// way back): the vault is asked, and a version that holds the token is the
+// delivery. Otherwise the value is lost for good, so the token is revoked
+// before the error is returned (no orphan), and the vault is asked again a
+// moment later, in case the write landed late: any version holding the
+// revoked token is disabled, so no consumer reads it as the latest. If the
+// revoke fails too, the error is transient whatever the write's was: only
+// a retry (which finds the token by its marker and revokes it) repairs that.
 func (s *Service) deliver(ctx context.Context, ws Workspace, name string, issued Issued, st StoredToken) (string, error) {
 	st.TokenID, st.Workspace, st.ExpiresAt, st.IssuedAt = issued.ID, ws.ID, issued.ExpiresAt, issued.CreatedAt
 	uri, err := s.vault.Put(ctx, name, issued.Value, st)
 	if err == nil {
 		return uri, nil
 	}
+	cctx, cancel := Detached(ctx, CleanupTimeout)
+	defer cancel()
+	if v, held, ferr := s.vault.Find(cctx, name, issued.ID); ferr == nil && held {
+		return v.URI, nil
+	}
 	if rerr := s.withdraw(ctx, ws, issued.ID); rerr != nil {
 		return "", cleanupFailed(errors.Join(err, rerr))
 	}
+	if CodeOf(err) != CodeUpstreamUnavailable {
+		return "", err // refused: no version was made
+	}
+	for _, wait := range lateCreateWatch {
+		select {
+		case <-time.After(wait):
+		case <-cctx.Done():
+			return "", err
+		}
+		if derr := s.disableIn(cctx, name, issued.ID); derr != nil {
+			return "", cleanupFailed(errors.Join(err, derr))
+		}
+	}
 	return "", err
+}
+
+// disableIn disables the enabled versions of secret name that hold tokenID
+// (a write retried after lost answers can have made several).
+func (s *Service) disableIn(ctx context.Context, name, tokenID string) error {
+	sec, err := s.vault.Secret(ctx, name)
+	if err != nil {
+		return err
+	}
+	for _, v := range sec.Versions {
+		if v.Enabled && v.TokenID == tokenID {
+			if err := s.vault.Disable(ctx, v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // withdraw revokes a token whose value can no longer reach anyone, on a

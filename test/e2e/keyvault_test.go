@@ -122,6 +122,50 @@ func TestKeyVaultBadInput(t *testing.T) {
 	}
 }
 
+// A Key Vault write that happened but whose answer never came back (every
+// attempt's connection cut after the version was written) is a delivery:
+// the create answers 201 with the version that holds the token, and no
+// enabled version holds a revoked token. Taking the lost answer for a
+// failure would revoke the token while the secret's latest version holds
+// it, and every consumer would read a dead token.
+func TestLostKeyVaultAnswerStillDelivers(t *testing.T) {
+	t.Parallel()
+	e := startVault(t, envOptions{settings: []string{"UPSTREAM_RETRY_BUDGET=3s"}})
+	e.stack.Vault.LoseNextSetAnswers(10)
+	r := e.mustCreate(map[string]any{"workspaceResourceId": ws(0), "requestId": "lost-answer"})
+	w := e.stack.Workspaces[0]
+	for _, v := range versions(e, stack.SecretName(0)) {
+		if tok, _ := w.Token(v.Tags["tokenId"]); v.Enabled && tok.State != fakedatabricks.Live {
+			t.Errorf("version %s is enabled and holds token %s, which is %s", v.ID, tok.ID, tok.State)
+		}
+	}
+	if live := w.LiveTokens(); len(live) != 1 || r.json(t)["tokenId"] != live[0].ID {
+		t.Errorf("%d live tokens; want the one the answer names (%v)", len(live), r.json(t)["tokenId"])
+	}
+
+	// The same, but the vault cannot be asked at once whether the write
+	// happened (its listing is refused once): the token is revoked, and the
+	// versions that turn out to hold it are disabled a moment later.
+	e.stack.Vault.LoseNextSetAnswers(10)
+	e.stack.Vault.InjectFault(fakekeyvault.Fault{Op: "versions", Status: http.StatusForbidden})
+	if r := e.create(map[string]any{"workspaceResourceId": ws(0), "requestId": "lost-answer-2"}); r.Status != http.StatusServiceUnavailable {
+		t.Fatalf("create whose delivery cannot be confirmed: %d %s; want 503", r.Status, r.Body)
+	}
+	held := 0
+	for _, v := range versions(e, stack.SecretName(0)) {
+		tok, _ := w.Token(v.Tags["tokenId"])
+		if v.Tags["requestId"] == "lost-answer-2" {
+			held++
+		}
+		if v.Enabled && tok.State != fakedatabricks.Live {
+			t.Errorf("version %s is enabled and holds token %s, which is %s", v.ID, tok.ID, tok.State)
+		}
+	}
+	if held == 0 || len(w.LiveTokens()) != 1 {
+		t.Errorf("%d versions of the lost write, %d live tokens; want the write landed and only the first token live", held, len(w.LiveTokens()))
+	}
+}
+
 func TestWorkspaceLifetimePolicy(t *testing.T) {
 	t.Parallel()
 	e := startVault(t, envOptions{before: func(s *stack.Stack) { s.Workspaces[0].SetMaxTokenLifetimeDays(7) }})
