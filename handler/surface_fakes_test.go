@@ -54,6 +54,14 @@ type stubService struct {
 	budgeted  []bool // whether each call's context had a deadline
 }
 
+// unexpected fails the test for a call it did not stub, and answers it
+// with an error.
+func unexpected[R any](s *stubService, method string) (R, error) {
+	s.t.Error("unexpected " + method)
+	var zero R
+	return zero, errors.New("unexpected")
+}
+
 func (s *stubService) record(ctx context.Context, by tokens.Caller) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -68,8 +76,7 @@ func (s *stubService) Create(ctx context.Context, by tokens.Caller, req tokens.C
 	s.creates, s.createOps = append(s.creates, req), append(s.createOps, o)
 	s.mu.Unlock()
 	if s.create == nil {
-		s.t.Error("unexpected Create")
-		return tokens.CreateResult{}, errors.New("unexpected")
+		return unexpected[tokens.CreateResult](s, "Create")
 	}
 	return s.create(req, o)
 }
@@ -80,8 +87,7 @@ func (s *stubService) Revoke(ctx context.Context, by tokens.Caller, req tokens.R
 	s.revokes = append(s.revokes, req)
 	s.mu.Unlock()
 	if s.revoke == nil {
-		s.t.Error("unexpected Revoke")
-		return tokens.RevokeResult{}, errors.New("unexpected")
+		return unexpected[tokens.RevokeResult](s, "Revoke")
 	}
 	return s.revoke(req)
 }
@@ -89,8 +95,7 @@ func (s *stubService) Revoke(ctx context.Context, by tokens.Caller, req tokens.R
 func (s *stubService) List(ctx context.Context, by tokens.Caller, id tokens.WorkspaceID) ([]tokens.TokenSummary, error) {
 	s.record(ctx, by)
 	if s.list == nil {
-		s.t.Error("unexpected List")
-		return nil, errors.New("unexpected")
+		return unexpected[[]tokens.TokenSummary](s, "List")
 	}
 	return s.list(id)
 }
@@ -98,8 +103,7 @@ func (s *stubService) List(ctx context.Context, by tokens.Caller, id tokens.Work
 func (s *stubService) Inventory(ctx context.Context, by tokens.Caller, q tokens.InventoryQuery) (tokens.InventoryPage, error) {
 	s.record(ctx, by)
 	if s.inv == nil {
-		s.t.Error("unexpected Inventory")
-		return tokens.InventoryPage{}, errors.New("unexpected")
+		return unexpected[tokens.InventoryPage](s, "Inventory")
 	}
 	return s.inv(q)
 }
@@ -110,8 +114,7 @@ func (s *stubService) EnsureLive(ctx context.Context, by tokens.Caller, id token
 	s.ensures = append(s.ensures, o)
 	s.mu.Unlock()
 	if s.ensure == nil {
-		s.t.Error("unexpected EnsureLive")
-		return tokens.CreateResult{}, errors.New("unexpected")
+		return unexpected[tokens.CreateResult](s, "EnsureLive")
 	}
 	return s.ensure(id, o)
 }
@@ -119,8 +122,7 @@ func (s *stubService) EnsureLive(ctx context.Context, by tokens.Caller, id token
 func (s *stubService) Rotate(ctx context.Context, o tokens.RotateOptions) ([]tokens.Outcome, error) {
 	s.record(ctx, o.Queue)
 	if s.rotate == nil {
-		s.t.Error("unexpected Rotate")
-		return nil, errors.New("unexpected")
+		return unexpected[[]tokens.Outcome](s, "Rotate")
 	}
 	return s.rotate(o)
 }
@@ -128,8 +130,7 @@ func (s *stubService) Rotate(ctx context.Context, o tokens.RotateOptions) ([]tok
 func (s *stubService) Sweep(ctx context.Context, o tokens.SweepOptions) ([]tokens.Outcome, error) {
 	s.record(ctx, nil)
 	if s.sweep == nil {
-		s.t.Error("unexpected Sweep")
-		return nil, errors.New("unexpected")
+		return unexpected[[]tokens.Outcome](s, "Sweep")
 	}
 	return s.sweep(o)
 }
