@@ -3,7 +3,6 @@ package handler
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -69,19 +68,6 @@ type schedulingPublisher struct {
 func (p *schedulingPublisher) Schedule(_ context.Context, _ string, _ []byte, _ string, props map[string]any, _ time.Time) error {
 	p.scheduled = append(p.scheduled, props)
 	return nil
-}
-
-// envelopeWithProperties is envelope() with application properties set by
-// the sender, as the host passes them in Metadata.
-func envelopeWithProperties(t *testing.T, body string, props string) []byte {
-	t.Helper()
-	var inv map[string]any
-	if err := json.Unmarshal(envelope(t, body, 1), &inv); err != nil {
-		t.Fatal(err)
-	}
-	inv["Metadata"].(map[string]any)["ApplicationProperties"] = json.RawMessage(props)
-	b, _ := json.Marshal(inv)
-	return b
 }
 
 const testWorkspace = "/subscriptions/6f1c8e2a-3b4d-4c5e-9f60-7a8b9c0d1e2f/resourceGroups/rg/providers/Microsoft.Databricks/workspaces/dbw"

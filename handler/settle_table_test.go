@@ -2,29 +2,14 @@ package handler
 
 import (
 	"bytes"
-	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
-
-// queueEnvelope is the host's envelope for a token-requests message on
-// delivery n.
-func queueEnvelope(t *testing.T, body string, delivery int) []byte {
-	t.Helper()
-	once, _ := json.Marshal(body)
-	twice, _ := json.Marshal(string(once))
-	b, _ := json.Marshal(map[string]any{
-		"Data":     map[string]json.RawMessage{"message": twice},
-		"Metadata": map[string]any{"MessageId": json.RawMessage(`"\"m1\""`), "DeliveryCount": json.RawMessage(`"` + strconv.Itoa(delivery) + `"`)},
-	})
-	return b
-}
 
 // The settlement table: every error code on the first, a middle and the
 // last delivery, with the Failed result's publish succeeding and failing.
@@ -60,7 +45,7 @@ func TestSettlementTable(t *testing.T) {
 				h := New(slog.New(slog.DiscardHandler), svc, pub, Options{MaxDeliveryCount: maxDeliveries,
 					Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour, KeyVault: true}})
 				rec := httptest.NewRecorder()
-				h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/token-requests", bytes.NewReader(queueEnvelope(t, body, delivery))))
+				h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/token-requests", bytes.NewReader(envelope(t, body, delivery))))
 				published := len(pub.got) == 1 && pub.got[0].Type == tokens.Failed && pub.got[0].Err.Code == code
 				if rec.Code != wantStatus || published != wantPublished || len(pub.got) > 1 {
 					t.Errorf("%s, delivery %d of %d, publish fails %v: %d, Failed published %v (%d results); want %d, %v",
@@ -85,7 +70,7 @@ func TestSettlementOfSuccesses(t *testing.T) {
 		svc := &fakeService{created: tokens.CreateResult{Issued: true, Record: tokens.Record{Workspace: id, TokenID: "t1", SecretURI: "https://kv/secrets/s/v"}}}
 		h := New(slog.New(slog.DiscardHandler), svc, pub, Options{Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour, KeyVault: true}})
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/token-requests", bytes.NewReader(queueEnvelope(t, `{"action":"create","workspaceResourceId":"`+testWorkspace+`"}`, 1))))
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/token-requests", bytes.NewReader(envelope(t, `{"action":"create","workspaceResourceId":"`+testWorkspace+`"}`, 1))))
 		want := http.StatusOK
 		if publishFails {
 			want = http.StatusServiceUnavailable

@@ -32,19 +32,6 @@ func (p *fakePublisher) Schedule(context.Context, string, []byte, string, map[st
 	return nil
 }
 
-// envelope builds a host envelope around a message body, as the host does.
-func envelope(t *testing.T, body string, delivery int) []byte {
-	t.Helper()
-	once, _ := json.Marshal(body)
-	twice, _ := json.Marshal(string(once))
-	msgID, _ := json.Marshal(`"m1"`)
-	b, _ := json.Marshal(map[string]any{
-		"Data":     map[string]json.RawMessage{"message": twice},
-		"Metadata": map[string]any{"MessageId": json.RawMessage(msgID), "DeliveryCount": json.RawMessage(`"` + string(rune('0'+delivery)) + `"`)},
-	})
-	return b
-}
-
 // A message that can never succeed completes only once its Failed result
 // is out; if the result cannot be published, Service Bus must keep it.
 func TestPermanentFailureCompletesOnlyOncePublished(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -260,6 +261,34 @@ func (r *rig) invoke(path string, envelope []byte) (int, []string) {
 		r.t.Errorf("POST %s: not the host's reply object: %s", path, rec.Body)
 	}
 	return rec.Code, reply.Logs
+}
+
+// envelope builds the host's envelope around a queue message body, as
+// the host does: the body encoded twice, MessageId m1, on the given
+// delivery (any count, the tenth too).
+func envelope(t *testing.T, body string, delivery int) []byte {
+	t.Helper()
+	once, _ := json.Marshal(body)
+	twice, _ := json.Marshal(string(once))
+	msgID, _ := json.Marshal(`"m1"`)
+	b, _ := json.Marshal(map[string]any{
+		"Data":     map[string]json.RawMessage{"message": twice},
+		"Metadata": map[string]any{"MessageId": json.RawMessage(msgID), "DeliveryCount": json.RawMessage(`"` + strconv.Itoa(delivery) + `"`)},
+	})
+	return b
+}
+
+// envelopeWithProperties is envelope() with application properties set by
+// the sender, as the host passes them in Metadata.
+func envelopeWithProperties(t *testing.T, body string, props string) []byte {
+	t.Helper()
+	var inv map[string]any
+	if err := json.Unmarshal(envelope(t, body, 1), &inv); err != nil {
+		t.Fatal(err)
+	}
+	inv["Metadata"].(map[string]any)["ApplicationProperties"] = json.RawMessage(props)
+	b, _ := json.Marshal(inv)
+	return b
 }
 
 // apiError decodes the contract's error body.
