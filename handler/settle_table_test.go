@@ -1,10 +1,8 @@
 package handler
 
 import (
-	"bytes"
-	"log/slog"
+	"errors"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -24,7 +22,7 @@ func TestSettlementTable(t *testing.T) {
 		tokens.CodeWorkspaceNotFound, tokens.CodeTokenQuotaExceeded, tokens.CodeRequestTooLarge, tokens.CodeUpstreamError,
 		tokens.CodeDeliveryNotConfigured, tokens.CodeUpstreamUnavailable, tokens.CodeWorkspaceNotReady, tokens.CodeInternal,
 	}
-	body := `{"action":"create","workspaceResourceId":"` + testWorkspace + `"}`
+	body := createCommand("")
 	for _, code := range codes {
 		for _, delivery := range []int{1, 5, maxDeliveries} {
 			for _, publishFails := range []bool{false, true} {
@@ -40,18 +38,20 @@ func TestSettlementTable(t *testing.T) {
 				case last:
 					wantStatus = http.StatusServiceUnavailable
 				}
-				pub := &fakePublisher{fail: publishFails}
-				svc := &fakeService{createErr: &tokens.Error{Code: code, Message: "it failed"}}
-				h := New(slog.New(slog.DiscardHandler), svc, pub, Options{MaxDeliveryCount: maxDeliveries,
-					Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour, KeyVault: true}})
-				rec := httptest.NewRecorder()
-				h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/token-requests", bytes.NewReader(envelope(t, body, delivery))))
-				published := len(pub.got) == 1 && pub.got[0].Type == tokens.Failed && pub.got[0].Err.Code == code
-				if rec.Code != wantStatus || published != wantPublished || len(pub.got) > 1 {
-					t.Errorf("%s, delivery %d of %d, publish fails %v: %d, Failed published %v (%d results); want %d, %v",
-						code, delivery, maxDeliveries, publishFails, rec.Code, published, len(pub.got), wantStatus, wantPublished)
+				r := newRig(t, &stubService{create: func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error) {
+					return tokens.CreateResult{}, &tokens.Error{Code: code, Message: "it failed"}
+				}}, Options{MaxDeliveryCount: maxDeliveries, Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour, KeyVault: true}})
+				if publishFails {
+					r.pub.publishErr = errors.New("service bus unavailable")
 				}
-				if complete := rec.Code < 300; complete && !published {
+				status, _ := r.invoke("/token-requests", envelope(t, body, delivery))
+				out := r.pub.outcomes()
+				published := len(out) == 1 && out[0].Type == tokens.Failed && out[0].Err.Code == code
+				if status != wantStatus || published != wantPublished || len(out) > 1 {
+					t.Errorf("%s, delivery %d of %d, publish fails %v: %d, Failed published %v (%d results); want %d, %v",
+						code, delivery, maxDeliveries, publishFails, status, published, len(out), wantStatus, wantPublished)
+				}
+				if complete := status < 300; complete && !published {
 					t.Errorf("%s, delivery %d: the message completes without its Failed result", code, delivery)
 				}
 			}
@@ -64,19 +64,21 @@ func TestSettlementTable(t *testing.T) {
 // Key Vault here, so nothing is withdrawn).
 func TestSettlementOfSuccesses(t *testing.T) {
 	t.Parallel()
-	id, _ := tokens.ParseWorkspaceID(testWorkspace)
+	created := tokens.CreateResult{Issued: true, Record: tokens.Record{Workspace: workspaceID(t), TokenID: "t1", SecretURI: "https://kv/secrets/s/v"}}
 	for _, publishFails := range []bool{false, true} {
-		pub := &fakePublisher{fail: publishFails}
-		svc := &fakeService{created: tokens.CreateResult{Issued: true, Record: tokens.Record{Workspace: id, TokenID: "t1", SecretURI: "https://kv/secrets/s/v"}}}
-		h := New(slog.New(slog.DiscardHandler), svc, pub, Options{Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour, KeyVault: true}})
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/token-requests", bytes.NewReader(envelope(t, `{"action":"create","workspaceResourceId":"`+testWorkspace+`"}`, 1))))
+		r := newRig(t, &stubService{create: func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error) { return created, nil }},
+			Options{Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour, KeyVault: true}})
+		if publishFails {
+			r.pub.publishErr = errors.New("service bus unavailable")
+		}
+		status, _ := r.invoke("/token-requests", envelope(t, createCommand(""), 1))
 		want := http.StatusOK
 		if publishFails {
 			want = http.StatusServiceUnavailable
 		}
-		if rec.Code != want || len(svc.withdrawn) != 0 || !publishFails && (len(pub.got) != 1 || pub.got[0].Type != tokens.Created) {
-			t.Errorf("publish fails %v: %d, published %+v, withdrawn %v", publishFails, rec.Code, pub.got, svc.withdrawn)
+		out := r.pub.outcomes()
+		if status != want || len(r.svc.withdrawn) != 0 || !publishFails && (len(out) != 1 || out[0].Type != tokens.Created) {
+			t.Errorf("publish fails %v: %d, published %+v, withdrawn %v", publishFails, status, out, r.svc.withdrawn)
 		}
 	}
 }
@@ -85,14 +87,14 @@ func TestSettlementOfSuccesses(t *testing.T) {
 // Failed result is published and the message completes, on any delivery.
 func TestSettlementOfAnEndedWait(t *testing.T) {
 	t.Parallel()
-	pub := &schedulingPublisher{}
-	svc := &fakeService{createErr: &tokens.Error{Code: tokens.CodeWorkspaceNotReady, Message: "provisioning"}}
-	h := New(slog.New(slog.DiscardHandler), svc, pub, Options{NotReadyAttempts: 3, TokenRequestsQueue: "token-requests",
+	r := newRig(t, &stubService{create: func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error) {
+		return tokens.CreateResult{}, &tokens.Error{Code: tokens.CodeWorkspaceNotReady, Message: "provisioning"}
+	}}, Options{NotReadyAttempts: 3, TokenRequestsQueue: "token-requests",
 		Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour, KeyVault: true}})
-	rec := httptest.NewRecorder()
-	env := envelopeWithProperties(t, `{"action":"create","workspaceResourceId":"`+testWorkspace+`"}`, `{"dtb-attempt": 2, "dtb-request-id": "r1"}`)
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/token-requests", bytes.NewReader(env)))
-	if rec.Code != http.StatusOK || len(pub.scheduled) != 0 || len(pub.got) != 1 || pub.got[0].Err.Code != tokens.CodeWorkspaceNotReady {
-		t.Errorf("%d %s; scheduled %v, published %+v", rec.Code, rec.Body, pub.scheduled, pub.got)
+	env := envelopeWithProperties(t, createCommand(""), `{"dtb-attempt": 2, "dtb-request-id": "r1"}`)
+	status, logs := r.invoke("/token-requests", env)
+	out := r.pub.outcomes()
+	if status != http.StatusOK || len(r.pub.scheduled) != 0 || len(out) != 1 || out[0].Err.Code != tokens.CodeWorkspaceNotReady {
+		t.Errorf("%d %q; scheduled %v, published %+v", status, logs, r.pub.scheduled, out)
 	}
 }
