@@ -59,6 +59,30 @@ func TestSettlementTable(t *testing.T) {
 	}
 }
 
+// A message that can never succeed completes only once its Failed result
+// is out; if the result cannot be published, Service Bus must keep it.
+// (invoke checks that every reply is the host's JSON object.)
+func TestPermanentFailureCompletesOnlyOncePublished(t *testing.T) {
+	t.Parallel()
+	for _, fail := range []bool{false, true} {
+		r := newRig(t, &stubService{}, Options{Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour}})
+		if fail {
+			r.pub.publishErr = errors.New("service bus unavailable")
+		}
+		status, logs := r.invoke("/token-requests", envelope(t, `{"action":"mint"}`, 1))
+		want := http.StatusOK
+		if fail {
+			want = http.StatusServiceUnavailable
+		}
+		if status != want {
+			t.Errorf("publisher failing=%v: %d %q", fail, status, logs)
+		}
+		if out := r.pub.outcomes(); !fail && (len(out) != 1 || out[0].Type != tokens.Failed || out[0].CorrelationID != "m1") {
+			t.Errorf("published %+v", out)
+		}
+	}
+}
+
 // Successes: the result goes out before the message completes; if it
 // cannot, the invocation fails so Service Bus redelivers (the value is in
 // Key Vault here, so nothing is withdrawn).
