@@ -63,19 +63,22 @@ func unexpected[R any](s *stubService, method string) (R, error) {
 	return zero, errors.New("unexpected")
 }
 
-func (s *stubService) record(ctx context.Context, by tokens.Caller) {
+// record notes a call's caller and whether its context had a deadline,
+// and runs note (if any) to keep what else the method records of it, all
+// under one lock, so the lists stay in step.
+func (s *stubService) record(ctx context.Context, by tokens.Caller, note func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.callers = append(s.callers, by)
 	_, ok := ctx.Deadline()
 	s.budgeted = append(s.budgeted, ok)
+	if note != nil {
+		note()
+	}
 }
 
 func (s *stubService) Create(ctx context.Context, by tokens.Caller, req tokens.CreateRequest, o tokens.CreateOptions) (tokens.CreateResult, error) {
-	s.record(ctx, by)
-	s.mu.Lock()
-	s.creates, s.createOps = append(s.creates, req), append(s.createOps, o)
-	s.mu.Unlock()
+	s.record(ctx, by, func() { s.creates, s.createOps = append(s.creates, req), append(s.createOps, o) })
 	if s.create == nil {
 		return unexpected[tokens.CreateResult](s, "Create")
 	}
@@ -83,10 +86,7 @@ func (s *stubService) Create(ctx context.Context, by tokens.Caller, req tokens.C
 }
 
 func (s *stubService) Revoke(ctx context.Context, by tokens.Caller, req tokens.RevokeRequest) (tokens.RevokeResult, error) {
-	s.record(ctx, by)
-	s.mu.Lock()
-	s.revokes = append(s.revokes, req)
-	s.mu.Unlock()
+	s.record(ctx, by, func() { s.revokes = append(s.revokes, req) })
 	if s.revoke == nil {
 		return unexpected[tokens.RevokeResult](s, "Revoke")
 	}
@@ -94,7 +94,7 @@ func (s *stubService) Revoke(ctx context.Context, by tokens.Caller, req tokens.R
 }
 
 func (s *stubService) List(ctx context.Context, by tokens.Caller, id tokens.WorkspaceID) ([]tokens.TokenSummary, error) {
-	s.record(ctx, by)
+	s.record(ctx, by, nil)
 	if s.list == nil {
 		return unexpected[[]tokens.TokenSummary](s, "List")
 	}
@@ -102,7 +102,7 @@ func (s *stubService) List(ctx context.Context, by tokens.Caller, id tokens.Work
 }
 
 func (s *stubService) Inventory(ctx context.Context, by tokens.Caller, q tokens.InventoryQuery) (tokens.InventoryPage, error) {
-	s.record(ctx, by)
+	s.record(ctx, by, nil)
 	if s.inv == nil {
 		return unexpected[tokens.InventoryPage](s, "Inventory")
 	}
@@ -110,10 +110,7 @@ func (s *stubService) Inventory(ctx context.Context, by tokens.Caller, q tokens.
 }
 
 func (s *stubService) EnsureLive(ctx context.Context, by tokens.Caller, id tokens.WorkspaceID, o tokens.EnsureOptions) (tokens.CreateResult, error) {
-	s.record(ctx, by)
-	s.mu.Lock()
-	s.ensures = append(s.ensures, o)
-	s.mu.Unlock()
+	s.record(ctx, by, func() { s.ensures = append(s.ensures, o) })
 	if s.ensure == nil {
 		return unexpected[tokens.CreateResult](s, "EnsureLive")
 	}
@@ -121,7 +118,7 @@ func (s *stubService) EnsureLive(ctx context.Context, by tokens.Caller, id token
 }
 
 func (s *stubService) Rotate(ctx context.Context, o tokens.RotateOptions) ([]tokens.Outcome, error) {
-	s.record(ctx, o.Queue)
+	s.record(ctx, o.Queue, nil)
 	if s.rotate == nil {
 		return unexpected[[]tokens.Outcome](s, "Rotate")
 	}
@@ -129,7 +126,7 @@ func (s *stubService) Rotate(ctx context.Context, o tokens.RotateOptions) ([]tok
 }
 
 func (s *stubService) Sweep(ctx context.Context, o tokens.SweepOptions) ([]tokens.Outcome, error) {
-	s.record(ctx, nil)
+	s.record(ctx, nil, nil)
 	if s.sweep == nil {
 		return unexpected[[]tokens.Outcome](s, "Sweep")
 	}
