@@ -260,6 +260,14 @@ func (r *rig) invoke(path string, envelope []byte) (int, []string) {
 	return rec.Code, reply.Logs
 }
 
+// checkPublished checks that the handler published exactly want, in order.
+func (r *rig) checkPublished(want []tokens.Outcome, opts ...cmp.Option) {
+	r.t.Helper()
+	if d := cmp.Diff(want, r.pub.outcomes(), opts...); d != "" {
+		r.t.Errorf("published (-want +got):\n%s", d)
+	}
+}
+
 // envelope builds the host's envelope around a queue message body, as
 // the host does: the body encoded twice, MessageId m1, on the given
 // delivery (any count, the tenth too).

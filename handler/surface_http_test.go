@@ -293,9 +293,7 @@ func TestRevokeToken(t *testing.T) {
 			}
 			res := tt.result
 			want := []tokens.Outcome{{Type: tokens.Revoked, RequestID: "rv-1", Workspace: surfaceWS, TokenID: res.TokenID, CorrelationID: "rv-1", Revoke: &res}}
-			if d := cmp.Diff(want, r.pub.outcomes()); d != "" {
-				t.Errorf("published (-want +got):\n%s", d)
-			}
+			r.checkPublished(want)
 		})
 	}
 }

@@ -120,9 +120,7 @@ func TestQueueSettlement(t *testing.T) {
 			if tt.published {
 				want = []tokens.Outcome{{Type: tokens.Failed, RequestID: "m1", Workspace: surfaceWS, CorrelationID: "m1", RequestedBy: "queue", Err: tt.err}}
 			}
-			if d := cmp.Diff(want, r.pub.outcomes(), ignoreErrCause); d != "" {
-				t.Errorf("published (-want +got):\n%s", d)
-			}
+			r.checkPublished(want, ignoreErrCause)
 		})
 	}
 }
@@ -170,9 +168,7 @@ func TestQueueCreate(t *testing.T) {
 				t.Errorf("the service was told the caller is %v, want the queue", by)
 			}
 			want := []tokens.Outcome{{Type: tokens.Created, RequestID: tt.wantReq, Workspace: surfaceWS, TokenID: "tok-1", CorrelationID: "m1", RequestedBy: "queue", Record: &res.Record}}
-			if d := cmp.Diff(want, r.pub.outcomes(), secretsByValue); d != "" {
-				t.Errorf("published (-want +got):\n%s", d)
-			}
+			r.checkPublished(want, secretsByValue)
 		})
 	}
 }
@@ -241,9 +237,7 @@ func TestQueueRevoke(t *testing.T) {
 			if got := r.svc.revokes[0]; got.TokenID != "tok-1" || !got.Workspace.Equal(workspaceID(t)) || got.RequestID != "m1" {
 				t.Errorf("the service was asked %+v", got)
 			}
-			if d := cmp.Diff(tt.want, r.pub.outcomes(), ignoreErrCause); d != "" {
-				t.Errorf("published (-want +got):\n%s", d)
-			}
+			r.checkPublished(tt.want, ignoreErrCause)
 		})
 	}
 }
@@ -353,9 +347,7 @@ func TestWorkspaceEvents(t *testing.T) {
 					t.Errorf("EnsureLive options (-want +got):\n%s", d)
 				}
 			}
-			if d := cmp.Diff(tt.want, r.pub.outcomes(), ignoreErrCause, cmpopts.IgnoreFields(tokens.Outcome{}, "Record")); d != "" {
-				t.Errorf("published (-want +got):\n%s", d)
-			}
+			r.checkPublished(tt.want, ignoreErrCause, cmpopts.IgnoreFields(tokens.Outcome{}, "Record"))
 		})
 	}
 }
