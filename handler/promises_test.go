@@ -31,9 +31,8 @@ func TestForgedRetryAttemptNeverPanics(t *testing.T) {
 		{`{"dtb-attempt": 3, "custom": {"nested": true}, "tag": "keep"}`, 4},
 	}
 	for _, c := range cases {
-		r := newRig(t, &stubService{create: func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error) {
-			return tokens.CreateResult{}, notReady
-		}}, Options{Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour, KeyVault: true}, TokenRequestsQueue: "token-requests", WorkspaceEventsQueue: "workspace-events"})
+		r := newRig(t, createAnswering(tokens.CreateResult{}, notReady), Options{Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour, KeyVault: true},
+			TokenRequestsQueue: "token-requests", WorkspaceEventsQueue: "workspace-events"})
 		status, logs := r.invoke("/token-requests", envelopeWithProperties(t, createCommand(""), c.props))
 		if status != http.StatusOK {
 			t.Errorf("%s: %d %q", c.props, status, logs)
@@ -86,8 +85,7 @@ func TestUndeliverableInlineTokenIsWithdrawn(t *testing.T) {
 	t.Parallel()
 	created := tokens.CreateResult{Issued: true, Record: tokens.Record{Workspace: workspaceID(t), TokenID: "t1", Value: tokens.NewSecret(secretValue)}}
 	for _, delivery := range []int{1, 3} {
-		r := newRig(t, &stubService{create: func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error) { return created, nil }},
-			Options{MaxDeliveryCount: 3, Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour}})
+		r := newRig(t, createAnswering(created, nil), Options{MaxDeliveryCount: 3, Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour}})
 		r.pub.publishErr = errors.New("service bus unavailable")
 		rec := r.do(http.MethodPost, "/token-requests", envelope(t, createCommand(""), delivery), nil, false)
 		if rec.Code != http.StatusServiceUnavailable || len(r.svc.withdrawn) != 1 || r.svc.withdrawn[0].TokenID != "t1" {

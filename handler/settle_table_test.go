@@ -38,9 +38,8 @@ func TestSettlementTable(t *testing.T) {
 				case last:
 					wantStatus = http.StatusServiceUnavailable
 				}
-				r := newRig(t, &stubService{create: func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error) {
-					return tokens.CreateResult{}, &tokens.Error{Code: code, Message: "it failed"}
-				}}, Options{MaxDeliveryCount: maxDeliveries, Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour, KeyVault: true}})
+				r := newRig(t, createAnswering(tokens.CreateResult{}, &tokens.Error{Code: code, Message: "it failed"}),
+					Options{MaxDeliveryCount: maxDeliveries, Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour, KeyVault: true}})
 				if publishFails {
 					r.pub.publishErr = errors.New("service bus unavailable")
 				}
@@ -90,8 +89,7 @@ func TestSettlementOfSuccesses(t *testing.T) {
 	t.Parallel()
 	created := tokens.CreateResult{Issued: true, Record: tokens.Record{Workspace: workspaceID(t), TokenID: "t1", SecretURI: "https://kv/secrets/s/v"}}
 	for _, publishFails := range []bool{false, true} {
-		r := newRig(t, &stubService{create: func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error) { return created, nil }},
-			Options{Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour, KeyVault: true}})
+		r := newRig(t, createAnswering(created, nil), Options{Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour, KeyVault: true}})
 		if publishFails {
 			r.pub.publishErr = errors.New("service bus unavailable")
 		}
@@ -111,9 +109,8 @@ func TestSettlementOfSuccesses(t *testing.T) {
 // Failed result is published and the message completes, on any delivery.
 func TestSettlementOfAnEndedWait(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, &stubService{create: func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error) {
-		return tokens.CreateResult{}, &tokens.Error{Code: tokens.CodeWorkspaceNotReady, Message: "provisioning"}
-	}}, Options{NotReadyAttempts: 3, TokenRequestsQueue: "token-requests",
+	notReady := &tokens.Error{Code: tokens.CodeWorkspaceNotReady, Message: "provisioning"}
+	r := newRig(t, createAnswering(tokens.CreateResult{}, notReady), Options{NotReadyAttempts: 3, TokenRequestsQueue: "token-requests",
 		Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour, KeyVault: true}})
 	env := envelopeWithProperties(t, createCommand(""), `{"dtb-attempt": 2, "dtb-request-id": "r1"}`)
 	status, logs := r.invoke("/token-requests", env)

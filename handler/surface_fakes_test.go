@@ -140,6 +140,12 @@ func (s *stubService) Withdraw(_ context.Context, rec tokens.Record) error {
 	return nil
 }
 
+// createAnswering is a stubService whose Create answers res, err; any
+// other call fails the test.
+func createAnswering(res tokens.CreateResult, err error) *stubService {
+	return &stubService{create: func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error) { return res, err }}
+}
+
 func (s *stubService) calls() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

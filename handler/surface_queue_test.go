@@ -106,9 +106,7 @@ func TestQueueSettlement(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := newRig(t, &stubService{create: func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error) {
-				return tokens.CreateResult{}, tt.err
-			}}, keyVaultOptions())
+			r := newRig(t, createAnswering(tokens.CreateResult{}, tt.err), keyVaultOptions())
 			if tt.publishFails {
 				r.pub.publishErr = errors.New("service bus is down")
 			}
@@ -154,7 +152,7 @@ func TestQueueCreate(t *testing.T) {
 			if !tt.inline {
 				res.Record.SecretURI = "https://v.vault.azure.net/secrets/s/0123"
 			}
-			r := newRig(t, &stubService{create: func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error) { return res, nil }}, opts)
+			r := newRig(t, createAnswering(res, nil), opts)
 			status, logs := r.invoke("/token-requests", envelope(t, tt.body, tt.delivery))
 			if status != 200 || len(logs) != 1 || logs[0] != "token tok-1 ready for request "+tt.wantReq {
 				t.Errorf("%d %q", status, logs)
