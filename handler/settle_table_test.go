@@ -1,30 +1,13 @@
 package handler
 
 import (
-	"bytes"
-	"encoding/json"
-	"log/slog"
+	"errors"
 	"net/http"
-	"net/http/httptest"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
-
-// queueEnvelope is the host's envelope for a token-requests message on
-// delivery n.
-func queueEnvelope(t *testing.T, body string, delivery int) []byte {
-	t.Helper()
-	once, _ := json.Marshal(body)
-	twice, _ := json.Marshal(string(once))
-	b, _ := json.Marshal(map[string]any{
-		"Data":     map[string]json.RawMessage{"message": twice},
-		"Metadata": map[string]any{"MessageId": json.RawMessage(`"\"m1\""`), "DeliveryCount": json.RawMessage(`"` + strconv.Itoa(delivery) + `"`)},
-	})
-	return b
-}
 
 // The settlement table: every error code on the first, a middle and the
 // last delivery, with the Failed result's publish succeeding and failing.
@@ -39,7 +22,7 @@ func TestSettlementTable(t *testing.T) {
 		tokens.CodeWorkspaceNotFound, tokens.CodeTokenQuotaExceeded, tokens.CodeRequestTooLarge, tokens.CodeUpstreamError,
 		tokens.CodeDeliveryNotConfigured, tokens.CodeUpstreamUnavailable, tokens.CodeWorkspaceNotReady, tokens.CodeInternal,
 	}
-	body := `{"action":"create","workspaceResourceId":"` + testWorkspace + `"}`
+	body := createCommand("")
 	for _, code := range codes {
 		for _, delivery := range []int{1, 5, maxDeliveries} {
 			for _, publishFails := range []bool{false, true} {
@@ -55,21 +38,46 @@ func TestSettlementTable(t *testing.T) {
 				case last:
 					wantStatus = http.StatusServiceUnavailable
 				}
-				pub := &fakePublisher{fail: publishFails}
-				svc := &fakeService{createErr: &tokens.Error{Code: code, Message: "it failed"}}
-				h := New(slog.New(slog.DiscardHandler), svc, pub, Options{MaxDeliveryCount: maxDeliveries,
-					Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour, KeyVault: true}})
-				rec := httptest.NewRecorder()
-				h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/token-requests", bytes.NewReader(queueEnvelope(t, body, delivery))))
-				published := len(pub.got) == 1 && pub.got[0].Type == tokens.Failed && pub.got[0].Err.Code == code
-				if rec.Code != wantStatus || published != wantPublished || len(pub.got) > 1 {
-					t.Errorf("%s, delivery %d of %d, publish fails %v: %d, Failed published %v (%d results); want %d, %v",
-						code, delivery, maxDeliveries, publishFails, rec.Code, published, len(pub.got), wantStatus, wantPublished)
+				r := newRig(t, createAnswering(tokens.CreateResult{}, &tokens.Error{Code: code, Message: "it failed"}),
+					Options{MaxDeliveryCount: maxDeliveries, Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour, KeyVault: true}})
+				if publishFails {
+					r.pub.publishErr = errors.New("service bus unavailable")
 				}
-				if complete := rec.Code < 300; complete && !published {
+				status, _ := r.invoke("/token-requests", envelope(t, body, delivery))
+				out := r.pub.outcomes()
+				published := len(out) == 1 && out[0].Type == tokens.Failed && out[0].Err.Code == code
+				if status != wantStatus || published != wantPublished || len(out) > 1 {
+					t.Errorf("%s, delivery %d of %d, publish fails %v: %d, Failed published %v (%d results); want %d, %v",
+						code, delivery, maxDeliveries, publishFails, status, published, len(out), wantStatus, wantPublished)
+				}
+				if complete := status < 300; complete && !published {
 					t.Errorf("%s, delivery %d: the message completes without its Failed result", code, delivery)
 				}
 			}
+		}
+	}
+}
+
+// A message that can never succeed completes only once its Failed result
+// is out; if the result cannot be published, Service Bus must keep it.
+// (invoke checks that every reply is the host's JSON object.)
+func TestPermanentFailureCompletesOnlyOncePublished(t *testing.T) {
+	t.Parallel()
+	for _, fail := range []bool{false, true} {
+		r := newRig(t, &stubService{}, Options{Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour}})
+		if fail {
+			r.pub.publishErr = errors.New("service bus unavailable")
+		}
+		status, logs := r.invoke("/token-requests", envelope(t, `{"action":"mint"}`, 1))
+		want := http.StatusOK
+		if fail {
+			want = http.StatusServiceUnavailable
+		}
+		if status != want {
+			t.Errorf("publisher failing=%v: %d %q", fail, status, logs)
+		}
+		if out := r.pub.outcomes(); !fail && (len(out) != 1 || out[0].Type != tokens.Failed || out[0].CorrelationID != "m1") {
+			t.Errorf("published %+v", out)
 		}
 	}
 }
@@ -79,19 +87,20 @@ func TestSettlementTable(t *testing.T) {
 // Key Vault here, so nothing is withdrawn).
 func TestSettlementOfSuccesses(t *testing.T) {
 	t.Parallel()
-	id, _ := tokens.ParseWorkspaceID(testWorkspace)
+	created := tokens.CreateResult{Issued: true, Record: tokens.Record{Workspace: workspaceID(t), TokenID: "t1", SecretURI: "https://kv/secrets/s/v"}}
 	for _, publishFails := range []bool{false, true} {
-		pub := &fakePublisher{fail: publishFails}
-		svc := &fakeService{created: tokens.CreateResult{Issued: true, Record: tokens.Record{Workspace: id, TokenID: "t1", SecretURI: "https://kv/secrets/s/v"}}}
-		h := New(slog.New(slog.DiscardHandler), svc, pub, Options{Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour, KeyVault: true}})
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/token-requests", bytes.NewReader(queueEnvelope(t, `{"action":"create","workspaceResourceId":"`+testWorkspace+`"}`, 1))))
+		r := newRig(t, createAnswering(created, nil), Options{Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour, KeyVault: true}})
+		if publishFails {
+			r.pub.publishErr = errors.New("service bus unavailable")
+		}
+		status, _ := r.invoke("/token-requests", envelope(t, createCommand(""), 1))
 		want := http.StatusOK
 		if publishFails {
 			want = http.StatusServiceUnavailable
 		}
-		if rec.Code != want || len(svc.withdrawn) != 0 || !publishFails && (len(pub.got) != 1 || pub.got[0].Type != tokens.Created) {
-			t.Errorf("publish fails %v: %d, published %+v, withdrawn %v", publishFails, rec.Code, pub.got, svc.withdrawn)
+		out := r.pub.outcomes()
+		if status != want || len(r.svc.withdrawn) != 0 || !publishFails && (len(out) != 1 || out[0].Type != tokens.Created) {
+			t.Errorf("publish fails %v: %d, published %+v, withdrawn %v", publishFails, status, out, r.svc.withdrawn)
 		}
 	}
 }
@@ -100,14 +109,13 @@ func TestSettlementOfSuccesses(t *testing.T) {
 // Failed result is published and the message completes, on any delivery.
 func TestSettlementOfAnEndedWait(t *testing.T) {
 	t.Parallel()
-	pub := &schedulingPublisher{}
-	svc := &fakeService{createErr: &tokens.Error{Code: tokens.CodeWorkspaceNotReady, Message: "provisioning"}}
-	h := New(slog.New(slog.DiscardHandler), svc, pub, Options{NotReadyAttempts: 3, TokenRequestsQueue: "token-requests",
+	notReady := &tokens.Error{Code: tokens.CodeWorkspaceNotReady, Message: "provisioning"}
+	r := newRig(t, createAnswering(tokens.CreateResult{}, notReady), Options{NotReadyAttempts: 3, TokenRequestsQueue: "token-requests",
 		Limits: tokens.Limits{DefaultLifetime: time.Hour, MaxLifetime: time.Hour, KeyVault: true}})
-	rec := httptest.NewRecorder()
-	env := envelopeWithProperties(t, `{"action":"create","workspaceResourceId":"`+testWorkspace+`"}`, `{"dtb-attempt": 2, "dtb-request-id": "r1"}`)
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/token-requests", bytes.NewReader(env)))
-	if rec.Code != http.StatusOK || len(pub.scheduled) != 0 || len(pub.got) != 1 || pub.got[0].Err.Code != tokens.CodeWorkspaceNotReady {
-		t.Errorf("%d %s; scheduled %v, published %+v", rec.Code, rec.Body, pub.scheduled, pub.got)
+	env := envelopeWithProperties(t, createCommand(""), `{"dtb-attempt": 2, "dtb-request-id": "r1"}`)
+	status, logs := r.invoke("/token-requests", env)
+	out := r.pub.outcomes()
+	if status != http.StatusOK || len(r.pub.scheduled) != 0 || len(out) != 1 || out[0].Err.Code != tokens.CodeWorkspaceNotReady {
+		t.Errorf("%d %q; scheduled %v, published %+v", status, logs, r.pub.scheduled, out)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -54,82 +55,80 @@ type stubService struct {
 	budgeted  []bool // whether each call's context had a deadline
 }
 
-func (s *stubService) record(ctx context.Context, by tokens.Caller) {
+// unexpected fails the test for a call it did not stub, and answers it
+// with an error.
+func unexpected[R any](s *stubService, method string) (R, error) {
+	s.t.Error("unexpected " + method)
+	var zero R
+	return zero, errors.New("unexpected")
+}
+
+// record notes a call's caller and whether its context had a deadline,
+// and runs note (if any) to keep what else the method records of it, all
+// under one lock, so the lists stay in step.
+func (s *stubService) record(ctx context.Context, by tokens.Caller, note func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.callers = append(s.callers, by)
 	_, ok := ctx.Deadline()
 	s.budgeted = append(s.budgeted, ok)
+	if note != nil {
+		note()
+	}
 }
 
 func (s *stubService) Create(ctx context.Context, by tokens.Caller, req tokens.CreateRequest, o tokens.CreateOptions) (tokens.CreateResult, error) {
-	s.record(ctx, by)
-	s.mu.Lock()
-	s.creates, s.createOps = append(s.creates, req), append(s.createOps, o)
-	s.mu.Unlock()
+	s.record(ctx, by, func() { s.creates, s.createOps = append(s.creates, req), append(s.createOps, o) })
 	if s.create == nil {
-		s.t.Error("unexpected Create")
-		return tokens.CreateResult{}, errors.New("unexpected")
+		return unexpected[tokens.CreateResult](s, "Create")
 	}
 	return s.create(req, o)
 }
 
 func (s *stubService) Revoke(ctx context.Context, by tokens.Caller, req tokens.RevokeRequest) (tokens.RevokeResult, error) {
-	s.record(ctx, by)
-	s.mu.Lock()
-	s.revokes = append(s.revokes, req)
-	s.mu.Unlock()
+	s.record(ctx, by, func() { s.revokes = append(s.revokes, req) })
 	if s.revoke == nil {
-		s.t.Error("unexpected Revoke")
-		return tokens.RevokeResult{}, errors.New("unexpected")
+		return unexpected[tokens.RevokeResult](s, "Revoke")
 	}
 	return s.revoke(req)
 }
 
 func (s *stubService) List(ctx context.Context, by tokens.Caller, id tokens.WorkspaceID) ([]tokens.TokenSummary, error) {
-	s.record(ctx, by)
+	s.record(ctx, by, nil)
 	if s.list == nil {
-		s.t.Error("unexpected List")
-		return nil, errors.New("unexpected")
+		return unexpected[[]tokens.TokenSummary](s, "List")
 	}
 	return s.list(id)
 }
 
 func (s *stubService) Inventory(ctx context.Context, by tokens.Caller, q tokens.InventoryQuery) (tokens.InventoryPage, error) {
-	s.record(ctx, by)
+	s.record(ctx, by, nil)
 	if s.inv == nil {
-		s.t.Error("unexpected Inventory")
-		return tokens.InventoryPage{}, errors.New("unexpected")
+		return unexpected[tokens.InventoryPage](s, "Inventory")
 	}
 	return s.inv(q)
 }
 
 func (s *stubService) EnsureLive(ctx context.Context, by tokens.Caller, id tokens.WorkspaceID, o tokens.EnsureOptions) (tokens.CreateResult, error) {
-	s.record(ctx, by)
-	s.mu.Lock()
-	s.ensures = append(s.ensures, o)
-	s.mu.Unlock()
+	s.record(ctx, by, func() { s.ensures = append(s.ensures, o) })
 	if s.ensure == nil {
-		s.t.Error("unexpected EnsureLive")
-		return tokens.CreateResult{}, errors.New("unexpected")
+		return unexpected[tokens.CreateResult](s, "EnsureLive")
 	}
 	return s.ensure(id, o)
 }
 
 func (s *stubService) Rotate(ctx context.Context, o tokens.RotateOptions) ([]tokens.Outcome, error) {
-	s.record(ctx, o.Queue)
+	s.record(ctx, o.Queue, nil)
 	if s.rotate == nil {
-		s.t.Error("unexpected Rotate")
-		return nil, errors.New("unexpected")
+		return unexpected[[]tokens.Outcome](s, "Rotate")
 	}
 	return s.rotate(o)
 }
 
 func (s *stubService) Sweep(ctx context.Context, o tokens.SweepOptions) ([]tokens.Outcome, error) {
-	s.record(ctx, nil)
+	s.record(ctx, nil, nil)
 	if s.sweep == nil {
-		s.t.Error("unexpected Sweep")
-		return nil, errors.New("unexpected")
+		return unexpected[[]tokens.Outcome](s, "Sweep")
 	}
 	return s.sweep(o)
 }
@@ -139,6 +138,12 @@ func (s *stubService) Withdraw(_ context.Context, rec tokens.Record) error {
 	defer s.mu.Unlock()
 	s.withdrawn = append(s.withdrawn, rec)
 	return nil
+}
+
+// createAnswering is a stubService whose Create answers res, err; any
+// other call fails the test.
+func createAnswering(res tokens.CreateResult, err error) *stubService {
+	return &stubService{create: func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error) { return res, err }}
 }
 
 func (s *stubService) calls() int {
@@ -259,6 +264,42 @@ func (r *rig) invoke(path string, envelope []byte) (int, []string) {
 		r.t.Errorf("POST %s: not the host's reply object: %s", path, rec.Body)
 	}
 	return rec.Code, reply.Logs
+}
+
+// checkPublished checks that the handler published exactly want, in order.
+func (r *rig) checkPublished(want []tokens.Outcome, opts ...cmp.Option) {
+	r.t.Helper()
+	if d := cmp.Diff(want, r.pub.outcomes(), opts...); d != "" {
+		r.t.Errorf("published (-want +got):\n%s", d)
+	}
+}
+
+// envelope builds the host's envelope around a queue message body, as
+// the host does: the body encoded twice, MessageId m1, on the given
+// delivery (any count, the tenth too).
+func envelope(t *testing.T, body string, delivery int) []byte {
+	t.Helper()
+	once, _ := json.Marshal(body)
+	twice, _ := json.Marshal(string(once))
+	msgID, _ := json.Marshal(`"m1"`)
+	b, _ := json.Marshal(map[string]any{
+		"Data":     map[string]json.RawMessage{"message": twice},
+		"Metadata": map[string]any{"MessageId": json.RawMessage(msgID), "DeliveryCount": json.RawMessage(`"` + strconv.Itoa(delivery) + `"`)},
+	})
+	return b
+}
+
+// envelopeWithProperties is envelope() with application properties set by
+// the sender, as the host passes them in Metadata.
+func envelopeWithProperties(t *testing.T, body string, props string) []byte {
+	t.Helper()
+	var inv map[string]any
+	if err := json.Unmarshal(envelope(t, body, 1), &inv); err != nil {
+		t.Fatal(err)
+	}
+	inv["Metadata"].(map[string]any)["ApplicationProperties"] = json.RawMessage(props)
+	b, _ := json.Marshal(inv)
+	return b
 }
 
 // apiError decodes the contract's error body.

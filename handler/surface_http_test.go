@@ -59,9 +59,7 @@ func TestHTTPErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := newRig(t, &stubService{create: func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error) {
-				return tokens.CreateResult{}, tt.err
-			}}, baseOptions())
+			r := newRig(t, createAnswering(tokens.CreateResult{}, tt.err), baseOptions())
 			rec := r.do(http.MethodPost, "/api/create-token", createBody(`,"requestId":"req-1"`), nil, false)
 			if rec.Code != tt.status {
 				t.Errorf("status %d, want %d", rec.Code, tt.status)
@@ -134,9 +132,7 @@ func TestCreateToken(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := newRig(t, &stubService{create: func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error) {
-				return tt.result, nil
-			}}, baseOptions())
+			r := newRig(t, createAnswering(tt.result, nil), baseOptions())
 			rec := r.do(http.MethodPost, "/api/create-token", createBody(`,"requestId":"r1","comment":"nightly ETL","lifetimeSeconds":3600`), nil, true)
 			if rec.Code != tt.status {
 				t.Errorf("status %d, want %d: %s", rec.Code, tt.status, rec.Body)
@@ -293,9 +289,7 @@ func TestRevokeToken(t *testing.T) {
 			}
 			res := tt.result
 			want := []tokens.Outcome{{Type: tokens.Revoked, RequestID: "rv-1", Workspace: surfaceWS, TokenID: res.TokenID, CorrelationID: "rv-1", Revoke: &res}}
-			if d := cmp.Diff(want, r.pub.outcomes()); d != "" {
-				t.Errorf("published (-want +got):\n%s", d)
-			}
+			r.checkPublished(want)
 		})
 	}
 }
@@ -544,9 +538,7 @@ func requestedByOf(by tokens.Caller) string {
 // change it.
 func TestHTTPPublishFailureIsLoggedNotReturned(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, &stubService{create: func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error) {
-		return issued(t, true, secretValue), nil
-	}}, baseOptions())
+	r := newRig(t, createAnswering(issued(t, true, secretValue), nil), baseOptions())
 	r.pub.publishErr = fmt.Errorf("service bus is down")
 	rec := r.do(http.MethodPost, "/api/create-token", createBody(""), nil, true)
 	if rec.Code != http.StatusCreated || !strings.Contains(rec.Body.String(), secretValue) {

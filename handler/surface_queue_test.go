@@ -106,9 +106,7 @@ func TestQueueSettlement(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := newRig(t, &stubService{create: func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error) {
-				return tokens.CreateResult{}, tt.err
-			}}, keyVaultOptions())
+			r := newRig(t, createAnswering(tokens.CreateResult{}, tt.err), keyVaultOptions())
 			if tt.publishFails {
 				r.pub.publishErr = errors.New("service bus is down")
 			}
@@ -120,9 +118,7 @@ func TestQueueSettlement(t *testing.T) {
 			if tt.published {
 				want = []tokens.Outcome{{Type: tokens.Failed, RequestID: "m1", Workspace: surfaceWS, CorrelationID: "m1", RequestedBy: "queue", Err: tt.err}}
 			}
-			if d := cmp.Diff(want, r.pub.outcomes(), ignoreErrCause); d != "" {
-				t.Errorf("published (-want +got):\n%s", d)
-			}
+			r.checkPublished(want, ignoreErrCause)
 		})
 	}
 }
@@ -156,7 +152,7 @@ func TestQueueCreate(t *testing.T) {
 			if !tt.inline {
 				res.Record.SecretURI = "https://v.vault.azure.net/secrets/s/0123"
 			}
-			r := newRig(t, &stubService{create: func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error) { return res, nil }}, opts)
+			r := newRig(t, createAnswering(res, nil), opts)
 			status, logs := r.invoke("/token-requests", envelope(t, tt.body, tt.delivery))
 			if status != 200 || len(logs) != 1 || logs[0] != "token tok-1 ready for request "+tt.wantReq {
 				t.Errorf("%d %q", status, logs)
@@ -170,9 +166,7 @@ func TestQueueCreate(t *testing.T) {
 				t.Errorf("the service was told the caller is %v, want the queue", by)
 			}
 			want := []tokens.Outcome{{Type: tokens.Created, RequestID: tt.wantReq, Workspace: surfaceWS, TokenID: "tok-1", CorrelationID: "m1", RequestedBy: "queue", Record: &res.Record}}
-			if d := cmp.Diff(want, r.pub.outcomes(), secretsByValue); d != "" {
-				t.Errorf("published (-want +got):\n%s", d)
-			}
+			r.checkPublished(want, secretsByValue)
 		})
 	}
 }
@@ -241,9 +235,7 @@ func TestQueueRevoke(t *testing.T) {
 			if got := r.svc.revokes[0]; got.TokenID != "tok-1" || !got.Workspace.Equal(workspaceID(t)) || got.RequestID != "m1" {
 				t.Errorf("the service was asked %+v", got)
 			}
-			if d := cmp.Diff(tt.want, r.pub.outcomes(), ignoreErrCause); d != "" {
-				t.Errorf("published (-want +got):\n%s", d)
-			}
+			r.checkPublished(tt.want, ignoreErrCause)
 		})
 	}
 }
@@ -353,9 +345,7 @@ func TestWorkspaceEvents(t *testing.T) {
 					t.Errorf("EnsureLive options (-want +got):\n%s", d)
 				}
 			}
-			if d := cmp.Diff(tt.want, r.pub.outcomes(), ignoreErrCause, cmpopts.IgnoreFields(tokens.Outcome{}, "Record")); d != "" {
-				t.Errorf("published (-want +got):\n%s", d)
-			}
+			r.checkPublished(tt.want, ignoreErrCause, cmpopts.IgnoreFields(tokens.Outcome{}, "Record"))
 		})
 	}
 }
