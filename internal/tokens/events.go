@@ -22,6 +22,11 @@ type EnsureOptions struct {
 	Scopes Scopes
 }
 
+// eventsTurn is the ledger key a workspace's event handling takes turns
+// on. Request ids are made of A-Z a-z 0-9 . _ : - only, so no caller's can
+// be this.
+const eventsTurn = "~events"
+
 // EnsureLive makes sure the workspace has a live token that this service
 // issued for workspace events. It issues one, with the default lifetime
 // (capped by what the policy grants by), only when there is none or the
@@ -46,6 +51,16 @@ func (s *Service) EnsureLive(ctx context.Context, by Caller, id WorkspaceID, opt
 	}
 	unlock := s.locks.lock(ws.ID.Key() + "|events")
 	defer unlock()
+	// Across instances the same turn is a claim on the workspace's events
+	// key, held while this event looks and issues and then given back (it
+	// records nothing): otherwise two instances could each find no event
+	// token and make one, or take the other's, made but not yet stored,
+	// for a crash's orphan and revoke it.
+	turn, err := s.ledger.Claim(ctx, ws.ID, eventsTurn, Hold{For: holdFor(ctx), Holder: opts.Holder})
+	if err != nil {
+		return CreateResult{}, err
+	}
+	defer s.abandon(ctx, turn)
 	all, err := s.api.ListTokens(ctx, ws)
 	if err != nil {
 		return CreateResult{}, err

@@ -156,6 +156,35 @@ func TestRedeliveryAfterAKillResumesAtOnce(t *testing.T) {
 	}
 }
 
+// A burst of "workspace written" events for one workspace (ARM sends several
+// per deployment), spread over two instances, yields one event token: the
+// instances take turns on the workspace through the ledger, as the handlers
+// of one instance do through a lock, and the later ones find the token the
+// first one stored. No instance takes another's token, made but not yet
+// stored, for the orphan of a crash.
+func TestEventBurstOverTwoInstancesMakesOneToken(t *testing.T) {
+	t.Parallel()
+	e := startVault(t, envOptions{ledger: true})
+	e.instance()
+	w := e.stack.Workspaces[0]
+	w.SetLatency(100 * time.Millisecond) // widen the window between list, create and store
+	for i := range 6 {
+		e.send("workspace-events", gridEvent(ws(0), fmt.Sprintf("ev-burst-%d", i), "Microsoft.Databricks/workspaces/write"), fmt.Sprintf("sb-burst-%d", i))
+	}
+	if r := e.results(1, 30*time.Second)[0]; r.Subject != "Databricks.Token.Created" {
+		t.Fatalf("result: %s %v", r.Subject, r.data())
+	}
+	e.waitIdle()
+	if n := len(w.Tokens()); n != 1 {
+		t.Errorf("%d tokens were made (%d live); want one event token", n, len(w.LiveTokens()))
+	}
+	for _, v := range versions(e, stack.SecretName(0)) {
+		if tok, _ := w.Token(v.Tags["tokenId"]); v.Enabled && tok.State != fakedatabricks.Live {
+			t.Errorf("version %s is enabled and holds token %s, which is %s", v.ID, tok.ID, tok.State)
+		}
+	}
+}
+
 // The timer's sweep is the backstop for a dead attempt's token that shows
 // up later than anyone looked: a token carrying the marker of a request id
 // the ledger records with another token is revoked once it is older than
