@@ -21,6 +21,7 @@ import (
 
 	"github.com/contoso/databricks-token-broker/devstack/fakeservicebus"
 	"github.com/contoso/databricks-token-broker/devstack/kit"
+	"github.com/contoso/databricks-token-broker/devstack/kit/kittest"
 )
 
 var (
@@ -853,17 +854,7 @@ func TestCloseStopsTheProcess(t *testing.T) {
 	if _, ok := all["token-requests"]; !ok || len(all) != 1 {
 		t.Errorf("configured queues: %v", all)
 	}
-	if err := b.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if err := b.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
-	}
-	select {
-	case <-b.Done():
-	default:
-		t.Fatal("Done not closed after Close")
-	}
+	kittest.WantClosed(t, b)
 	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Errorf("broker process %d still exists after Close (kill -0: %v)", pid, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/contoso/databricks-token-broker/devstack/kit"
+	"github.com/contoso/databricks-token-broker/devstack/kit/kittest"
 )
 
 // TestFaults: Next takes the oldest fault that fits the operation, Take
@@ -232,17 +233,7 @@ func TestNodeProcess(t *testing.T) {
 	if p.PID() <= 0 {
 		t.Errorf("PID = %d", p.PID())
 	}
-	if err := p.Close(); err != nil {
-		t.Errorf("Close: %v", err)
-	}
-	if err := p.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
-	}
-	select {
-	case <-p.Done():
-	default:
-		t.Error("Done not closed after Close")
-	}
+	kittest.WantClosed(t, p)
 	for _, want := range []string{"one\n", "warn\n", "ready\n"} {
 		if !strings.Contains(log.String(), want) {
 			t.Errorf("log %q lacks %q", log.String(), want)
