@@ -182,11 +182,7 @@ func StartWorkspace(c *testca.CA, opts Options) (*Workspace, error) {
 	if opts.TokensDisabled {
 		w.SetTokensEnabled(false)
 	}
-	var err error
-	if w.srv, err = c.ServeOrPlain(w, opts.Plain, opts.Hosts...); err != nil {
-		return nil, err
-	}
-	return w, nil
+	return kit.Serve(c, w, &w.srv, opts.Plain, opts.Hosts)
 }
 
 // Close stops the listener; calls in progress (delays) are cut short.

@@ -128,11 +128,7 @@ func Start(c *testca.CA, opts Options) (*Vault, error) {
 		clock:   kit.Clock{Base: opts.Clock},
 		secrets: map[string]*secret{},
 	}
-	var err error
-	if v.srv, err = c.ServeOrPlain(v, opts.Plain, opts.Hosts...); err != nil {
-		return nil, err
-	}
-	return v, nil
+	return kit.Serve(c, v, &v.srv, opts.Plain, opts.Hosts)
 }
 
 // URL returns the vault URL, https://127.0.0.1:PORT (azsecrets.NewClient's vaultURL).
