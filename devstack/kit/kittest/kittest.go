@@ -1,8 +1,9 @@
 // Package kittest is what the stand-ins' own tests share: one test CA per
-// test binary, a managed identity endpoint that closes with its test, an
-// Azure SDK retry policy that never makes a test wait, a check of an SDK
-// error's status and code, a request with a bearer token, and a check
-// that a stand-in in a child process closes cleanly. Only tests import it.
+// test binary, stand-ins and a managed identity endpoint that close with
+// their test, an Azure SDK retry policy that never makes a test wait, a
+// check of an SDK error's status and code, a request with a bearer token,
+// and a check that a stand-in in a child process closes cleanly. Only
+// tests import it.
 package kittest
 
 import (
@@ -43,6 +44,19 @@ func StartMSI(t testing.TB, opts fakeentra.MSIOptions) *fakeentra.MSI {
 	}
 	t.Cleanup(func() { _ = m.Close() })
 	return m
+}
+
+// Start starts a REST stand-in with start (fakearm.Start,
+// fakekeyvault.Start, fakedatabricks.StartWorkspace), its certificate from
+// CA, and closes it when t ends.
+func Start[S io.Closer, O any](t testing.TB, start func(*testca.CA, O) (S, error), opts O) S {
+	t.Helper()
+	s, err := start(CA(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
 }
 
 // WantResponseError stops t unless err is an SDK response error with this
