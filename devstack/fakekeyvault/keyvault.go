@@ -246,40 +246,43 @@ func writeJSON(w http.ResponseWriter, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// routes are the operations the vault serves, by the path's collection
+// (secrets or deletedsecrets), its number of segments, its last segment
+// when that is fixed ("" when it is a name or a version) and the method.
+// The first that fits is the operation, so a fixed last segment comes
+// before a version in the same place.
+var routes = []struct {
+	coll         string
+	segs         int
+	last, method string
+	op           string
+}{
+	{"secrets", 1, "", http.MethodGet, "list"},
+	{"secrets", 2, "", http.MethodPut, "set"},
+	{"secrets", 2, "", http.MethodGet, "get"},
+	{"secrets", 2, "", http.MethodDelete, "delete"},
+	{"secrets", 3, "versions", http.MethodGet, "versions"},
+	{"secrets", 3, "", http.MethodGet, "get"},
+	{"secrets", 3, "", http.MethodPatch, "update"},
+	{"deletedsecrets", 1, "", http.MethodGet, "listDeleted"},
+	{"deletedsecrets", 2, "", http.MethodGet, "getDeleted"},
+	{"deletedsecrets", 2, "", http.MethodDelete, "purge"},
+	{"deletedsecrets", 3, "recover", http.MethodPost, "recover"},
+}
+
 // route returns the operation and its name/version arguments.
 func route(method string, segs []string) (op, name, version string) {
-	switch {
-	case len(segs) == 1 && segs[0] == "secrets" && method == http.MethodGet:
-		return "list", "", ""
-	case len(segs) == 2 && segs[0] == "secrets":
-		switch method {
-		case http.MethodPut:
-			return "set", segs[1], ""
-		case http.MethodGet:
-			return "get", segs[1], ""
-		case http.MethodDelete:
-			return "delete", segs[1], ""
+	for _, rt := range routes {
+		if len(segs) != rt.segs || segs[0] != rt.coll || method != rt.method || (rt.last != "" && segs[len(segs)-1] != rt.last) {
+			continue
 		}
-	case len(segs) == 3 && segs[0] == "secrets" && segs[2] == "versions" && method == http.MethodGet:
-		return "versions", segs[1], ""
-	case len(segs) == 3 && segs[0] == "secrets":
-		switch method {
-		case http.MethodGet:
-			return "get", segs[1], segs[2]
-		case http.MethodPatch:
-			return "update", segs[1], segs[2]
+		if len(segs) > 1 {
+			name = segs[1]
 		}
-	case len(segs) == 1 && segs[0] == "deletedsecrets" && method == http.MethodGet:
-		return "listDeleted", "", ""
-	case len(segs) == 2 && segs[0] == "deletedsecrets":
-		switch method {
-		case http.MethodGet:
-			return "getDeleted", segs[1], ""
-		case http.MethodDelete:
-			return "purge", segs[1], ""
+		if len(segs) == 3 && rt.last == "" {
+			version = segs[2]
 		}
-	case len(segs) == 3 && segs[0] == "deletedsecrets" && segs[2] == "recover" && method == http.MethodPost:
-		return "recover", segs[1], ""
+		return rt.op, name, version
 	}
 	return "unknown", "", ""
 }
