@@ -720,22 +720,21 @@ func (v *Vault) delete(name string) (any, *kvError) {
 	return v.deletedBundle(s), nil
 }
 
-func (v *Vault) deletedLocked(name string) (*secret, *kvError) {
+// onDeleted runs f, under the lock, on the soft-deleted secret name: the
+// operations on deleted secrets (get, purge, recover) answer a secret that
+// is not deleted, or not there, with the same SecretNotFound.
+func (v *Vault) onDeleted(name string, f func(*secret) any) (any, *kvError) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
 	s, ok := v.secrets[strings.ToLower(name)]
 	if !ok || !s.deleted {
 		return nil, &kvError{status: http.StatusNotFound, code: "SecretNotFound", msg: fmt.Sprintf("Deleted Secret not found: %s", name)}
 	}
-	return s, nil
+	return f(s), nil
 }
 
 func (v *Vault) getDeleted(name string) (any, *kvError) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	s, err := v.deletedLocked(name)
-	if err != nil {
-		return nil, err
-	}
-	return v.deletedBundle(s), nil
+	return v.onDeleted(name, func(s *secret) any { return v.deletedBundle(s) })
 }
 
 func (v *Vault) listDeleted() (any, *kvError) {
@@ -753,22 +752,16 @@ func (v *Vault) listDeleted() (any, *kvError) {
 }
 
 func (v *Vault) purge(name string) *kvError {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if _, err := v.deletedLocked(name); err != nil {
-		return err
-	}
-	delete(v.secrets, strings.ToLower(name))
-	return nil
+	_, err := v.onDeleted(name, func(s *secret) any {
+		delete(v.secrets, strings.ToLower(name))
+		return nil
+	})
+	return err
 }
 
 func (v *Vault) recover(name string) (any, *kvError) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	s, err := v.deletedLocked(name)
-	if err != nil {
-		return nil, err
-	}
-	s.deleted = false
-	return v.bundle(s.versions[len(s.versions)-1], false), nil
+	return v.onDeleted(name, func(s *secret) any {
+		s.deleted = false
+		return v.bundle(s.versions[len(s.versions)-1], false)
+	})
 }
