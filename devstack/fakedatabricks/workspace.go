@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	mrand "math/rand/v2"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -478,12 +477,3 @@ var knownConfKeys = func() map[string]bool {
 	}
 	return m
 }()
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
