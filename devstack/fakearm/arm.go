@@ -129,11 +129,7 @@ func Start(c *testca.CA, opts Options) (*Server, error) {
 		groups:     map[string]string{},
 		subs:       map[string]bool{},
 	}
-	var err error
-	if s.srv, err = c.ServeOrPlain(s, opts.Plain, opts.Hosts...); err != nil {
-		return nil, err
-	}
-	return s, nil
+	return kit.Serve(c, s, &s.srv, opts.Plain, opts.Hosts)
 }
 
 // Endpoint returns https://127.0.0.1:PORT, for cloud.Configuration's

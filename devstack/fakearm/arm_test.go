@@ -27,11 +27,7 @@ const (
 
 func start(t *testing.T, opts fakearm.Options) *fakearm.Server {
 	t.Helper()
-	s, err := fakearm.Start(kittest.CA(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := kittest.Start(t, fakearm.Start, opts)
 	if err := s.AddWorkspace(wsID, "adb-1234567890123456.7.azuredatabricks.net", ""); err != nil {
 		t.Fatal(err)
 	}

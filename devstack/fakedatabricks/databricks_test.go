@@ -32,11 +32,7 @@ func newEnv(t *testing.T, opts fakedatabricks.Options) *env {
 	if opts.ResourceID == "" {
 		opts.ResourceID = resourceID
 	}
-	ws, err := fakedatabricks.StartWorkspace(kittest.CA(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ws.Close() })
+	ws := kittest.Start(t, fakedatabricks.StartWorkspace, opts)
 	return &env{t: t, ws: ws, client: kittest.CA().Client()}
 }
 

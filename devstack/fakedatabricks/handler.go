@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/big"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -544,7 +546,7 @@ func (w *Workspace) patchConf(r *http.Request) *apiError {
 	vals := map[string]string{}
 	for k, v := range req {
 		if !knownConfKeys[k] {
-			return &apiError{http.StatusBadRequest, "INVALID_PARAMETER_VALUE", fmt.Sprintf("Invalid keys: [%q]; known keys are %q", k, sortedKeys(knownConfKeys))}
+			return &apiError{http.StatusBadRequest, "INVALID_PARAMETER_VALUE", fmt.Sprintf("Invalid keys: [%q]; known keys are %q", k, slices.Sorted(maps.Keys(knownConfKeys)))}
 		}
 		s, ok := v.(string)
 		if !ok {

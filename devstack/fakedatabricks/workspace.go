@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	mrand "math/rand/v2"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -182,11 +181,7 @@ func StartWorkspace(c *testca.CA, opts Options) (*Workspace, error) {
 	if opts.TokensDisabled {
 		w.SetTokensEnabled(false)
 	}
-	var err error
-	if w.srv, err = c.ServeOrPlain(w, opts.Plain, opts.Hosts...); err != nil {
-		return nil, err
-	}
-	return w, nil
+	return kit.Serve(c, w, &w.srv, opts.Plain, opts.Hosts)
 }
 
 // Close stops the listener; calls in progress (delays) are cut short.
@@ -482,12 +477,3 @@ var knownConfKeys = func() map[string]bool {
 	}
 	return m
 }()
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}

@@ -132,11 +132,7 @@ func Start(c *testca.CA, opts Options) (*Vault, error) {
 		clock:   kit.Clock{Base: opts.Clock},
 		secrets: map[string]*secret{},
 	}
-	var err error
-	if v.srv, err = c.ServeOrPlain(v, opts.Plain, opts.Hosts...); err != nil {
-		return nil, err
-	}
-	return v, nil
+	return kit.Serve(c, v, &v.srv, opts.Plain, opts.Hosts)
 }
 
 // URL returns the vault URL, https://127.0.0.1:PORT (azsecrets.NewClient's vaultURL).
@@ -259,40 +255,43 @@ func writeJSON(w http.ResponseWriter, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// routes are the operations the vault serves, by the path's collection
+// (secrets or deletedsecrets), its number of segments, its last segment
+// when that is fixed ("" when it is a name or a version) and the method.
+// The first that fits is the operation, so a fixed last segment comes
+// before a version in the same place.
+var routes = []struct {
+	coll         string
+	segs         int
+	last, method string
+	op           string
+}{
+	{"secrets", 1, "", http.MethodGet, "list"},
+	{"secrets", 2, "", http.MethodPut, "set"},
+	{"secrets", 2, "", http.MethodGet, "get"},
+	{"secrets", 2, "", http.MethodDelete, "delete"},
+	{"secrets", 3, "versions", http.MethodGet, "versions"},
+	{"secrets", 3, "", http.MethodGet, "get"},
+	{"secrets", 3, "", http.MethodPatch, "update"},
+	{"deletedsecrets", 1, "", http.MethodGet, "listDeleted"},
+	{"deletedsecrets", 2, "", http.MethodGet, "getDeleted"},
+	{"deletedsecrets", 2, "", http.MethodDelete, "purge"},
+	{"deletedsecrets", 3, "recover", http.MethodPost, "recover"},
+}
+
 // route returns the operation and its name/version arguments.
 func route(method string, segs []string) (op, name, version string) {
-	switch {
-	case len(segs) == 1 && segs[0] == "secrets" && method == http.MethodGet:
-		return "list", "", ""
-	case len(segs) == 2 && segs[0] == "secrets":
-		switch method {
-		case http.MethodPut:
-			return "set", segs[1], ""
-		case http.MethodGet:
-			return "get", segs[1], ""
-		case http.MethodDelete:
-			return "delete", segs[1], ""
+	for _, rt := range routes {
+		if len(segs) != rt.segs || segs[0] != rt.coll || method != rt.method || (rt.last != "" && segs[len(segs)-1] != rt.last) {
+			continue
 		}
-	case len(segs) == 3 && segs[0] == "secrets" && segs[2] == "versions" && method == http.MethodGet:
-		return "versions", segs[1], ""
-	case len(segs) == 3 && segs[0] == "secrets":
-		switch method {
-		case http.MethodGet:
-			return "get", segs[1], segs[2]
-		case http.MethodPatch:
-			return "update", segs[1], segs[2]
+		if len(segs) > 1 {
+			name = segs[1]
 		}
-	case len(segs) == 1 && segs[0] == "deletedsecrets" && method == http.MethodGet:
-		return "listDeleted", "", ""
-	case len(segs) == 2 && segs[0] == "deletedsecrets":
-		switch method {
-		case http.MethodGet:
-			return "getDeleted", segs[1], ""
-		case http.MethodDelete:
-			return "purge", segs[1], ""
+		if len(segs) == 3 && rt.last == "" {
+			version = segs[2]
 		}
-	case len(segs) == 3 && segs[0] == "deletedsecrets" && segs[2] == "recover" && method == http.MethodPost:
-		return "recover", segs[1], ""
+		return rt.op, name, version
 	}
 	return "unknown", "", ""
 }
@@ -733,22 +732,21 @@ func (v *Vault) delete(name string) (any, *kvError) {
 	return v.deletedBundle(s), nil
 }
 
-func (v *Vault) deletedLocked(name string) (*secret, *kvError) {
+// onDeleted runs f, under the lock, on the soft-deleted secret name: the
+// operations on deleted secrets (get, purge, recover) answer a secret that
+// is not deleted, or not there, with the same SecretNotFound.
+func (v *Vault) onDeleted(name string, f func(*secret) any) (any, *kvError) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
 	s, ok := v.secrets[strings.ToLower(name)]
 	if !ok || !s.deleted {
 		return nil, &kvError{status: http.StatusNotFound, code: "SecretNotFound", msg: fmt.Sprintf("Deleted Secret not found: %s", name)}
 	}
-	return s, nil
+	return f(s), nil
 }
 
 func (v *Vault) getDeleted(name string) (any, *kvError) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	s, err := v.deletedLocked(name)
-	if err != nil {
-		return nil, err
-	}
-	return v.deletedBundle(s), nil
+	return v.onDeleted(name, func(s *secret) any { return v.deletedBundle(s) })
 }
 
 func (v *Vault) listDeleted() (any, *kvError) {
@@ -766,22 +764,16 @@ func (v *Vault) listDeleted() (any, *kvError) {
 }
 
 func (v *Vault) purge(name string) *kvError {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if _, err := v.deletedLocked(name); err != nil {
-		return err
-	}
-	delete(v.secrets, strings.ToLower(name))
-	return nil
+	_, err := v.onDeleted(name, func(s *secret) any {
+		delete(v.secrets, strings.ToLower(name))
+		return nil
+	})
+	return err
 }
 
 func (v *Vault) recover(name string) (any, *kvError) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	s, err := v.deletedLocked(name)
-	if err != nil {
-		return nil, err
-	}
-	s.deleted = false
-	return v.bundle(s.versions[len(s.versions)-1], false), nil
+	return v.onDeleted(name, func(s *secret) any {
+		s.deleted = false
+		return v.bundle(s.versions[len(s.versions)-1], false)
+	})
 }

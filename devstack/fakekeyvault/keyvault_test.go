@@ -19,12 +19,7 @@ import (
 
 func startVault(t *testing.T, opts fakekeyvault.Options) *fakekeyvault.Vault {
 	t.Helper()
-	v, err := fakekeyvault.Start(kittest.CA(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = v.Close() })
-	return v
+	return kittest.Start(t, fakekeyvault.Start, opts)
 }
 
 func newClient(t *testing.T, v *fakekeyvault.Vault, cred azcore.TokenCredential, disableVerification bool) *azsecrets.Client {

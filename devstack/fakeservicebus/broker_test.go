@@ -21,6 +21,7 @@ import (
 
 	"github.com/contoso/databricks-token-broker/devstack/fakeservicebus"
 	"github.com/contoso/databricks-token-broker/devstack/kit"
+	"github.com/contoso/databricks-token-broker/devstack/kit/kittest"
 )
 
 var (
@@ -141,6 +142,13 @@ func send(t *testing.T, ctx context.Context, s *azservicebus.Sender, m *azservic
 	}
 }
 
+func complete(t *testing.T, ctx context.Context, r *azservicebus.Receiver, m *azservicebus.ReceivedMessage) {
+	t.Helper()
+	if err := r.CompleteMessage(ctx, m, nil); err != nil {
+		t.Fatalf("CompleteMessage: %v", err)
+	}
+}
+
 // receiveN receives exactly n messages within d.
 func receiveN(t *testing.T, r *azservicebus.Receiver, n int, d time.Duration) []*azservicebus.ReceivedMessage {
 	t.Helper()
@@ -219,9 +227,7 @@ func TestSendReceiveComplete(t *testing.T) {
 	if s := stats(t, b, q); s.Locked != 1 || s.Active != 0 {
 		t.Errorf("stats while locked: %+v", s)
 	}
-	if err := r.CompleteMessage(ctx, m, nil); err != nil {
-		t.Fatalf("CompleteMessage: %v", err)
-	}
+	complete(t, ctx, r, m)
 	if s := stats(t, b, q); s.Locked != 0 || s.Active != 0 || s.Completed != 1 || s.TotalSent != 1 {
 		t.Errorf("stats after complete: %+v", s)
 	}
@@ -253,9 +259,7 @@ func TestAbandonRedeliversWithIncrementedCount(t *testing.T) {
 	if second.MessageID != "ab-1" || *second.SequenceNumber != *first.SequenceNumber || second.LockToken == first.LockToken {
 		t.Errorf("redelivery: id %q seq %d (was %d), lock token reused: %v", second.MessageID, *second.SequenceNumber, *first.SequenceNumber, second.LockToken == first.LockToken)
 	}
-	if err := r.CompleteMessage(ctx, second, nil); err != nil {
-		t.Fatalf("CompleteMessage: %v", err)
-	}
+	complete(t, ctx, r, second)
 }
 
 func TestMaxDeliveryCountMovesToDeadLetter(t *testing.T) {
@@ -305,9 +309,7 @@ func TestMaxDeliveryCountMovesToDeadLetter(t *testing.T) {
 	if len(sums) != 1 || sums[0].MessageID != "p-1" || sums[0].DeadLetterReason != "MaxDeliveryCountExceeded" || sums[0].Body != "poison" {
 		t.Errorf("admin dead-letter listing: %+v", sums)
 	}
-	if err := dlq.CompleteMessage(ctx, m, nil); err != nil {
-		t.Fatalf("CompleteMessage on DLQ: %v", err)
-	}
+	complete(t, ctx, dlq, m)
 	if s := stats(t, b, q); s.DeadLettered != 0 {
 		t.Errorf("stats after DLQ complete: %+v", s)
 	}
@@ -331,9 +333,7 @@ func TestExplicitDeadLetter(t *testing.T) {
 	if v, ok := d.ApplicationProperties["n"].(int64); !ok || v != 5 {
 		t.Errorf("application property n = %#v", d.ApplicationProperties["n"])
 	}
-	if err := dlq.CompleteMessage(ctx, d, nil); err != nil {
-		t.Fatalf("CompleteMessage on DLQ: %v", err)
-	}
+	complete(t, ctx, dlq, d)
 }
 
 func TestLockRenewalAndExpiry(t *testing.T) {
@@ -367,9 +367,7 @@ func TestLockRenewalAndExpiry(t *testing.T) {
 	if err := r.CompleteMessage(ctx, m, nil); !errors.As(err, &sbErr) || sbErr.Code != azservicebus.CodeLockLost {
 		t.Errorf("completing with the expired lock: got %v, want CodeLockLost", err)
 	}
-	if err := r.CompleteMessage(ctx, again, nil); err != nil {
-		t.Fatalf("CompleteMessage: %v", err)
-	}
+	complete(t, ctx, r, again)
 }
 
 func TestDuplicateDetection(t *testing.T) {
@@ -447,9 +445,7 @@ func TestScheduledMessages(t *testing.T) {
 		if m.ScheduledEnqueueTime == nil || m.ScheduledEnqueueTime.Sub(at).Abs() > time.Millisecond {
 			t.Errorf("ScheduledEnqueueTime = %v, want %v", m.ScheduledEnqueueTime, at)
 		}
-		if err := r.CompleteMessage(ctx, m, nil); err != nil {
-			t.Fatalf("CompleteMessage: %v", err)
-		}
+		complete(t, ctx, r, m)
 	}
 	receiveNone(t, r, 200*time.Millisecond)
 }
@@ -487,9 +483,7 @@ func TestBatchSend(t *testing.T) {
 		if i > 0 && *m.SequenceNumber <= *got[i-1].SequenceNumber {
 			t.Errorf("sequence numbers not increasing: %d after %d", *m.SequenceNumber, *got[i-1].SequenceNumber)
 		}
-		if err := r.CompleteMessage(ctx, m, nil); err != nil {
-			t.Fatalf("CompleteMessage: %v", err)
-		}
+		complete(t, ctx, r, m)
 	}
 	if st := stats(t, b, q); st.TotalSent != 5 || st.Completed != 5 {
 		t.Errorf("stats: %+v", st)
@@ -576,9 +570,7 @@ func TestPropertiesRoundTrip(t *testing.T) {
 		sm.ApplicationProperties["b"] != true {
 		t.Errorf("admin summary: %+v", sm)
 	}
-	if err := r.CompleteMessage(ctx, m, nil); err != nil {
-		t.Fatalf("CompleteMessage: %v", err)
-	}
+	complete(t, ctx, r, m)
 }
 
 func TestLargeMessages(t *testing.T) {
@@ -627,9 +619,7 @@ func TestDeferAndReceiveDeferred(t *testing.T) {
 	if got[0].State != azservicebus.MessageStateDeferred || string(got[0].Body) != "later" || got[0].LockToken == ([16]byte{}) {
 		t.Errorf("deferred message: state %v body %q", got[0].State, got[0].Body)
 	}
-	if err := r.CompleteMessage(ctx, got[0], nil); err != nil {
-		t.Fatalf("CompleteMessage (management link): %v", err)
-	}
+	complete(t, ctx, r, got[0]) // a deferred message is settled on the management link
 	if st := stats(t, b, q); st.Deferred != 0 || st.Completed != 1 {
 		t.Errorf("stats after complete: %+v", st)
 	}
@@ -853,17 +843,7 @@ func TestCloseStopsTheProcess(t *testing.T) {
 	if _, ok := all["token-requests"]; !ok || len(all) != 1 {
 		t.Errorf("configured queues: %v", all)
 	}
-	if err := b.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if err := b.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
-	}
-	select {
-	case <-b.Done():
-	default:
-		t.Fatal("Done not closed after Close")
-	}
+	kittest.WantClosed(t, b)
 	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Errorf("broker process %d still exists after Close (kill -0: %v)", pid, err)
 	}

@@ -8,7 +8,6 @@
 package fakeservicebus
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -20,10 +19,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/contoso/databricks-token-broker/devstack/kit"
@@ -115,18 +112,11 @@ type MessageSummary struct {
 
 // Broker is a running broker process.
 type Broker struct {
-	cmd       *exec.Cmd
-	stdin     io.WriteCloser
+	proc      *kit.NodeProcess
 	amqpPort  int
 	adminPort int
 	key       string
 	http      *http.Client
-
-	exited  chan struct{}
-	waitErr error
-
-	closeOnce sync.Once
-	closeErr  error
 }
 
 type readyLine struct {
@@ -211,92 +201,38 @@ func Start(ctx context.Context, opts Options) (*Broker, error) {
 	if opts.Debug {
 		args = append(args, "--log", "debug")
 	}
-	cmd := exec.Command(node, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "SB_BROKER_IGNORE_STDIN=") // the broker must watch its stdin
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	// A pipe of our own, so reading the ready line does not race with cmd.Wait.
-	stdoutR, stdoutW, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stdout = stdoutW
-	tail := &kit.Tail{Max: 8 << 10}
-	var stderr io.Writer = tail
-	if opts.Stderr != nil {
-		stderr = io.MultiWriter(tail, opts.Stderr)
-	}
-	cmd.Stderr = stderr
-	err = cmd.Start()
-	_ = stdoutW.Close()
-	if err != nil {
-		_ = stdoutR.Close()
-		return nil, fmt.Errorf("servicebus: starting %s: %w", node, err)
-	}
-
-	b := &Broker{
-		cmd:    cmd,
-		stdin:  stdin,
-		key:    randomKey(),
-		http:   &http.Client{Timeout: 10 * time.Second},
-		exited: make(chan struct{}),
-	}
-
-	lines := make(chan string, 1)
-	go func() {
-		defer stdoutR.Close()
-		r := bufio.NewReader(stdoutR)
-		line, err := r.ReadString('\n')
-		if err == nil || line != "" {
-			lines <- line
-		} else {
-			close(lines)
-		}
-		_, _ = io.Copy(io.Discard, r) // nothing else is expected on stdout
-	}()
-	go func() {
-		b.waitErr = cmd.Wait()
-		close(b.exited)
-	}()
-
 	timeout := opts.StartTimeout
 	if timeout <= 0 {
 		timeout = 15 * time.Second
 	}
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-
-	fail := func(format string, a ...any) (*Broker, error) {
-		_ = b.Close()
-		msg := fmt.Sprintf(format, a...)
-		if t := bytes.TrimSpace(tail.Bytes()); len(t) > 0 {
-			msg += "; broker stderr:\n" + string(t)
-		}
-		return nil, errors.New(msg)
+	var ready readyLine
+	proc, err := kit.StartNode(ctx, kit.NodeOptions{
+		Name: "servicebus: broker",
+		Node: node,
+		Args: args,
+		Dir:  dir,
+		Env:  append(os.Environ(), "SB_BROKER_IGNORE_STDIN="), // the broker must watch its stdin
+		// Its stdout carries only the ready line; its log is on stderr.
+		Log:        opts.Stderr,
+		OutputName: "broker stderr",
+		Ready: func(line string) (bool, error) {
+			if err := json.Unmarshal([]byte(line), &ready); err != nil || ready.AMQPPort == 0 || ready.AdminPort == 0 {
+				return false, fmt.Errorf("servicebus: unexpected first line from broker: %q", line)
+			}
+			return true, nil
+		},
+		Timeout: timeout,
+	})
+	if err != nil {
+		return nil, err
 	}
-
-	select {
-	case line, ok := <-lines:
-		if !ok {
-			<-b.exited
-			return fail("servicebus: broker exited before listening (%v)", b.waitErr)
-		}
-		var r readyLine
-		if err := json.Unmarshal([]byte(line), &r); err != nil || r.AMQPPort == 0 || r.AdminPort == 0 {
-			return fail("servicebus: unexpected first line from broker: %q", line)
-		}
-		b.amqpPort, b.adminPort = r.AMQPPort, r.AdminPort
-		return b, nil
-	case <-b.exited:
-		return fail("servicebus: broker exited before listening (%v)", b.waitErr)
-	case <-timer.C:
-		return fail("servicebus: broker did not listen within %s", timeout)
-	case <-ctx.Done():
-		return fail("servicebus: waiting for broker: %v", ctx.Err())
-	}
+	return &Broker{
+		proc:      proc,
+		amqpPort:  ready.AMQPPort,
+		adminPort: ready.AdminPort,
+		key:       randomKey(),
+		http:      &http.Client{Timeout: 10 * time.Second},
+	}, nil
 }
 
 func randomKey() string {
@@ -318,10 +254,10 @@ func (b *Broker) AMQPPort() int { return b.amqpPort }
 func (b *Broker) AdminURL() string { return fmt.Sprintf("http://127.0.0.1:%d", b.adminPort) }
 
 // PID returns the broker process id.
-func (b *Broker) PID() int { return b.cmd.Process.Pid }
+func (b *Broker) PID() int { return b.proc.PID() }
 
 // Done is closed when the broker process has exited.
-func (b *Broker) Done() <-chan struct{} { return b.exited }
+func (b *Broker) Done() <-chan struct{} { return b.proc.Done() }
 
 // Stats returns the counts of every queue the broker knows, by queue name.
 func (b *Broker) Stats(ctx context.Context) (map[string]QueueStats, error) {
@@ -411,25 +347,6 @@ func (b *Broker) doBody(ctx context.Context, method, path string, reqBody []byte
 // process to exit. It reports an error if the broker had already exited on its own (it
 // crashed or was killed) or had to be killed. It is safe to call more than once.
 func (b *Broker) Close() error {
-	b.closeOnce.Do(func() {
-		defer b.http.CloseIdleConnections()
-		select {
-		case <-b.exited:
-			b.closeErr = fmt.Errorf("servicebus: broker had exited before Close (%v)", exitStatus(b.waitErr))
-			_ = b.stdin.Close()
-			return
-		default:
-		}
-		if kit.Stop(b.stdin, b.cmd.Process, b.exited) {
-			b.closeErr = errors.New("servicebus: broker did not stop on SIGTERM and was killed")
-		}
-	})
-	return b.closeErr
-}
-
-func exitStatus(err error) string {
-	if err == nil {
-		return "exit status 0"
-	}
-	return err.Error()
+	defer b.http.CloseIdleConnections()
+	return b.proc.Close()
 }

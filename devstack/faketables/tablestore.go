@@ -10,7 +10,6 @@
 package faketables
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -18,11 +17,9 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/contoso/databricks-token-broker/devstack/kit"
@@ -66,15 +63,9 @@ type Options struct {
 
 // Server is a running Azurite table service.
 type Server struct {
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	port   int
-	dir    string
-	exited chan struct{}
-	err    error
-
-	closeOnce sync.Once
-	closeErr  error
+	proc *kit.NodeProcess
+	port int
+	dir  string // Azurite's working directory, removed by Close
 }
 
 // DefaultDir is where Start looks for Azurite when Options.Dir is empty.
@@ -155,85 +146,27 @@ func start(ctx context.Context, node, dir string, opts Options) (*Server, error)
 	if !opts.AccessLog {
 		args = append(args, "--silent")
 	}
-	cmd := exec.Command(node, args...)
-	cmd.Dir = work
-	stdin, err := cmd.StdinPipe()
+	proc, err := kit.StartNode(ctx, kit.NodeOptions{
+		Name:       "tablestore: azurite",
+		Node:       node,
+		Args:       args,
+		Dir:        work,
+		Log:        opts.Log,
+		EchoStdout: true, // Azurite logs on stdout
+		OutputName: "azurite output",
+		Ready:      func(line string) (bool, error) { return strings.Contains(line, "successfully started"), nil },
+		// "successfully started" follows the listen call; a connection proves it.
+		Dial: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+	})
 	if err != nil {
 		_ = os.RemoveAll(work)
+		var se *kit.StartError
+		if errors.As(err, &se) && bytes.Contains(se.Output, []byte("EADDRINUSE")) {
+			return nil, fmt.Errorf("%w: %w", errAddressInUse, err)
+		}
 		return nil, err
 	}
-	tail := &kit.Tail{Max: 8 << 10}
-	var log io.Writer = tail
-	if opts.Log != nil {
-		// stdout and stderr are copied by two goroutines: one lock for both.
-		log = kit.Serialized(io.MultiWriter(tail, opts.Log))[0]
-	}
-	stdoutR, stdoutW, err := os.Pipe()
-	if err != nil {
-		_ = os.RemoveAll(work)
-		return nil, err
-	}
-	cmd.Stdout, cmd.Stderr = stdoutW, log
-	err = cmd.Start()
-	_ = stdoutW.Close()
-	if err != nil {
-		_ = stdoutR.Close()
-		_ = os.RemoveAll(work)
-		return nil, fmt.Errorf("tablestore: starting %s: %w", node, err)
-	}
-	s := &Server{cmd: cmd, stdin: stdin, port: port, dir: work, exited: make(chan struct{})}
-	started := make(chan struct{})
-	go func() {
-		defer stdoutR.Close()
-		sc := bufio.NewScanner(stdoutR)
-		signalled := false
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(log, line)
-			if !signalled && strings.Contains(line, "successfully started") {
-				signalled = true
-				close(started)
-			}
-		}
-		_, _ = io.Copy(log, stdoutR)
-	}()
-	go func() {
-		s.err = cmd.Wait()
-		close(s.exited)
-	}()
-	fail := func(cause error) (*Server, error) {
-		_ = s.Close()
-		msg := cause.Error()
-		if t := bytes.TrimSpace(tail.Bytes()); len(t) > 0 {
-			msg += "; azurite output:\n" + string(t)
-		}
-		if bytes.Contains(tail.Bytes(), []byte("EADDRINUSE")) {
-			return nil, fmt.Errorf("%w: %s", errAddressInUse, msg)
-		}
-		return nil, errors.New(msg)
-	}
-	select {
-	case <-started:
-	case <-s.exited:
-		return fail(fmt.Errorf("tablestore: azurite exited before listening (%v)", s.err))
-	case <-ctx.Done():
-		return fail(fmt.Errorf("tablestore: azurite did not listen in time: %w", ctx.Err()))
-	}
-	// "successfully started" follows the listen call; a connection proves it.
-	for {
-		c, err := net.DialTimeout("tcp", s.address(), time.Second)
-		if err == nil {
-			_ = c.Close()
-			return s, nil
-		}
-		select {
-		case <-s.exited:
-			return fail(fmt.Errorf("tablestore: azurite exited before listening (%v)", s.err))
-		case <-ctx.Done():
-			return fail(fmt.Errorf("tablestore: azurite did not accept connections in time: %w", ctx.Err()))
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return &Server{proc: proc, port: port, dir: work}, nil
 }
 
 func freePort() (int, error) {
@@ -264,27 +197,15 @@ func (s *Server) ConnectionString() string {
 func (s *Server) Port() int { return s.port }
 
 // PID is the node process's id.
-func (s *Server) PID() int { return s.cmd.Process.Pid }
+func (s *Server) PID() int { return s.proc.PID() }
 
 // Done is closed when the process has exited.
-func (s *Server) Done() <-chan struct{} { return s.exited }
+func (s *Server) Done() <-chan struct{} { return s.proc.Done() }
 
 // Close stops the service (stdin closed, then SIGTERM, then SIGKILL) and
 // waits for it. It reports an error if the process had exited on its own
 // before, or had to be killed. It is safe to call more than once.
 func (s *Server) Close() error {
-	s.closeOnce.Do(func() {
-		defer os.RemoveAll(s.dir)
-		select {
-		case <-s.exited:
-			s.closeErr = fmt.Errorf("tablestore: azurite had exited before Close (%v)", s.err)
-			_ = s.stdin.Close()
-			return
-		default:
-		}
-		if kit.Stop(s.stdin, s.cmd.Process, s.exited) {
-			s.closeErr = errors.New("tablestore: azurite did not stop on SIGTERM and was killed")
-		}
-	})
-	return s.closeErr
+	defer os.RemoveAll(s.dir)
+	return s.proc.Close()
 }

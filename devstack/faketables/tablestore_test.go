@@ -13,6 +13,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
 	"github.com/contoso/databricks-token-broker/devstack/faketables"
+	"github.com/contoso/databricks-token-broker/devstack/kit/kittest"
 )
 
 // requireAzurite skips when Node.js or Azurite's npm package is missing,
@@ -84,14 +85,7 @@ func TestAzuriteAnswersAsAzureDoes(t *testing.T) {
 		t.Errorf("the refused transaction wrote its other entity: %v", err)
 	}
 
-	if err := s.Close(); err != nil {
-		t.Errorf("close: %v", err)
-	}
-	select {
-	case <-s.Done():
-	default:
-		t.Error("the process is still running after Close")
-	}
+	kittest.WantClosed(t, s)
 }
 
 func mustJSON(v any) []byte {

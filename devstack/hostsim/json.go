@@ -22,33 +22,21 @@ import (
 // and control characters escaped (no HTML escaping), plus U+0085, U+2028 and
 // U+2029.
 
+// shortEscape holds, for each character Newtonsoft escapes as a backslash
+// and one character, that character.
+var shortEscape = [utf8.RuneSelf]byte{'"': '"', '\\': '\\', '\b': 'b', '\f': 'f', '\n': 'n', '\r': 'r', '\t': 't'}
+
 // appendJSONString appends s as a JSON string literal.
 func appendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	for _, r := range s {
-		switch r {
-		case '"':
-			dst = append(dst, '\\', '"')
-		case '\\':
-			dst = append(dst, '\\', '\\')
-		case '\b':
-			dst = append(dst, '\\', 'b')
-		case '\f':
-			dst = append(dst, '\\', 'f')
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		case '\r':
-			dst = append(dst, '\\', 'r')
-		case '\t':
-			dst = append(dst, '\\', 't')
-		case '\u0085', '\u2028', '\u2029':
+		switch {
+		case r < utf8.RuneSelf && shortEscape[r] != 0:
+			dst = append(dst, '\\', shortEscape[r])
+		case r < 0x20, r == '\u0085', r == '\u2028', r == '\u2029':
 			dst = fmt.Appendf(dst, `\u%04x`, r)
 		default:
-			if r < 0x20 {
-				dst = fmt.Appendf(dst, `\u%04x`, r)
-			} else {
-				dst = utf8.AppendRune(dst, r)
-			}
+			dst = utf8.AppendRune(dst, r)
 		}
 	}
 	return append(dst, '"')

@@ -1,14 +1,20 @@
 package kit_test
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/contoso/databricks-token-broker/devstack/kit"
+	"github.com/contoso/databricks-token-broker/devstack/kit/kittest"
 )
 
 // TestFaults: Next takes the oldest fault that fits the operation, Take
@@ -183,5 +189,122 @@ func TestNames(t *testing.T) {
 	n.Set("SECRET-A", false)
 	if n.Has("Secret-A") {
 		t.Error("Set false kept the name")
+	}
+}
+
+// startSh starts script under sh as kit.StartNode starts a Node.js
+// stand-in: sh stands in for node, so that these tests need no Node.js.
+func startSh(t *testing.T, script string, o kit.NodeOptions) (*kit.NodeProcess, error) {
+	t.Helper()
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skipf("no sh: %v", err)
+	}
+	o.Name, o.Node, o.Args, o.OutputName = "kit: child", sh, []string{"-c", script}, "child output"
+	if o.Ready == nil {
+		o.Ready = func(line string) (bool, error) { return line == "ready", nil }
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 10 * time.Second
+	}
+	return kit.StartNode(t.Context(), o)
+}
+
+// TestNodeProcess: the ready line ends the start; lines before it are
+// echoed to Log with stderr; Close closes stdin, which the child heeds.
+func TestNodeProcess(t *testing.T) {
+	t.Parallel()
+	var log kit.Buffer
+	var seen []string
+	p, err := startSh(t, `echo one; echo warn >&2; sleep 0.1; printf 'ready\r\n'; cat >/dev/null`, kit.NodeOptions{
+		Log:        &log,
+		EchoStdout: true,
+		Ready: func(line string) (bool, error) {
+			seen = append(seen, line)
+			return line == "ready", nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(seen, ","); got != "one,ready" {
+		t.Errorf("Ready saw %q, want one,ready", got)
+	}
+	if p.PID() <= 0 {
+		t.Errorf("PID = %d", p.PID())
+	}
+	kittest.WantClosed(t, p)
+	for _, want := range []string{"one\n", "warn\n", "ready\n"} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("log %q lacks %q", log.String(), want)
+		}
+	}
+}
+
+// TestNodeProcessStartErrors: every way a start fails stops the child and
+// quotes what it wrote last.
+func TestNodeProcessStartErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, script string
+		o            kit.NodeOptions
+		want         []string
+	}{
+		{"exits", `echo "cannot bind" >&2; exit 3`, kit.NodeOptions{},
+			[]string{"kit: child exited before listening (exit status 3)", "; child output:\ncannot bind"}},
+		{"bad ready line", `echo "{}"; cat >/dev/null`, kit.NodeOptions{Ready: func(line string) (bool, error) {
+			return false, fmt.Errorf("kit: unexpected first line %q", line)
+		}}, []string{`kit: unexpected first line "{}"`}},
+		{"timeout", `cat >/dev/null`, kit.NodeOptions{Timeout: 50 * time.Millisecond},
+			[]string{"kit: child did not listen within 50ms"}},
+		{"nothing listens", `echo ready; cat >/dev/null`, kit.NodeOptions{Timeout: 300 * time.Millisecond, Dial: "127.0.0.1:1"},
+			[]string{"kit: child did not listen within 300ms"}},
+	}
+	for _, tt := range tests {
+		_, err := startSh(t, tt.script, tt.o)
+		var se *kit.StartError
+		if !errors.As(err, &se) {
+			t.Errorf("%s: %v, want a *kit.StartError", tt.name, err)
+			continue
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: %q lacks %q", tt.name, err, w)
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	sh, _ := exec.LookPath("sh")
+	_, err := kit.StartNode(ctx, kit.NodeOptions{Name: "kit: child", Node: sh, Args: []string{"-c", "cat"}, Ready: func(string) (bool, error) { return true, nil }})
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "kit: child did not listen: context canceled") {
+		t.Errorf("cancelled start: %v", err)
+	}
+}
+
+// TestNodeProcessCloseReports: Close says so when the child had died
+// before it, and when the child had to be killed.
+func TestNodeProcessCloseReports(t *testing.T) {
+	t.Parallel()
+	// exec: a cat left behind would hold stderr open, and Wait with it.
+	p, err := startSh(t, `echo ready; exec cat >/dev/null`, kit.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(p.PID(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.Done()
+	if err := p.Close(); err == nil || !strings.Contains(err.Error(), "kit: child had exited before Close (signal: killed)") {
+		t.Errorf("Close after the child died: %v", err)
+	}
+
+	// Deaf to stdin and to SIGTERM: killed after 2 s + 3 s.
+	p, err = startSh(t, `trap '' TERM; echo ready; exec sleep 60`, kit.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err == nil || err.Error() != "kit: child did not stop on SIGTERM and was killed" {
+		t.Errorf("Close of a child that ignores SIGTERM: %v", err)
 	}
 }

@@ -36,21 +36,16 @@ type CA struct {
 
 // New creates a fresh root CA valid from one hour ago for ten years.
 func New() (*CA, error) {
-	key, serial, err := newKey("generate key")
+	key, tmpl, err := newTemplate("generate key",
+		pkix.Name{CommonName: "devstack test root CA", Organization: []string{"databricks-token-broker devstack"}},
+		time.Now().AddDate(10, 0, 0))
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "devstack test root CA", Organization: []string{"databricks-token-broker devstack"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(10, 0, 0),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+	tmpl.BasicConstraintsValid = true
+	tmpl.IsCA = true
+	tmpl.MaxPathLenZero = true
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		return nil, fmt.Errorf("ca: create root: %w", err)
@@ -70,9 +65,11 @@ func New() (*CA, error) {
 	}, nil
 }
 
-// newKey draws what every certificate here needs: a P-256 key and a
-// random 127-bit serial. what names the key in an error.
-func newKey(what string) (*ecdsa.PrivateKey, *big.Int, error) {
+// newTemplate draws what every certificate here starts from: a P-256 key
+// (what names it in an error), a random 127-bit serial, and a validity
+// from an hour ago, so that a clock a little behind still accepts it,
+// until notAfter.
+func newTemplate(what string, subject pkix.Name, notAfter time.Time) (*ecdsa.PrivateKey, *x509.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("ca: %s: %w", what, err)
@@ -81,7 +78,12 @@ func newKey(what string) (*ecdsa.PrivateKey, *big.Int, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("ca: serial: %w", err)
 	}
-	return key, serial, nil
+	return key, &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      subject,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     notAfter,
+	}, nil
 }
 
 // Certificate returns the root certificate.
@@ -161,19 +163,12 @@ func (c *CA) leaf(extra []string) (*tls.Certificate, error) {
 	if l, ok := c.leaves[cacheKey]; ok {
 		return l, nil
 	}
-	key, serial, err := newKey("leaf key")
+	key, tmpl, err := newTemplate("leaf key", pkix.Name{CommonName: hosts[0]}, time.Now().Add(397*24*time.Hour))
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: hosts[0]},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(397 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)

@@ -1,8 +1,9 @@
 // Package kittest is what the stand-ins' own tests share: one test CA per
-// test binary, a managed identity endpoint that closes with its test, an
-// Azure SDK retry policy that never makes a test wait, a check of an SDK
-// error's status and code, and a request with a bearer token. Only tests
-// import it.
+// test binary, stand-ins and a managed identity endpoint that close with
+// their test, an Azure SDK retry policy that never makes a test wait, a
+// check of an SDK error's status and code, a request with a bearer token,
+// and a check that a stand-in in a child process closes cleanly. Only
+// tests import it.
 package kittest
 
 import (
@@ -45,6 +46,19 @@ func StartMSI(t testing.TB, opts fakeentra.MSIOptions) *fakeentra.MSI {
 	return m
 }
 
+// Start starts a REST stand-in with start (fakearm.Start,
+// fakekeyvault.Start, fakedatabricks.StartWorkspace), its certificate from
+// CA, and closes it when t ends.
+func Start[S io.Closer, O any](t testing.TB, start func(*testca.CA, O) (S, error), opts O) S {
+	t.Helper()
+	s, err := start(CA(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
 // WantResponseError stops t unless err is an SDK response error with this
 // status and error code.
 func WantResponseError(t testing.TB, err error, status int, code string) {
@@ -70,4 +84,25 @@ func Do(t testing.TB, method, url, token string) (*http.Response, []byte) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp, b
+}
+
+// WantClosed stops t unless p, a stand-in in a child process, closes
+// cleanly: Close succeeds, again when called a second time, and Done is
+// closed by the time it returns.
+func WantClosed(t testing.TB, p interface {
+	Close() error
+	Done() <-chan struct{}
+}) {
+	t.Helper()
+	if err := p.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	select {
+	case <-p.Done():
+	default:
+		t.Fatal("Done not closed after Close")
+	}
 }
