@@ -130,14 +130,18 @@ func (s *Service) reconcileWorkspace(ctx context.Context, id WorkspaceID, entrie
 }
 
 // revokeStrays revokes the listed tokens that carry the marker of a
-// request id the ledger records with another token, made before settled.
-// Tokens of request ids the ledger does not know (issued before it
-// existed) are left alone.
+// request id the ledger records with another token, made before settled
+// and within maxHold of the recorded one: the late work of an attempt that
+// died while the request was being served. A token made long before the
+// recorded one belongs to an earlier life of the request id (issued before
+// the ledger existed, then the id was used again), and tokens of request
+// ids the ledger does not know were never its to judge: both are left
+// alone.
 func (s *Service) revokeStrays(ctx context.Context, ws Workspace, all []Token, entries []Entry, settled time.Time) error {
-	recorded := make(map[string]string, len(entries))
+	recorded := make(map[string]Entry, len(entries))
 	known := make(map[string]bool, len(entries))
 	for _, e := range entries {
-		recorded[e.RequestID] = e.TokenID
+		recorded[e.RequestID] = e
 		known[e.TokenID] = true
 	}
 	var strays []found
@@ -146,7 +150,8 @@ func (s *Service) revokeStrays(ctx context.Context, ws Workspace, all []Token, e
 		if !ok || known[t.ID] || !t.CreatedAt.Before(settled) {
 			continue
 		}
-		if keep, ok := recorded[m.RequestID]; ok && keep != t.ID {
+		e, ok := recorded[m.RequestID]
+		if gap := t.CreatedAt.Sub(e.CreatedAt).Abs(); ok && e.TokenID != t.ID && gap < maxHold {
 			strays = append(strays, found{Token: t, caller: caller})
 		}
 	}

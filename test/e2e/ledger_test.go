@@ -195,9 +195,11 @@ func TestSweepRevokesAStrayOfARecordedRequest(t *testing.T) {
 	t.Parallel()
 	e := start(t, envOptions{ledger: true})
 	w := e.stack.Workspaces[0]
-	first := e.mustCreate(map[string]any{"workspaceResourceId": ws(0), "requestId": "stray-1"})
 	id := e.stack.MSI.Identity()
-	w.Advance(-2 * time.Hour)
+	w.Advance(-50 * time.Hour)
+	earlier := w.CreateToken(id.ObjectID, id.ClientID, "[dtb:req:stray-1] issued before the ledger, then the id was used again", 90*24*time.Hour)
+	w.Advance(48 * time.Hour) // two hours ago: the request is served, and an attempt that died leaves a token
+	first := e.mustCreate(map[string]any{"workspaceResourceId": ws(0), "requestId": "stray-1"})
 	stray := w.CreateToken(id.ObjectID, id.ClientID, "[dtb:req:stray-1] left by a dead attempt", 24*time.Hour)
 	legacy := w.CreateToken(id.ObjectID, id.ClientID, "[dtb:req:legacy-1] issued before the ledger", 24*time.Hour)
 	w.Advance(2 * time.Hour)
@@ -214,7 +216,8 @@ func TestSweepRevokesAStrayOfARecordedRequest(t *testing.T) {
 		name, id string
 		want     fakedatabricks.TokenState
 	}{{"the stray", stray.ID, fakedatabricks.Revoked}, {"the recorded token", recorded, fakedatabricks.Live},
-		{"the pre-ledger token", legacy.ID, fakedatabricks.Live}, {"the young token", young.ID, fakedatabricks.Live}} {
+		{"the pre-ledger token", legacy.ID, fakedatabricks.Live}, {"the young token", young.ID, fakedatabricks.Live},
+		{"the token of the id's earlier life", earlier.ID, fakedatabricks.Live}} {
 		if got := state(c.id); got != c.want {
 			t.Errorf("%s after the sweep: %s, want %s", c.name, got, c.want)
 		}
