@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,19 +15,11 @@ import (
 	"github.com/contoso/databricks-token-broker/devstack/kit/kittest"
 )
 
-// requireAzurite skips when Node.js or Azurite's npm package is missing,
-// except under CI=true, where that is a failure.
+// requireAzurite fails when Node.js or Azurite's npm package is missing.
 func requireAzurite(t *testing.T) {
 	t.Helper()
 	_, nodeErr := faketables.FindNode("")
-	err := errors.Join(nodeErr, faketables.Installed(""))
-	if err == nil {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("Azurite is required under CI: %v", err)
-	}
-	t.Skipf("skipping: %v", err)
+	kittest.Require(t, errors.Join(nodeErr, faketables.Installed("")))
 }
 
 // TestAzuriteAnswersAsAzureDoes starts the stand-in and checks, through the

@@ -198,7 +198,7 @@ func startSh(t *testing.T, script string, o kit.NodeOptions) (*kit.NodeProcess, 
 	t.Helper()
 	sh, err := exec.LookPath("sh")
 	if err != nil {
-		t.Skipf("no sh: %v", err)
+		t.Fatalf("these tests run their child processes under sh, which is not on PATH: %v", err)
 	}
 	o.Name, o.Node, o.Args, o.OutputName = "kit: child", sh, []string{"-c", script}, "child output"
 	if o.Ready == nil {

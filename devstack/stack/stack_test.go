@@ -2,13 +2,13 @@ package stack_test
 
 import (
 	"errors"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/contoso/databricks-token-broker/devstack/faketables"
+	"github.com/contoso/databricks-token-broker/devstack/kit/kittest"
 	"github.com/contoso/databricks-token-broker/devstack/stack"
 	"github.com/contoso/databricks-token-broker/internal/ledger"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
@@ -18,12 +18,7 @@ import (
 // running Azurite, in the form the ledger reads.
 func TestStackLedger(t *testing.T) {
 	_, nodeErr := faketables.FindNode("")
-	if err := errors.Join(nodeErr, faketables.Installed("")); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("Azurite is required under CI: %v", err)
-		}
-		t.Skipf("skipping: %v", err)
-	}
+	kittest.Require(t, errors.Join(nodeErr, faketables.Installed("")))
 	s, err := stack.Start(t.Context(), stack.Options{Dir: t.TempDir(), Ledger: true})
 	if err != nil {
 		t.Fatal(err)

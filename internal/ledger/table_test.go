@@ -17,6 +17,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/fake"
 
 	"github.com/contoso/databricks-token-broker/devstack/faketables"
+	"github.com/contoso/databricks-token-broker/devstack/kit/kittest"
 	"github.com/contoso/databricks-token-broker/internal/ledger"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 	"github.com/contoso/databricks-token-broker/internal/upstream"
@@ -51,17 +52,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// azurite returns the shared Azurite. Without Node.js or the npm package
-// the tests are skipped, except under CI=true, where they fail.
+// azurite returns the shared Azurite; without Node.js or the npm package
+// the tests fail (make deps installs them).
 func azurite(t *testing.T) *faketables.Server {
 	t.Helper()
 	_, nodeErr := faketables.FindNode("")
-	if err := errors.Join(nodeErr, faketables.Installed("")); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("Azurite is required under CI: %v", err)
-		}
-		t.Skipf("skipping: %v", err)
-	}
+	kittest.Require(t, errors.Join(nodeErr, faketables.Installed("")))
 	azOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

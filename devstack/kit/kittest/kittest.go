@@ -106,3 +106,14 @@ func WantClosed(t testing.TB, p interface {
 		t.Fatal("Done not closed after Close")
 	}
 }
+
+// Require fails the test when a tool it runs is missing (err names it):
+// Node.js, a stand-in's npm project (the broker, Azurite) or a checker
+// under tools/. A test that skipped itself instead would pass having
+// proved nothing, on a laptop as in CI; `make deps` installs every one.
+func Require(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%v (run make deps, which installs the Node.js projects the tests run)", err)
+	}
+}
