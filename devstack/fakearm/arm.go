@@ -104,10 +104,8 @@ type Server struct {
 	srv  *testca.Server
 	opts Options
 
-	faults   kit.Faults[Fault]
-	calls    kit.Counter
-	requests kit.Log[Request]
-	denied   kit.Names // object ids
+	traffic kit.Traffic[Fault, Request]
+	denied  kit.Names // object ids
 
 	mu         sync.Mutex
 	workspaces map[string]*Workspace // lower(id)
@@ -252,21 +250,21 @@ func (s *Server) DenyRead(principalOID string, deny bool) {
 }
 
 // InjectFault queues f; each request consumes one queued fault, in order.
-func (s *Server) InjectFault(f Fault) { s.faults.Add(f.Op, f) }
+func (s *Server) InjectFault(f Fault) { s.traffic.Faults.Add(f.Op, f) }
 
 // FailNext makes the next n requests fail with status (429 gets
 // Retry-After: 0 so SDK retries are quick; use InjectFault for other values).
-func (s *Server) FailNext(n, status int) { kit.FailNext(&s.faults, n, status) }
+func (s *Server) FailNext(n, status int) { kit.FailNext(&s.traffic.Faults, n, status) }
 
 // Calls returns the number of requests per operation: "get" (one
 // workspace), "list" (workspaces of a resource group or subscription),
 // "unknown"; faults and failures included.
-func (s *Server) Calls() map[string]int { return s.calls.Snapshot() }
+func (s *Server) Calls() map[string]int { return s.traffic.Calls.Snapshot() }
 
 // Audiences returns the audience of the bearer token of every request so
 // far ("" when there was none or it could not be parsed); never the token.
 func (s *Server) Audiences() []string {
-	reqs := s.requests.All()
+	reqs := s.traffic.Requests.All()
 	out := make([]string, len(reqs))
 	for i, r := range reqs {
 		out[i] = r.Audience
@@ -275,7 +273,7 @@ func (s *Server) Audiences() []string {
 }
 
 // Requests returns the record of every request so far.
-func (s *Server) Requests() []Request { return s.requests.All() }
+func (s *Server) Requests() []Request { return s.traffic.Requests.All() }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
@@ -293,10 +291,10 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	rec := Request{Method: r.Method, Path: r.URL.Path, APIVersion: r.URL.Query().Get("api-version"), Op: op}
 	sr := &kit.StatusRecorder{ResponseWriter: rw}
 	rw = sr
-	s.calls.Inc(op)
+	s.traffic.Calls.Inc(op)
 	defer func() {
 		rec.Status = sr.Status
-		s.requests.Add(rec)
+		s.traffic.Requests.Add(rec)
 	}()
 	reqID := kit.GUID()
 	rw.Header().Set("x-ms-request-id", reqID)
@@ -318,7 +316,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	if f, ok := s.faults.Next(op); ok {
+	if f, ok := s.traffic.Faults.Next(op); ok {
 		rec.Fault = true
 		if f.Serve(rw, r, s.srv.Closing(), RedirectBody, func() {
 			code, msg := f.Code, f.Message

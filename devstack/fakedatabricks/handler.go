@@ -135,14 +135,14 @@ func (w *Workspace) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	op := opOf(r.Method, r.URL.Path)
 	rec := Request{Method: r.Method, Path: r.URL.Path, Op: op}
 	sr := &kit.StatusRecorder{ResponseWriter: rw}
-	w.calls.Inc(op)
+	w.traffic.Calls.Inc(op)
 	rec.Time = w.clock.Now()
 	w.mu.Lock()
 	latency := w.latency
 	w.mu.Unlock()
 	defer func() {
 		rec.Status = sr.Status
-		w.requests.Add(rec)
+		w.traffic.Requests.Add(rec)
 	}()
 	rw = sr
 	rw.Header().Set("X-Databricks-Org-Id", w.opts.WorkspaceID)

@@ -128,10 +128,8 @@ type Workspace struct {
 	srv  *testca.Server
 	opts Options
 
-	clock    kit.Clock
-	faults   kit.Faults[Fault]
-	calls    kit.Counter
-	requests kit.Log[Request]
+	clock   kit.Clock
+	traffic kit.Traffic[Fault, Request]
 
 	mu       sync.Mutex
 	latency  time.Duration
@@ -274,7 +272,7 @@ func (w *Workspace) InjectFault(op string, f Fault) {
 	if op == "" {
 		op = OpAny
 	}
-	w.faults.Add(op, f)
+	w.traffic.Faults.Add(op, f)
 }
 
 // SetRandomFaults turns on probabilistic faults for soak tests, from a
@@ -287,7 +285,7 @@ func (w *Workspace) SetRandomFaults(seed uint64, rates FaultRates) {
 
 // ClearFaults drops queued faults and turns random faults off.
 func (w *Workspace) ClearFaults() {
-	w.faults.Clear()
+	w.traffic.Faults.Clear()
 	w.mu.Lock()
 	w.random = nil
 	w.mu.Unlock()
@@ -295,7 +293,7 @@ func (w *Workspace) ClearFaults() {
 
 func (w *Workspace) nextFault(op string) Fault {
 	for _, k := range []string{op, OpAny} {
-		if f, ok := w.faults.Take(k); ok {
+		if f, ok := w.traffic.Faults.Take(k); ok {
 			return f
 		}
 	}
@@ -309,10 +307,10 @@ func (w *Workspace) nextFault(op string) Fault {
 
 // Calls returns the number of calls per operation (OpCreate, …), all
 // outcomes included.
-func (w *Workspace) Calls() map[string]int { return w.calls.Snapshot() }
+func (w *Workspace) Calls() map[string]int { return w.traffic.Calls.Snapshot() }
 
 // Requests returns the record of every call so far, oldest first.
-func (w *Workspace) Requests() []Request { return w.requests.All() }
+func (w *Workspace) Requests() []Request { return w.traffic.Requests.All() }
 
 func (w *Workspace) stateLocked(t *token, nowMs int64) TokenState {
 	switch {

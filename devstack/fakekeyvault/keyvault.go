@@ -98,9 +98,7 @@ type Vault struct {
 	opts Options
 
 	clock     kit.Clock
-	faults    kit.Faults[Fault]
-	calls     kit.Counter
-	requests  kit.Log[Request]
+	traffic   kit.Traffic[Fault, Request]
 	forbidden kit.Names // secret names
 	// lostSets is how many of the next set calls write the version and
 	// then drop the connection without an answer.
@@ -205,19 +203,19 @@ func (v *Vault) Forbid(name string, forbidden bool) {
 }
 
 // InjectFault queues f for the next authenticated request.
-func (v *Vault) InjectFault(f Fault) { v.faults.Add(f.Op, f) }
+func (v *Vault) InjectFault(f Fault) { v.traffic.Faults.Add(f.Op, f) }
 
 // FailNext makes the next n authenticated requests fail with status (403
 // = Forbidden by RBAC, 429 = Throttled with Retry-After: 0, 503 …).
-func (v *Vault) FailNext(n, status int) { kit.FailNext(&v.faults, n, status) }
+func (v *Vault) FailNext(n, status int) { kit.FailNext(&v.traffic.Faults, n, status) }
 
 // Calls returns the number of authenticated requests per operation (set,
 // get, list, versions, update, delete, getDeleted, listDeleted, purge,
 // recover, unknown), plus "challenge" for requests without a token.
-func (v *Vault) Calls() map[string]int { return v.calls.Snapshot() }
+func (v *Vault) Calls() map[string]int { return v.traffic.Calls.Snapshot() }
 
 // Requests returns the record of every request so far.
-func (v *Vault) Requests() []Request { return v.requests.All() }
+func (v *Vault) Requests() []Request { return v.traffic.Requests.All() }
 
 func (v *Vault) sortedLocked() []*secret {
 	out := make([]*secret, 0, len(v.secrets))
@@ -311,14 +309,14 @@ func (v *Vault) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	rw = sr
 	defer func() {
 		rec.Status = sr.Status
-		v.requests.Add(rec)
+		v.traffic.Requests.Add(rec)
 	}()
 	rw.Header().Set("x-ms-request-id", kit.Hex(16))
 	rw.Header().Set("x-ms-keyvault-service-version", "1.9.2000.1")
 
 	raw, hasBearer := fakeentra.BearerToken(r.Header.Get("Authorization"))
 	if !hasBearer {
-		v.calls.Inc("challenge")
+		v.traffic.Calls.Inc("challenge")
 		v.challenge(rw, &kvError{status: http.StatusUnauthorized, code: "Unauthorized", msg: "AKV10000: Request is missing a Bearer or PoP token."})
 		return
 	}
@@ -327,8 +325,8 @@ func (v *Vault) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	if parseErr == nil {
 		rec.Audience = c.Audience
 	}
-	v.calls.Inc(op)
-	if f, ok := v.faults.Next(op); ok {
+	v.traffic.Calls.Inc(op)
+	if f, ok := v.traffic.Faults.Next(op); ok {
 		rec.Fault = true
 		if f.Serve(rw, r, v.srv.Closing(), RedirectBody, func() {
 			e := &kvError{status: f.Status, code: f.Code, msg: f.Message, retryAfter: f.RetryAfter}

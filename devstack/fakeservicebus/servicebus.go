@@ -158,28 +158,32 @@ func toBrokerQueue(q QueueConfig) (brokerQueue, error) {
 // is empty.
 func DefaultBrokerDir() string { return kit.ProjectDir(BrokerDirEnv, "broker") }
 
+// project is the broker as kit finds and checks it.
+var project = kit.NodeProject{
+	Env: BrokerDirEnv, DefaultDir: DefaultBrokerDir, Script: "broker.js", Package: "rhea",
+	NoNode: ErrNodeNotFound, NoPackages: ErrDependenciesMissing,
+}
+
 // FindNode returns the node executable Start would use, or an error wrapping ErrNodeNotFound.
 func FindNode(explicit string) (string, error) { return kit.FindNode(explicit, ErrNodeNotFound) }
+
+// Available reports why Start could not run here with default options (no
+// Node.js: ErrNodeNotFound; the broker's packages not installed:
+// ErrDependenciesMissing), or nil.
+func Available() error {
+	_, _, err := project.Locate("", "")
+	return err
+}
 
 // Start launches the broker and waits until it listens. The process lives until Close
 // (or until this process exits: the broker quits when its stdin closes). ctx bounds only
 // the start-up.
 func Start(ctx context.Context, opts Options) (*Broker, error) {
-	node, err := FindNode(opts.NodePath)
+	node, dir, err := project.Locate(opts.NodePath, opts.BrokerDir)
 	if err != nil {
 		return nil, err
 	}
-	dir := opts.BrokerDir
-	if dir == "" {
-		dir = DefaultBrokerDir()
-	}
-	script := filepath.Join(dir, "broker.js")
-	if _, err := os.Stat(script); err != nil {
-		return nil, fmt.Errorf("servicebus: broker script not found at %s (set %s to the directory holding broker.js): %w", script, BrokerDirEnv, err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "rhea", "package.json")); err != nil {
-		return nil, fmt.Errorf("%w; %s/node_modules/rhea is missing", ErrDependenciesMissing, dir)
-	}
+	script := filepath.Join(dir, project.Script)
 
 	queues := make([]brokerQueue, 0, len(opts.Queues))
 	for _, q := range opts.Queues {

@@ -71,36 +71,30 @@ type Server struct {
 // DefaultDir is where Start looks for Azurite when Options.Dir is empty.
 func DefaultDir() string { return kit.ProjectDir(DirEnv, "azurite") }
 
+// project is Azurite as kit finds and checks it.
+var project = kit.NodeProject{
+	Env: DirEnv, DefaultDir: DefaultDir, Script: "start.js", Package: "azurite",
+	NoNode: ErrNodeNotFound, NoPackages: ErrDependenciesMissing,
+}
+
 // FindNode returns the node executable Start would use, or an error
 // wrapping ErrNodeNotFound.
 func FindNode(explicit string) (string, error) { return kit.FindNode(explicit, ErrNodeNotFound) }
 
-// Installed reports whether Azurite's npm package is present in dir
-// (DefaultDir when empty), with an error wrapping ErrDependenciesMissing
-// when it is not.
-func Installed(dir string) error {
-	if dir == "" {
-		dir = DefaultDir()
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "azurite", "package.json")); err != nil {
-		return fmt.Errorf("%w; %s/node_modules/azurite is missing", ErrDependenciesMissing, dir)
-	}
-	return nil
+// Available reports why Start could not run here with default options (no
+// Node.js: ErrNodeNotFound; Azurite not installed: ErrDependenciesMissing),
+// or nil.
+func Available() error {
+	_, _, err := project.Locate("", "")
+	return err
 }
 
 // Start launches the table service on a free loopback port and waits until
 // it accepts connections. It lives until Close, or until this process
 // exits (start.js quits when its stdin closes). ctx bounds only the start.
 func Start(ctx context.Context, opts Options) (*Server, error) {
-	node, err := FindNode(opts.NodePath)
+	node, dir, err := project.Locate(opts.NodePath, opts.Dir)
 	if err != nil {
-		return nil, err
-	}
-	dir := opts.Dir
-	if dir == "" {
-		dir = DefaultDir()
-	}
-	if err := Installed(dir); err != nil {
 		return nil, err
 	}
 	timeout := opts.StartTimeout

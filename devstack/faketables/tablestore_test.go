@@ -18,8 +18,7 @@ import (
 // requireAzurite fails when Node.js or Azurite's npm package is missing.
 func requireAzurite(t *testing.T) {
 	t.Helper()
-	_, nodeErr := faketables.FindNode("")
-	kittest.Require(t, errors.Join(nodeErr, faketables.Installed("")))
+	kittest.Require(t, faketables.Available())
 }
 
 // TestAzuriteAnswersAsAzureDoes starts the stand-in and checks, through the

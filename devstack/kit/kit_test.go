@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -196,10 +198,7 @@ func TestNames(t *testing.T) {
 // stand-in: sh stands in for node, so that these tests need no Node.js.
 func startSh(t *testing.T, script string, o kit.NodeOptions) (*kit.NodeProcess, error) {
 	t.Helper()
-	sh, err := exec.LookPath("sh")
-	if err != nil {
-		t.Fatalf("these tests run their child processes under sh, which is not on PATH: %v", err)
-	}
+	sh := shell(t)
 	o.Name, o.Node, o.Args, o.OutputName = "kit: child", sh, []string{"-c", script}, "child output"
 	if o.Ready == nil {
 		o.Ready = func(line string) (bool, error) { return line == "ready", nil }
@@ -275,7 +274,7 @@ func TestNodeProcessStartErrors(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	sh, _ := exec.LookPath("sh")
+	sh := shell(t)
 	_, err := kit.StartNode(ctx, kit.NodeOptions{Name: "kit: child", Node: sh, Args: []string{"-c", "cat"}, Ready: func(string) (bool, error) { return true, nil }})
 	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "kit: child did not listen: context canceled") {
 		t.Errorf("cancelled start: %v", err)
@@ -307,4 +306,54 @@ func TestNodeProcessCloseReports(t *testing.T) {
 	if err := p.Close(); err == nil || err.Error() != "kit: child did not stop on SIGTERM and was killed" {
 		t.Errorf("Close of a child that ignores SIGTERM: %v", err)
 	}
+}
+
+// TestNodeProject: a folder without the script, or with the script but
+// without the npm package, is refused with the stand-in's own errors; a
+// folder with both is where the project starts.
+func TestNodeProject(t *testing.T) {
+	t.Parallel()
+	errNoNode, errNoPackages := errors.New("no node"), errors.New("not installed")
+	dir := t.TempDir()
+	p := kit.NodeProject{
+		Env: "KIT_TEST_PROJECT_DIR", DefaultDir: func() string { return dir }, Script: "start.js", Package: "pkg",
+		NoNode: errNoNode, NoPackages: errNoPackages,
+	}
+	if err := p.Installed(""); err == nil || errors.Is(err, errNoPackages) || !strings.Contains(err.Error(), "KIT_TEST_PROJECT_DIR") {
+		t.Errorf("without the script: %v, want a missing start.js naming the variable", err)
+	}
+	write(t, filepath.Join(dir, "start.js"))
+	if err := p.Installed(""); !errors.Is(err, errNoPackages) {
+		t.Errorf("without the package: %v, want %v", err, errNoPackages)
+	}
+	write(t, filepath.Join(dir, "node_modules", "pkg", "package.json"))
+	if err := p.Installed(""); err != nil {
+		t.Errorf("installed: %v", err)
+	}
+	if _, _, err := p.Locate(filepath.Join(dir, "no-such-node"), ""); !errors.Is(err, errNoNode) {
+		t.Errorf("no node: %v, want %v", err, errNoNode)
+	}
+	if _, got, err := p.Locate(shell(t), ""); err != nil || got != dir {
+		t.Errorf("Locate = %q, %v; want the default folder %q", got, err, dir)
+	}
+}
+
+func write(t *testing.T, path string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// shell is sh, which these tests run in node's place.
+func shell(t *testing.T) string {
+	t.Helper()
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Fatalf("these tests run their child processes under sh, which is not on PATH: %v", err)
+	}
+	return sh
 }

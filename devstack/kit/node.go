@@ -47,3 +47,49 @@ func ProjectDir(env, sub string) string {
 	}
 	return filepath.Join(filepath.Dir(file), sub)
 }
+
+// NodeProject is a stand-in that is a Node.js project: the folder it lives
+// in, the script it runs and the npm package whose presence shows that
+// `make deps` has installed it, with the stand-in's own errors for a
+// machine without Node.js and for a project not yet installed.
+type NodeProject struct {
+	// Env names the variable that overrides the folder; DefaultDir gives
+	// it otherwise (the stand-in's ProjectDir, called from its own file).
+	Env        string
+	DefaultDir func() string
+	Script     string // relative to the folder
+	Package    string // in the folder's node_modules
+	NoNode     error  // wrapped when there is no node executable
+	NoPackages error  // wrapped when Package is missing
+}
+
+// Locate returns the node executable and the project folder a start uses
+// (node and dir when given), or why the stand-in cannot start here.
+func (p NodeProject) Locate(node, dir string) (nodePath, folder string, err error) {
+	if nodePath, err = FindNode(node, p.NoNode); err != nil {
+		return "", "", err
+	}
+	if dir == "" {
+		dir = p.DefaultDir()
+	}
+	if err := p.Installed(dir); err != nil {
+		return "", "", err
+	}
+	return nodePath, dir, nil
+}
+
+// Installed reports whether the project's script and npm package are in
+// dir (the default folder when empty).
+func (p NodeProject) Installed(dir string) error {
+	if dir == "" {
+		dir = p.DefaultDir()
+	}
+	script := filepath.Join(dir, p.Script)
+	if _, err := os.Stat(script); err != nil {
+		return fmt.Errorf("%s not found (set %s to the folder holding %s): %w", script, p.Env, p.Script, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", p.Package, "package.json")); err != nil {
+		return fmt.Errorf("%w; %s is missing", p.NoPackages, filepath.Join(dir, "node_modules", p.Package))
+	}
+	return nil
+}

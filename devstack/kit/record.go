@@ -143,3 +143,12 @@ func (n *Names) Has(name string) bool {
 	defer n.mu.Unlock()
 	return n.m[strings.ToLower(name)]
 }
+
+// Traffic is what an HTTP stand-in keeps of the calls made to it: the
+// faults a test queued for them, a count per operation and a record of
+// each, in order. The zero value is ready and safe for concurrent use.
+type Traffic[F, R any] struct {
+	Faults   Faults[F]
+	Calls    Counter
+	Requests Log[R]
+}

@@ -1,7 +1,6 @@
 package stack_test
 
 import (
-	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -17,8 +16,7 @@ import (
 // With Ledger, the stack's environment points AzureWebJobsStorage at a
 // running Azurite, in the form the ledger reads.
 func TestStackLedger(t *testing.T) {
-	_, nodeErr := faketables.FindNode("")
-	kittest.Require(t, errors.Join(nodeErr, faketables.Installed("")))
+	kittest.Require(t, faketables.Available())
 	s, err := stack.Start(t.Context(), stack.Options{Dir: t.TempDir(), Ledger: true})
 	if err != nil {
 		t.Fatal(err)

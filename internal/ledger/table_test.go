@@ -2,7 +2,6 @@ package ledger_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -56,8 +55,7 @@ func TestMain(m *testing.M) {
 // the tests fail (make deps installs them).
 func azurite(t *testing.T) *faketables.Server {
 	t.Helper()
-	_, nodeErr := faketables.FindNode("")
-	kittest.Require(t, errors.Join(nodeErr, faketables.Installed("")))
+	kittest.Require(t, faketables.Available())
 	azOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
