@@ -45,7 +45,7 @@ func TestMain(m *testing.M) {
 // requireNode fails when Node.js or the broker's packages are missing: these tests run the broker in node.
 func requireNode(t *testing.T) {
 	t.Helper()
-	kittest.Require(t, fakeservicebus.Available())
+	kittest.Require(t, fakeservicebus.Project.Available())
 }
 
 func sharedBroker(t *testing.T) *fakeservicebus.Broker {
@@ -885,7 +885,7 @@ func TestStartErrors(t *testing.T) {
 	if _, err := fakeservicebus.Start(ctx, fakeservicebus.Options{BrokerDir: empty}); err == nil || !strings.Contains(err.Error(), "broker.js") {
 		t.Errorf("missing broker.js: got %v", err)
 	}
-	script, err := os.ReadFile(filepath.Join(fakeservicebus.DefaultBrokerDir(), "broker.js"))
+	script, err := os.ReadFile(filepath.Join(fakeservicebus.Project.DefaultDir(), "broker.js"))
 	if err != nil {
 		t.Fatal(err)
 	}

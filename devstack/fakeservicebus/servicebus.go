@@ -154,36 +154,23 @@ func toBrokerQueue(q QueueConfig) (brokerQueue, error) {
 	}, nil
 }
 
-// DefaultBrokerDir returns the directory Start takes broker.js from when Options.BrokerDir
-// is empty.
-func DefaultBrokerDir() string { return kit.ProjectDir(BrokerDirEnv, "broker") }
-
-// project is the broker as kit finds and checks it.
-var project = kit.NodeProject{
-	Env: BrokerDirEnv, DefaultDir: DefaultBrokerDir, Script: "broker.js", Package: "rhea",
-	NoNode: ErrNodeNotFound, NoPackages: ErrDependenciesMissing,
-}
-
-// FindNode returns the node executable Start would use, or an error wrapping ErrNodeNotFound.
-func FindNode(explicit string) (string, error) { return kit.FindNode(explicit, ErrNodeNotFound) }
-
-// Available reports why Start could not run here with default options (no
-// Node.js: ErrNodeNotFound; the broker's packages not installed:
-// ErrDependenciesMissing), or nil.
-func Available() error {
-	_, _, err := project.Locate("", "")
-	return err
+// Project is the broker as a Node.js project: where Start finds it
+// (Options.BrokerDir, else $DEVSTACK_SB_BROKER_DIR, else broker/ beside this
+// file) and how a test asks whether it can start here (Project.Available).
+var Project = kit.NodeProject{
+	Env: BrokerDirEnv, DefaultDir: func() string { return kit.ProjectDir(BrokerDirEnv, "broker") },
+	Script: "broker.js", Package: "rhea", NoNode: ErrNodeNotFound, NoPackages: ErrDependenciesMissing,
 }
 
 // Start launches the broker and waits until it listens. The process lives until Close
 // (or until this process exits: the broker quits when its stdin closes). ctx bounds only
 // the start-up.
 func Start(ctx context.Context, opts Options) (*Broker, error) {
-	node, dir, err := project.Locate(opts.NodePath, opts.BrokerDir)
+	node, dir, err := Project.Locate(opts.NodePath, opts.BrokerDir)
 	if err != nil {
 		return nil, err
 	}
-	script := filepath.Join(dir, project.Script)
+	script := filepath.Join(dir, Project.Script)
 
 	queues := make([]brokerQueue, 0, len(opts.Queues))
 	for _, q := range opts.Queues {

@@ -25,17 +25,6 @@ import (
 	"github.com/contoso/databricks-token-broker/devstack/kit"
 )
 
-// DirEnv names the environment variable that overrides where start.js and
-// its node_modules are looked for.
-const DirEnv = "DEVSTACK_AZURITE_DIR"
-
-// ErrNodeNotFound is returned (wrapped) by Start when there is no node.
-var ErrNodeNotFound = errors.New("tablestore: node (Node.js) not found")
-
-// ErrDependenciesMissing is returned (wrapped) by Start when Azurite has not
-// been installed.
-var ErrDependenciesMissing = errors.New("tablestore: Azurite is not installed (run: make deps, or npm ci --prefix devstack/faketables/azurite)")
-
 // Azurite's well-known development account. The key is public (it is in
 // Azurite's documentation) and accepted by every copy of Azurite.
 const (
@@ -68,32 +57,24 @@ type Server struct {
 	dir  string // Azurite's working directory, removed by Close
 }
 
-// DefaultDir is where Start looks for Azurite when Options.Dir is empty.
-func DefaultDir() string { return kit.ProjectDir(DirEnv, "azurite") }
-
-// project is Azurite as kit finds and checks it.
-var project = kit.NodeProject{
-	Env: DirEnv, DefaultDir: DefaultDir, Script: "start.js", Package: "azurite",
-	NoNode: ErrNodeNotFound, NoPackages: ErrDependenciesMissing,
-}
-
-// FindNode returns the node executable Start would use, or an error
-// wrapping ErrNodeNotFound.
-func FindNode(explicit string) (string, error) { return kit.FindNode(explicit, ErrNodeNotFound) }
-
-// Available reports why Start could not run here with default options (no
-// Node.js: ErrNodeNotFound; Azurite not installed: ErrDependenciesMissing),
-// or nil.
-func Available() error {
-	_, _, err := project.Locate("", "")
-	return err
+// Project is Azurite as a Node.js project: where Start finds it (Options.Dir,
+// else $DEVSTACK_AZURITE_DIR, else azurite/ beside this file) and how a
+// test asks whether it can start here (Project.Available).
+// Its errors (Project.NoNode, Project.NoPackages) are wrapped by Start.
+var Project = kit.NodeProject{
+	Env:        "DEVSTACK_AZURITE_DIR",
+	DefaultDir: func() string { return kit.ProjectDir("DEVSTACK_AZURITE_DIR", "azurite") },
+	Script:     "start.js",
+	Package:    "azurite",
+	NoNode:     errors.New("tablestore: node (Node.js) not found"),
+	NoPackages: errors.New("tablestore: Azurite is not installed (run: make deps, or npm ci --prefix devstack/faketables/azurite)"),
 }
 
 // Start launches the table service on a free loopback port and waits until
 // it accepts connections. It lives until Close, or until this process
 // exits (start.js quits when its stdin closes). ctx bounds only the start.
 func Start(ctx context.Context, opts Options) (*Server, error) {
-	node, dir, err := project.Locate(opts.NodePath, opts.Dir)
+	node, dir, err := Project.Locate(opts.NodePath, opts.Dir)
 	if err != nil {
 		return nil, err
 	}

@@ -18,7 +18,7 @@ import (
 // requireAzurite fails when Node.js or Azurite's npm package is missing.
 func requireAzurite(t *testing.T) {
 	t.Helper()
-	kittest.Require(t, faketables.Available())
+	kittest.Require(t, faketables.Project.Available())
 }
 
 // TestAzuriteAnswersAsAzureDoes starts the stand-in and checks, through the

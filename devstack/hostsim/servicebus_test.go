@@ -24,7 +24,7 @@ import (
 // its npm dependencies) the test fails, naming what to install.
 func startBroker(t *testing.T, queues ...fakeservicebus.QueueConfig) *fakeservicebus.Broker {
 	t.Helper()
-	kittest.Require(t, fakeservicebus.Available())
+	kittest.Require(t, fakeservicebus.Project.Available())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	b, err := fakeservicebus.Start(ctx, fakeservicebus.Options{Queues: queues})

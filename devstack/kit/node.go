@@ -78,6 +78,13 @@ func (p NodeProject) Locate(node, dir string) (nodePath, folder string, err erro
 	return nodePath, dir, nil
 }
 
+// Available reports why the project could not start here with its
+// defaults (no node: NoNode; not installed: NoPackages), or nil.
+func (p NodeProject) Available() error {
+	_, _, err := p.Locate("", "")
+	return err
+}
+
 // Installed reports whether the project's script and npm package are in
 // dir (the default folder when empty).
 func (p NodeProject) Installed(dir string) error {

@@ -16,7 +16,7 @@ import (
 // With Ledger, the stack's environment points AzureWebJobsStorage at a
 // running Azurite, in the form the ledger reads.
 func TestStackLedger(t *testing.T) {
-	kittest.Require(t, faketables.Available())
+	kittest.Require(t, faketables.Project.Available())
 	s, err := stack.Start(t.Context(), stack.Options{Dir: t.TempDir(), Ledger: true})
 	if err != nil {
 		t.Fatal(err)

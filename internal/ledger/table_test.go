@@ -55,7 +55,7 @@ func TestMain(m *testing.M) {
 // the tests fail (make deps installs them).
 func azurite(t *testing.T) *faketables.Server {
 	t.Helper()
-	kittest.Require(t, faketables.Available())
+	kittest.Require(t, faketables.Project.Available())
 	azOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
