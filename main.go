@@ -29,6 +29,7 @@ import (
 	"github.com/contoso/databricks-token-broker/internal/identity"
 	"github.com/contoso/databricks-token-broker/internal/keyvault"
 	"github.com/contoso/databricks-token-broker/internal/ledger"
+	"github.com/contoso/databricks-token-broker/internal/redact"
 	"github.com/contoso/databricks-token-broker/internal/results"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 	"github.com/contoso/databricks-token-broker/internal/upstream"
@@ -45,11 +46,11 @@ func main() {
 	defer stop()
 	cfg, err := config.Load(os.Getenv)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "handler: invalid settings:\n%v\n", err)
+		fmt.Fprintf(os.Stderr, "handler: invalid settings:\n%s\n", redact.Text(err.Error()))
 		os.Exit(2)
 	}
 	if err := run(ctx, cfg, os.Stdout); err != nil {
-		fmt.Fprintf(os.Stderr, "handler: %v\n", err)
+		fmt.Fprintf(os.Stderr, "handler: %s\n", redact.Text(err.Error()))
 		os.Exit(1)
 	}
 }
@@ -58,7 +59,9 @@ func main() {
 // network before the listener is up: the host only waits so long for the
 // readiness probe, and every Azure client connects lazily.
 func run(ctx context.Context, cfg config.Config, stdout io.Writer) error {
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	// Every line passes redact: a cause may quote an upstream's answer,
+	// which may echo the request's credentials.
+	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel, ReplaceAttr: redact.Attr}))
 
 	// One transport for every Azure HTTP client, Entra included. It never
 	// follows a redirect (the adapters insist on that too): a 3xx would

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/contoso/databricks-token-broker/internal/redact"
 )
 
 // invocationRequest is the host's envelope: {"Data": {...}, "Metadata": {...}}.
@@ -159,8 +161,9 @@ type invocationReply struct {
 // reply answers the host. status 2xx completes a queue message; anything
 // else makes Service Bus redeliver it.
 func reply(w http.ResponseWriter, status int, logs ...string) {
-	if logs == nil {
-		logs = []string{}
+	out := make([]string, len(logs)) // never nil: the host wants a list
+	for i, l := range logs {
+		out[i] = redact.Text(l) // a failure's message may quote an upstream
 	}
-	writeJSON(w, status, invocationReply{Outputs: map[string]any{}, Logs: logs})
+	writeJSON(w, status, invocationReply{Outputs: map[string]any{}, Logs: out})
 }

@@ -60,7 +60,8 @@
 //
 // Faults (InjectFault per operation or OpAny, SetRandomFaults) model
 // throttling (429 with or without Retry-After), 503, 500, the HTML 403,
-// plain-text "CODE: message" errors, delays, and dropped connections,
+// plain-text "CODE: message" errors, an error that echoes the request's
+// credentials (EchoCredentials), delays, and dropped connections,
 // including DropAfterCreate: the token is created but the client gets no
 // answer. Go's http.Transport does not retry a POST on such a drop (unless
 // the request carries an Idempotency-Key header), so the ambiguity reaches

@@ -50,6 +50,12 @@ type PlainText struct {
 	Body   string
 }
 
+// EchoCredentials answers Status (default 400) with a Databricks error whose
+// message quotes the request's Authorization and management-token headers:
+// what a gateway or a misbehaving workspace that echoes its request in an
+// error does. A client that shows or logs the message hands both tokens on.
+type EchoCredentials struct{ Status int }
+
 // DropAfterCreate performs the operation (for create: the token exists and
 // is live) and then closes the connection without any response: an
 // ambiguous failure. If the operation fails, its error is answered instead.
@@ -81,6 +87,7 @@ func (PlainText) faultName() string       { return "plaintext" }
 func (DropAfterCreate) faultName() string { return "dropAfter" }
 func (Drop) faultName() string            { return "drop" }
 func (Redirect) faultName() string        { return "redirect" }
+func (EchoCredentials) faultName() string { return "echo" }
 
 // FaultRates are per-call probabilities (0…1, summing to at most 1) for
 // SetRandomFaults. Queued faults (InjectFault) take precedence.

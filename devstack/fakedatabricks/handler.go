@@ -184,6 +184,14 @@ func (w *Workspace) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			rw.WriteHeader(f.Status)
 			_, _ = io.WriteString(rw, f.Body)
 			return
+		case EchoCredentials:
+			status := f.Status
+			if status == 0 {
+				status = http.StatusBadRequest
+			}
+			w.writeError(rw, apiError{status, "INVALID_PARAMETER_VALUE", "Could not use Authorization: " + r.Header.Get("Authorization") +
+				" with X-Databricks-Azure-SP-Management-Token: " + r.Header.Get("X-Databricks-Azure-SP-Management-Token")})
+			return
 		case Redirect:
 			status := f.Status
 			if status == 0 {

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/contoso/databricks-token-broker/internal/redact"
 	"github.com/contoso/databricks-token-broker/internal/tokens"
 )
 
@@ -171,10 +172,20 @@ type ErrorDetail struct {
 	Details []tokens.Detail `json:"details,omitempty"`
 }
 
-// NewError renders e. Only the caller-safe parts (code, message, target,
-// details) are used; the cause stays in the logs.
+// NewError renders e, for an HTTP answer or a Failed result. Only the
+// caller-safe parts (code, message, target, details) are used; the cause
+// stays in the logs. Messages may quote an upstream's answer, so whatever
+// in them has the shape of a credential is redacted.
 func NewError(e *tokens.Error) ErrorBody {
-	return ErrorBody{Error: ErrorDetail{Code: string(e.Code), Message: e.Message, Target: e.Target, Details: e.Details}}
+	var details []tokens.Detail
+	if e.Details != nil {
+		details = make([]tokens.Detail, len(e.Details))
+		for i, d := range e.Details {
+			d.Message = redact.Text(d.Message)
+			details[i] = d
+		}
+	}
+	return ErrorBody{Error: ErrorDetail{Code: string(e.Code), Message: redact.Text(e.Message), Target: e.Target, Details: details}}
 }
 
 // Failure is the data of a Failed result.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/contoso/databricks-token-broker/devstack/fakedatabricks"
 	"github.com/contoso/databricks-token-broker/devstack/fakeentra"
 	"github.com/contoso/databricks-token-broker/devstack/kit"
 	"github.com/contoso/databricks-token-broker/devstack/stack"
@@ -166,4 +167,34 @@ func freeTCPPort(t *testing.T) string {
 	}
 	defer l.Close()
 	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+// A workspace (or a gateway before it) that echoes the request's
+// Authorization and management-token headers in its error answer: the
+// service quotes Databricks' message to the caller and logs the cause, and
+// neither may carry the Entra tokens on. Over HTTP and from the queue; the
+// harness's scan of every log line, answer and result checks the rest.
+func TestEchoedCredentialsAreNotRepeated(t *testing.T) {
+	t.Parallel()
+	e := startVault(t, envOptions{})
+	w := e.stack.Workspaces[0]
+	w.InjectFault(fakedatabricks.OpCreate, fakedatabricks.EchoCredentials{})
+	r := e.create(map[string]any{"workspaceResourceId": ws(0), "lifetimeSeconds": 600})
+	if r.Status != 400 && r.Status != 502 || !strings.Contains(string(r.Body), "Bearer [REDACTED]") {
+		t.Errorf("create answered %d %s; want Databricks' refusal with its credentials redacted", r.Status, r.Body)
+	}
+	w.InjectFault(fakedatabricks.OpList, fakedatabricks.EchoCredentials{Status: http.StatusForbidden})
+	if r := e.do(http.MethodGet, "/api/list-tokens?workspaceResourceId="+ws(0), nil); r.Status != 502 || !strings.Contains(string(r.Body), "[REDACTED]") {
+		t.Errorf("list answered %d %s; want 502 with the echo redacted", r.Status, r.Body)
+	}
+	e.results(1, 20*time.Second) // the HTTP create's Failed result, also scanned
+	w.InjectFault(fakedatabricks.OpCreate, fakedatabricks.EchoCredentials{})
+	e.send("token-requests", command(map[string]any{"action": "create", "workspaceResourceId": ws(0), "lifetimeSeconds": 600}), "echo-1")
+	res := e.results(1, 20*time.Second)[0]
+	if msg, _ := res.data()["error"].(map[string]any)["message"].(string); res.Subject != "Databricks.Token.Failed" || !strings.Contains(msg, "[REDACTED]") {
+		t.Errorf("result %s %v; want Failed with the echo redacted", res.Subject, res.data())
+	}
+	if len(e.stack.MSI.Issued()) == 0 {
+		t.Fatal("no Entra token was issued: the scan would prove nothing")
+	}
 }
