@@ -42,7 +42,7 @@ func (s *Server) rotateTokens(w http.ResponseWriter, r *http.Request, log *slog.
 	if !s.opts.Limits.KeyVault {
 		logOutcome(log, start, audit.RotationSkipped, "rotation skipped: KEY_VAULT_URI is not set", nil, "reason", "no-key-vault")
 	} else {
-		outs, err := s.svc.Rotate(ctx, tokens.RotateOptions{Before: s.opts.RotateBefore, DefaultLifetime: s.opts.Limits.DefaultLifetime, Queue: queueCaller})
+		outs, err := s.svc.Rotate(ctx, tokens.RotateOptions{Before: s.opts.RotateBefore, DefaultLifetime: s.opts.Limits.DefaultLifetime, MaxLifetime: s.opts.Limits.MaxLifetime, Queue: queueCaller})
 		if errors.Is(err, tokens.ErrRotationRunning) {
 			logOutcome(log, start, audit.RotationSkipped, "rotation already running in this instance; this run does nothing", nil, "reason", "already-running")
 			reply(w, http.StatusOK, "rotation already running")

@@ -27,6 +27,10 @@ type RotateOptions struct {
 	// as they did when it was issued. Tokens issued over HTTP keep the
 	// lifetime their caller was granted.
 	Queue Caller
+	// MaxLifetime (TOKEN_MAX_LIFETIME) bounds every successor, whatever
+	// its predecessor had: lowering the setting shortens tokens at their
+	// next rotation.
+	MaxLifetime time.Duration
 }
 
 // Rotate renews every managed Key Vault token inside the rotation window
@@ -199,6 +203,7 @@ func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredT
 	if err := sameScopes(latest, all); err != nil {
 		return fail(err)
 	}
+	lifetime = provenLifetime(latest, all, lifetime, opts.MaxLifetime)
 	earlier := byRequest(all, reqID)
 	for _, e := range earlier {
 		if _, held, err := s.vault.Find(ctx, name, e.ID); err != nil {
@@ -242,6 +247,26 @@ func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredT
 	}
 	o.Type, o.Err, o.TokenID, o.Record = Rotated, nil, issued.ID, &rec
 	return o, true
+}
+
+// provenLifetime bounds a successor's lifetime (from the version's tags,
+// or the queue policy's cap) by what Databricks says the predecessor was
+// given, from its creation to its expiry, and by TOKEN_MAX_LIFETIME. Tags
+// can be edited by anyone who may write the vault: a lifetime tag raised
+// to ten years must not buy a ten-year successor.
+func provenLifetime(latest StoredToken, all []Token, lifetime, maxLifetime time.Duration) time.Duration {
+	for _, t := range all {
+		if t.ID != latest.TokenID || t.CreatedAt.IsZero() || t.ExpiresAt.IsZero() {
+			continue
+		}
+		if given := t.ExpiresAt.Sub(t.CreatedAt).Round(time.Second); given > 0 && given < lifetime {
+			lifetime = given
+		}
+	}
+	if maxLifetime > 0 && lifetime > maxLifetime {
+		lifetime = maxLifetime
+	}
+	return lifetime
 }
 
 // sameScopes checks the scopes a version's tags record against the

@@ -368,3 +368,41 @@ func TestRotationReadsWhatIsDueFromTheLedger(t *testing.T) {
 		t.Fatalf("vault scan: %v %+v; want the unknown secret rotated", err, out)
 	}
 }
+
+// A successor lives no longer than Databricks says its predecessor was
+// given (a lifetime tag raised by whoever may write the vault buys
+// nothing) nor than TOKEN_MAX_LIFETIME allows now.
+func TestRotationBoundsTheSuccessorsLifetime(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name         string
+		given, tag   time.Duration // what Databricks gave the predecessor; what its version's tag says
+		max          time.Duration // TOKEN_MAX_LIFETIME
+		wantLifetime time.Duration
+	}{
+		{"as given", 2 * time.Hour, 2 * time.Hour, 90 * 24 * time.Hour, 2 * time.Hour},
+		{"a raised tag", 2 * time.Hour, 10 * 365 * 24 * time.Hour, 0, 2 * time.Hour},
+		{"a lowered maximum", 30 * 24 * time.Hour, 30 * 24 * time.Hour, 7 * 24 * time.Hour, 7 * 24 * time.Hour},
+	}
+	for _, c := range cases {
+		api, vault := newFakeAPI(fixedNow), newFakeVault()
+		svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Now: fixedNow})
+		plant(t, api, vault, "sec", OriginHTTP, MarkerRequest, c.given)
+		vault.secrets["sec"][0].Lifetime = c.tag
+		vault.secrets["sec"][0].ExpiresAt = fixedNow().Add(time.Hour) // inside the window
+		out, err := svc.Rotate(t.Context(), RotateOptions{Before: 168 * time.Hour, DefaultLifetime: time.Hour, MaxLifetime: c.max})
+		if err != nil || len(out) != 1 || out[0].Type != Rotated {
+			t.Fatalf("%s: %v %+v", c.name, err, out)
+		}
+		successor := vault.secrets["sec"][0]
+		if successor.Lifetime != c.wantLifetime {
+			t.Errorf("%s: successor's lifetime %s; want %s", c.name, successor.Lifetime, c.wantLifetime)
+		}
+		toks, _ := api.ListTokens(t.Context(), Workspace{})
+		for _, tok := range toks {
+			if got := tok.ExpiresAt.Sub(tok.CreatedAt).Round(time.Second); tok.ID == successor.TokenID && got != c.wantLifetime {
+				t.Errorf("%s: Databricks gave the successor %s; want %s", c.name, got, c.wantLifetime)
+			}
+		}
+	}
+}
