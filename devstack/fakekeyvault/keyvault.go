@@ -191,13 +191,13 @@ func (v *Vault) PutSecret(name, value, contentType string, tags map[string]strin
 	return *ver, nil
 }
 
-// Forbid makes every operation on the named secret fail with 403
-// ForbiddenByRbac (forbidden=false restores access).
 // LoseNextSetAnswers makes the next n writes of a version happen, then
 // drop the connection without an answer: a write whose client cannot tell
 // that it succeeded (a timeout, a connection cut on the way back).
 func (v *Vault) LoseNextSetAnswers(n int) { v.lostSets.Store(int32(n)) }
 
+// Forbid makes every operation on the named secret fail with 403
+// ForbiddenByRbac (forbidden=false restores access).
 func (v *Vault) Forbid(name string, forbidden bool) {
 	v.forbidden.Set(name, forbidden)
 }

@@ -298,11 +298,10 @@ func (v *Vault) Managed(ctx context.Context) ([]tokens.ManagedSecret, error) {
 	out := make([]tokens.ManagedSecret, 0, len(names))
 	for _, n := range names {
 		versions, err := v.versions(ctx, n)
-		if err != nil {
-			return nil, err
-		}
-		if len(versions) > 0 {
-			out = append(out, tokens.ManagedSecret{Name: n, Versions: versions})
+		if err != nil || len(versions) > 0 {
+			// One secret the identity may not read (Key Vault RBAC can be
+			// scoped to a secret) must not stop the others' rotation.
+			out = append(out, tokens.ManagedSecret{Name: n, Versions: versions, Err: err})
 		}
 	}
 	return out, nil

@@ -56,6 +56,10 @@ func (s *Service) Rotate(ctx context.Context, opts RotateOptions) ([]Outcome, er
 	}
 	var out []Outcome
 	for _, sec := range secrets {
+		if sec.Err != nil {
+			out = append(out, unlisted(sec))
+			continue
+		}
 		for _, group := range byWorkspace(sec.Versions) {
 			if o, ok := s.rotateVersion(ctx, sec.Name, group[0], opts); ok {
 				out = append(out, o)
@@ -97,6 +101,7 @@ func (s *Service) dueSecrets(ctx context.Context, opts RotateOptions) ([]Managed
 	}
 	now := s.now()
 	var names []string
+	due := map[string][]StoredToken{} // lower-cased name: the entry that made it due, for a Failed outcome
 	f := InventoryFilter{Top: MaxInventoryTop}
 	for range 50 {
 		page, err := s.ledger.Inventory(ctx, f)
@@ -112,6 +117,7 @@ func (s *Service) dueSecrets(ctx context.Context, opts RotateOptions) ([]Managed
 			retire := e.State != TokenRevoked && !e.ExpiresAt.After(now) && e.ExpiresAt.After(now.Add(-retireLookback))
 			if (renew || retire) && !slices.ContainsFunc(names, func(n string) bool { return strings.EqualFold(n, name) }) {
 				names = append(names, name)
+				due[strings.ToLower(name)] = []StoredToken{{Workspace: e.Workspace, TokenID: e.TokenID, ExpiresAt: e.ExpiresAt, RequestID: e.RequestID}}
 			}
 		}
 		if f.ContinuationToken = page.ContinuationToken; f.ContinuationToken == "" {
@@ -122,13 +128,27 @@ func (s *Service) dueSecrets(ctx context.Context, opts RotateOptions) ([]Managed
 	for _, n := range names {
 		sec, err := s.vault.Secret(ctx, n)
 		if err != nil {
-			return nil, err
+			sec = ManagedSecret{Name: n, Err: err, Versions: due[strings.ToLower(n)]}
 		}
 		if len(sec.Versions) > 0 {
 			out = append(out, sec)
 		}
 	}
 	return out, nil
+}
+
+// unlisted is the Failed outcome of a secret whose versions could not be
+// listed: its tokens are neither renewed nor retired this run, and the
+// next run tries again. The ledger's entries, when the ledger said the
+// secret was due, name its workspace and token.
+func unlisted(sec ManagedSecret) Outcome {
+	reqID := rotationRequestID(sec.Name, "")
+	o := Outcome{Type: Failed, RequestID: reqID, CorrelationID: reqID, Err: AsError(sec.Err)}
+	if len(sec.Versions) > 0 {
+		v := sec.Versions[0]
+		o.Workspace, o.TokenID, o.Rotating = v.Workspace.String(), v.TokenID, &v
+	}
+	return o
 }
 
 // secretNameOf is the secret a version URI names

@@ -41,6 +41,9 @@ type StoredToken struct {
 type ManagedSecret struct {
 	Name     string
 	Versions []StoredToken
+	// Err, from Managed, says this secret's versions could not be listed
+	// (its own RBAC, throttling); the other secrets are listed all the same.
+	Err error
 }
 
 // Vault is where Key Vault delivery puts token values. Errors are *Error
@@ -62,7 +65,8 @@ type Vault interface {
 	Get(ctx context.Context, uri string) (StoredToken, error)
 	// Disable turns a version off (its token was revoked).
 	Disable(ctx context.Context, st StoredToken) error
-	// Managed lists every managed secret.
+	// Managed lists every managed secret. A secret whose versions cannot
+	// be listed is returned with Err; the error is for the list itself.
 	Managed(ctx context.Context) ([]ManagedSecret, error)
 	// Secret lists the managed versions of one secret (none when it does
 	// not exist).

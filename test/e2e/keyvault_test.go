@@ -314,3 +314,56 @@ func TestWorkspaceEventWithKeyVault(t *testing.T) {
 		t.Errorf("%d live tokens; want 1", n)
 	}
 }
+
+// One secret the identity may not read (Key Vault RBAC scoped to a secret)
+// costs that secret its rotation, with a Failed result naming it, and no
+// other secret anything: on the day's full vault scan and on the runs that
+// read what is due from the ledger. Once it can be read, it is rotated.
+// (Tokens of an hour are inside the week's window from the start, and so
+// is each successor: every run rotates the open secret again.)
+func TestOneUnreadableSecretDoesNotStopRotation(t *testing.T) {
+	t.Parallel()
+	e := startVault(t, envOptions{ledger: true})
+	for _, name := range []string{"locked-secret", "open-secret"} {
+		e.mustCreate(map[string]any{"workspaceResourceId": ws(0), "secretName": name, "lifetimeSeconds": 3600})
+	}
+	e.results(2, 20*time.Second)
+	e.stack.Vault.Forbid("locked-secret", true)
+	// run fires the timer and returns the types of the results it
+	// published and of the outcomes its reply lists. The same failure
+	// published again within the duplicate-detection window is the same
+	// result (one id), so the Logs show what each run found.
+	run := func(results int) (published, found map[string]int) {
+		t.Helper()
+		inv, err := e.host.InvokeTimer(t.Context(), "rotate-tokens", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		published, found = map[string]int{}, map[string]int{}
+		for _, r := range e.results(results, 20*time.Second) {
+			published[r.Subject]++
+			if r.Subject == "Databricks.Token.Failed" {
+				if msg, _ := r.data()["error"].(map[string]any)["message"].(string); !strings.Contains(msg, "locked-secret") {
+					t.Errorf("Failed result %v does not name the secret", r.data())
+				}
+			}
+		}
+		for _, l := range inv.Logs {
+			found[strings.Fields(l)[0]]++
+		}
+		return published, found
+	}
+	if pub, found := run(2); pub["Databricks.Token.Rotated"] != 1 || pub["Databricks.Token.Failed"] != 1 || found["Databricks.Token.Failed"] != 1 {
+		t.Errorf("full scan: published %v, found %v; want the open secret rotated and one Failed for the locked one", pub, found)
+	}
+	if pub, found := run(1); pub["Databricks.Token.Rotated"] != 1 || found["Databricks.Token.Failed"] != 1 {
+		t.Errorf("ledger run: published %v, found %v; want the open secret rotated and the locked one failed again", pub, found)
+	}
+	e.stack.Vault.Forbid("locked-secret", false)
+	if pub, _ := run(2); pub["Databricks.Token.Rotated"] != 2 {
+		t.Errorf("after access came back: published %v; want both secrets rotated", pub)
+	}
+	if n, m := len(versions(e, "open-secret")), len(versions(e, "locked-secret")); n != 4 || m != 2 {
+		t.Errorf("open-secret has %d versions, locked-secret %d; want 4 (three runs) and 2 (the last run)", n, m)
+	}
+}
