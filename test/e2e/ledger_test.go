@@ -7,7 +7,6 @@ package e2e
 // Azurite's Table Storage, shared by two instances where it matters.
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -295,35 +294,3 @@ func TestUnreachableLedgerFailsBeforeAnyToken(t *testing.T) {
 }
 
 func jsonInto(b []byte, v any) error { return json.Unmarshal(b, v) }
-
-// TestTimerOnTwoInstancesMakesOneReplacement: the Functions timer is a
-// singleton, but a host that loses its lease late, or an operator who runs
-// the function by hand, can fire it on two instances at once. With the
-// shared ledger the rotation's request id (derived from the version) is
-// claimed once, so a due version gets one successor whichever instances run.
-func TestTimerOnTwoInstancesMakesOneReplacement(t *testing.T) {
-	t.Parallel()
-	e := startVault(t, envOptions{ledger: true})
-	b := e.instance()
-	e.mustCreate(map[string]any{"workspaceResourceId": ws(0), "lifetimeSeconds": 3600})
-	e.results(1, 20*time.Second)
-	e.stack.Workspaces[0].SetLatency(100 * time.Millisecond) // widen the race
-	var wg sync.WaitGroup
-	for i := range 4 {
-		wg.Go(func() {
-			if _, err := []*hostsim.Host{e.host, b}[i%2].InvokeTimer(context.Background(), "rotate-tokens", false); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
-	if v := versions(e, stack.SecretName(0)); len(v) != 2 {
-		t.Errorf("%d versions after timer runs on two instances; want 2 (one replacement)", len(v))
-	}
-	if n := len(e.stack.Workspaces[0].LiveTokens()); n != 2 {
-		t.Errorf("%d live tokens; want 2 (the old one until it expires, one replacement)", n)
-	}
-	if rs := e.results(1, 20*time.Second); rs[0].Subject != "Databricks.Token.Rotated" {
-		t.Errorf("result %s; want one Rotated", rs[0].Subject)
-	}
-}

@@ -310,6 +310,18 @@ const eventTemplate = `{
   "metadataVersion": "1"
 }`
 
+// eventIssuesNothing sends workspace 0 another write event and checks that
+// it is acknowledged with no result and no new token: wantLive stay live.
+func (e *env) eventIssuesNothing(id string, wantLive int) {
+	e.t.Helper()
+	e.send("workspace-events", gridEvent(ws(0), id, "Microsoft.Databricks/workspaces/write"), "sb-"+id)
+	e.waitIdle()
+	e.results(0, time.Second)
+	if n := len(e.stack.Workspaces[0].LiveTokens()); n != wantLive {
+		e.t.Errorf("%d live tokens after event %s; want %d", n, id, wantLive)
+	}
+}
+
 func gridEvent(resource, id, operation string) []byte {
 	return []byte(fmt.Sprintf(eventTemplate, stack.Subscription, strings.Replace(resource, "resourceGroups", "resourcegroups", 1), id, operation))
 }
