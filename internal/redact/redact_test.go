@@ -27,6 +27,7 @@ func TestText(t *testing.T) {
 		{"a SAS signature", "GET https://st.blob.core.windows.net/c?sv=2024&sig=AbC%2Fdef&se=2026", "GET https://st.blob.core.windows.net/c?sv=2024&sig=[REDACTED]&se=2026"},
 		{"a client secret in a form", "grant_type=client_credentials&client_secret=s3cr3t~value&scope=x", "grant_type=client_credentials&client_secret=[REDACTED]&scope=x"},
 		{"a JSON access_token", `{"access_token":"opaque-value-123","token_type":"Bearer"}`, `{"access_token":"[REDACTED]","token_type":"Bearer"}`},
+		{"any letter case", "BEARER abcdefghijklmnop; BASIC dXNlcjpwYXNzd29yZA==; Client_Secret=x1; Access_Token=y2; &Sig=z3", "BEARER [REDACTED]; BASIC [REDACTED]; Client_Secret=[REDACTED]; Access_Token=[REDACTED]; &Sig=[REDACTED]"},
 		{"a SAS authorization", "Authorization: SharedAccessSignature sr=x&sig=abc&se=1", "Authorization: SharedAccessSignature [REDACTED]"},
 	}
 	for _, tt := range tests {
