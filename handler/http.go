@@ -43,7 +43,7 @@ func requestID(body string, r *http.Request) (id string, given bool, err error) 
 		return body, true, nil
 	}
 	if h := r.Header.Get(headerRequestID); h != "" {
-		if verr := tokens.ValidRequestID(h); verr != nil {
+		if verr := tokens.CallerRequestID(h); verr != nil {
 			return "", false, tokens.FieldError(tokens.CodeInvalidRequest, headerRequestID, headerRequestID+" "+verr.Error())
 		}
 		return h, true, nil

@@ -259,13 +259,13 @@ func scalar(v any) bool {
 // messageRequestID is a command's request id when its body has none: the
 // original id of a rescheduled copy, else the MessageId.
 func messageRequestID(msg queueMessage) string {
-	if v, ok := msg.Properties[propRequestID].(string); ok && tokens.ValidRequestID(v) == nil {
+	if v, ok := msg.Properties[propRequestID].(string); ok && tokens.CallerRequestID(v) == nil {
 		return v
 	}
-	if tokens.ValidRequestID(msg.MessageID) == nil {
+	if tokens.CallerRequestID(msg.MessageID) == nil {
 		return msg.MessageID
 	}
-	return hashID("msg-", msg.MessageID)
+	return hashID("msg-", msg.MessageID) // outside the alphabet, or one of the service's own forms
 }
 
 // eventRequestID derives a request id from an Event Grid event id (a GUID

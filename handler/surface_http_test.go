@@ -575,3 +575,16 @@ func TestPanicIsAnInternalError(t *testing.T) {
 		t.Errorf("after the panic: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// A header request id in one of the service's own forms is refused before
+// the service is asked, like a body's.
+func TestReservedHeaderRequestIDIsRefused(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, &stubService{}, baseOptions())
+	h := http.Header{}
+	h.Set("x-ms-client-request-id", "rot-359b9ce50c1fac4bf88eefbe")
+	rec := r.do(http.MethodPost, "/api/create-token", createBody(""), h, false)
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `"target":"x-ms-client-request-id"`) || len(r.svc.creates) != 0 {
+		t.Errorf("%d %s; %d creates", rec.Code, rec.Body, len(r.svc.creates))
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -189,6 +190,28 @@ func ValidRequestID(id string) error {
 	return nil
 }
 
+// reservedRequestIDs are the prefixes of the request ids the service
+// derives for its own operations: a rotation's (rot-, from the version it
+// renews) and a workspace event's (evt-, from the event id).
+var reservedRequestIDs = []string{"rot-", "evt-"}
+
+// CallerRequestID checks a request id a caller chose: the body's, the
+// x-ms-client-request-id header, a queue message's MessageId. It may not
+// take one of the service's own forms: a rotation's id is computable from
+// the secret URI, and a caller who claimed it first would have the
+// rotation take that caller's record for its own and never run.
+func CallerRequestID(id string) error {
+	if err := ValidRequestID(id); err != nil {
+		return err
+	}
+	for _, p := range reservedRequestIDs {
+		if len(id) >= len(p) && strings.EqualFold(id[:len(p)], p) {
+			return fmt.Errorf("must not start with %q: ids of that form are the service's own (rotations rot-, workspace events evt-)", p)
+		}
+	}
+	return nil
+}
+
 // ValidSecretName checks a Key Vault secret name.
 func ValidSecretName(name string) error {
 	if !validSecretNameChars(name) {
@@ -251,10 +274,13 @@ func DecodeCreate(body []byte, lim Limits, extra ...string) (CreateRequest, erro
 		}
 	}
 	if s, ok := str(fields, "requestId", &p); ok {
-		if err := ValidRequestID(s); err != nil {
+		// An invalid id is not kept: it would be echoed, at any length,
+		// into the log line and the Failed result.
+		if err := CallerRequestID(s); err != nil {
 			p.Add("requestId", "%v", err)
+		} else {
+			req.RequestID, req.RequestIDGiven = s, true
 		}
-		req.RequestID, req.RequestIDGiven = s, true
 	}
 	return req, invalid(p)
 }
@@ -355,10 +381,11 @@ func DecodeRevoke(body []byte, extra ...string) (RevokeRequest, error) {
 		}
 	}
 	if s, ok := str(fields, "requestId", &p); ok {
-		if err := ValidRequestID(s); err != nil {
-			p.Add("requestId", "%v", err)
+		if err := CallerRequestID(s); err != nil {
+			p.Add("requestId", "%v", err) // and not kept, as in DecodeCreate
+		} else {
+			req.RequestID = s
 		}
-		req.RequestID = s
 	}
 	return req, invalid(p)
 }

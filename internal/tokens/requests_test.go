@@ -1,6 +1,7 @@
 package tokens
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -257,5 +258,29 @@ func TestParseScopeList(t *testing.T) {
 	_, err = ParseScopeList("sql,Jobs,sql,,x:write")
 	if err == nil || strings.Count(err.Error(), "\n") != 3 || !strings.Contains(err.Error(), "scope 2") || !strings.Contains(err.Error(), "listed twice") {
 		t.Errorf("every problem, one line each: %v", err)
+	}
+}
+
+// A caller's request id may not take the service's own forms (a rotation's
+// id can be computed from a secret URI), and an invalid one is refused
+// without being kept: it would otherwise be echoed, at any length, into
+// the log line and the Failed result.
+func TestCallerRequestIDs(t *testing.T) {
+	t.Parallel()
+	for _, id := range []string{"rot-359b9ce50c1fac4bf88eefbe", "ROT-1", "evt-2b6f0cc9", strings.Repeat("x", 48000), "a b"} {
+		body := `{"workspaceResourceId":"` + testWS.String() + `","requestId":"` + id + `"}`
+		req, err := DecodeCreate([]byte(body), Limits{DefaultLifetime: time.Hour, MaxLifetime: 24 * time.Hour})
+		if !slices.Contains(targets(err), "requestId") || req.RequestID != "" || req.RequestIDGiven {
+			t.Errorf("create with requestId %.20q: %v, kept %.20q", id, err, req.RequestID)
+		}
+		rev, err := DecodeRevoke([]byte(`{"workspaceResourceId":"` + testWS.String() + `","tokenId":"t1","requestId":"` + id + `"}`))
+		if !slices.Contains(targets(err), "requestId") || rev.RequestID != "" {
+			t.Errorf("revoke with requestId %.20q: %v, kept %.20q", id, err, rev.RequestID)
+		}
+	}
+	for _, id := range []string{"rotation-7", "event-1", "r:o:t", "7f3c-rot-"} {
+		if err := CallerRequestID(id); err != nil {
+			t.Errorf("CallerRequestID(%q) = %v; want it allowed", id, err)
+		}
 	}
 }
