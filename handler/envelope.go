@@ -79,11 +79,11 @@ func decodeServiceBus(body []byte, binding string) (queueMessage, error) {
 	md := inv.Metadata
 	msg.MessageID = metaString(md.MessageID)
 	msg.CorrelationID = metaString(md.CorrelationID)
-	if n, err := strconv.Atoi(metaString(md.DeliveryCount)); err == nil && n > 0 {
-		msg.DeliveryCount = n
-	} else {
-		msg.DeliveryCount = 1
-	}
+	// Read as strictly as the sequence number: a body field named
+	// DeliveryCount (promoted, encoded twice) would otherwise pass for a
+	// redelivery, which revokes and reissues an inline event token, or
+	// for the last delivery. Such a message reads as its first delivery.
+	msg.DeliveryCount = max(1, int(min(hostNumber(md.DeliveryCount), 1<<20)))
 	msg.SequenceNumber = hostNumber(md.SequenceNumber)
 	if len(md.ApplicationProperties) > 0 && md.ApplicationProperties[0] == '{' {
 		_ = json.Unmarshal(md.ApplicationProperties, &msg.Properties)

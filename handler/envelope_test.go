@@ -65,6 +65,30 @@ func TestHolderIsTheBrokersSequenceNumber(t *testing.T) {
 	}
 }
 
+// TestDeliveryCountIsTheHosts: the delivery count is read only in the form
+// the host writes it; a body field of that name, promoted into Metadata
+// and encoded twice, reads as a first delivery.
+func TestDeliveryCountIsTheHosts(t *testing.T) {
+	t.Parallel()
+	for md, want := range map[string]int{
+		`"DeliveryCount":"3"`:       3,
+		`"DeliveryCount":3`:         3,
+		`"DeliveryCount":"\"9\""`: 1, // a body field, promoted and encoded twice
+		`"DeliveryCount":{"n":9}`:   1,
+		`"DeliveryCount":"0"`:       1,
+		`"DeliveryCount":"-2"`:      1,
+		``:                          1,
+	} {
+		msg, err := decodeServiceBus([]byte(`{"Data":{"message":"\"{}\""},"Metadata":{`+md+`}}`), "message")
+		if err != nil {
+			t.Fatalf("%s: %v", md, err)
+		}
+		if msg.DeliveryCount != want {
+			t.Errorf("Metadata {%s}: delivery %d, want %d", md, msg.DeliveryCount, want)
+		}
+	}
+}
+
 func TestUnwrapBody(t *testing.T) {
 	t.Parallel()
 	tests := map[string]string{
