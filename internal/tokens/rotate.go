@@ -220,6 +220,10 @@ func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredT
 	if err != nil {
 		return fail(err)
 	}
+	if _, ok := issuedBy(all, latest); !ok {
+		return fail(&Error{Code: CodeInvalidRequest, Target: "tokenId",
+			Message: fmt.Sprintf("secret %s: its latest version names token %s, which the workspace does not list as a live token this service issued for request %q (revoked, expired, or the version's tags were edited): it is not renewed; create a new token", name, latest.TokenID, latest.RequestID)})
+	}
 	if err := sameScopes(latest, all); err != nil {
 		return fail(err)
 	}
@@ -267,6 +271,24 @@ func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredT
 	}
 	o.Type, o.Err, o.TokenID, o.Record = Rotated, nil, issued.ID, &rec
 	return o, true
+}
+
+// issuedBy finds the token a version holds among the workspace's live
+// tokens: the one with its id whose marker names the version's request.
+// The version's tags can be edited by anyone who may write the vault, and
+// rotation takes the workspace, scopes, lifetime and origin from them; a
+// version that names no such token (a token id made up, copied from
+// another workspace, revoked or expired) buys nothing. Versions written
+// before the request id was tagged need only carry a marker.
+func issuedBy(all []Token, v StoredToken) (Token, bool) {
+	for _, t := range all {
+		if t.ID != v.TokenID {
+			continue
+		}
+		m, _, ok := SplitComment(t.Comment)
+		return t, ok && (v.RequestID == "" || m.RequestID == v.RequestID)
+	}
+	return Token{}, false
 }
 
 // provenLifetime bounds a successor's lifetime (from the version's tags,
@@ -340,6 +362,8 @@ func (s *Service) verify(ctx context.Context, ws Workspace, issued Issued) error
 func (s *Service) retire(ctx context.Context, superseded []StoredToken) []Outcome {
 	var out []Outcome
 	now := s.now()
+	var listed []Token // the workspace's live tokens, listed once
+	var listErr error
 	for _, v := range superseded {
 		if !v.Enabled || v.ExpiresAt.IsZero() || v.ExpiresAt.After(now) {
 			continue
@@ -347,14 +371,31 @@ func (s *Service) retire(ctx context.Context, superseded []StoredToken) []Outcom
 		reqID := "retire-" + v.Version
 		o := Outcome{Type: Revoked, RequestID: reqID, Workspace: v.Workspace.String(), TokenID: v.TokenID, CorrelationID: reqID}
 		ws, err := s.resolver.Resolve(ctx, v.Workspace)
+		if err == nil && listed == nil && listErr == nil {
+			if listed, listErr = s.api.ListTokens(ctx, ws); listed == nil {
+				listed = []Token{}
+			}
+		}
 		if err == nil {
-			var live bool
-			if live, err = s.api.DeleteToken(ctx, ws, v.TokenID); err == nil {
+			err = listErr
+		}
+		if err == nil {
+			// Only a token the version truly holds is revoked: its tags
+			// (the expiry that makes it due here, the token id) can be
+			// edited, and must not aim the service at another token.
+			_, live := issuedBy(listed, v)
+			present := slices.ContainsFunc(listed, func(t Token) bool { return t.ID == v.TokenID })
+			if live {
+				live, err = s.api.DeleteToken(ctx, ws, v.TokenID)
+			}
+			if err == nil {
 				state := TokenExpired
 				if live {
 					state = TokenRevoked
 				}
-				_ = s.ledger.Mark(ctx, ws.ID, v.TokenID, state) // the inventory's view; retiring stands either way
+				if live || !present { // a listed token the version does not hold is not its to mark
+					_ = s.ledger.Mark(ctx, ws.ID, v.TokenID, state) // the inventory's view; retiring stands either way
+				}
 				err = s.vault.Disable(ctx, v)
 				status := StatusNotFound
 				if live {

@@ -406,3 +406,52 @@ func TestRotationBoundsTheSuccessorsLifetime(t *testing.T) {
 		}
 	}
 }
+
+// A version whose tags were edited to name a token it does not hold buys
+// nothing: rotation issues no successor (however the tags set scopes,
+// lifetime and origin), and retiring such a version revokes no one's
+// token. Tags can be edited by anyone who may write the vault.
+func TestRotationTrustsNoTokenTheVersionDoesNotHold(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name   string
+		forge  func(v *StoredToken, victim Issued)
+		retire bool // the forged version is an expired, superseded one
+	}{
+		{"a made-up token id", func(v *StoredToken, _ Issued) { v.TokenID = "made-up" }, false},
+		{"another request's token", func(v *StoredToken, victim Issued) { v.TokenID = victim.ID }, false},
+		{"retiring another request's live token", func(v *StoredToken, victim Issued) { v.TokenID = victim.ID }, true},
+	}
+	for _, c := range cases {
+		api, vault := newFakeAPI(fixedNow), newFakeVault()
+		svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Now: fixedNow})
+		// The victim: an inline token of another request, live in the workspace.
+		victim, err := api.CreateToken(t.Context(), Workspace{ID: testWS}, Marker{Kind: MarkerRequest, RequestID: "victim"}.Comment("inline"), time.Hour, Scopes{List: []string{"sql"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		plant(t, api, vault, "sec", OriginHTTP, MarkerRequest, 30*24*time.Hour)
+		forged := &vault.secrets["sec"][0]
+		c.forge(forged, victim)
+		forged.Scopes, forged.Lifetime = Scopes{}, 90*24*time.Hour
+		forged.ExpiresAt = fixedNow().Add(time.Hour) // due
+		if c.retire {
+			forged.ExpiresAt = fixedNow().Add(-time.Hour) // expired: retired once a successor is latest
+			plant(t, api, vault, "sec", OriginHTTP, MarkerRequest, 30*24*time.Hour)
+		}
+		before := api.liveCount()
+		out, err := svc.Rotate(t.Context(), RotateOptions{Before: 168 * time.Hour, DefaultLifetime: time.Hour})
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if !c.retire && (len(out) != 1 || out[0].Type != Failed || out[0].Err.Code != CodeInvalidRequest) {
+			t.Errorf("%s: outcomes %+v; want one Failed InvalidRequest", c.name, out)
+		}
+		if api.liveCount() != before {
+			t.Errorf("%s: live tokens went from %d to %d; want no token made or revoked", c.name, before, api.liveCount())
+		}
+		if _, ok := api.live[victim.ID]; !ok {
+			t.Errorf("%s: the victim's token was revoked", c.name)
+		}
+	}
+}
