@@ -41,6 +41,8 @@ const (
 	// ran. Its row keys match neither prefix, so no query of records or
 	// entries reads them.
 	jobsPartition = "~jobs"
+	// bindsPartition holds one entity per bound key (Bind): its owner.
+	bindsPartition = "~binds"
 )
 
 func escapeKey(s string) string {

@@ -55,6 +55,10 @@ type Ledger interface {
 	// ran longer than every ago) and, when it is, records now as its last
 	// run: of callers racing for one period, one gets true.
 	Due(ctx context.Context, job string, every time.Duration) (bool, error)
+	// Bind records owner under key unless the key already has one, and
+	// returns the owner it has: of callers racing to bind one key, all
+	// are told the first one's owner.
+	Bind(ctx context.Context, key, owner string) (string, error)
 }
 
 // ErrLeaseLost is returned by Complete and Release when the lease is no

@@ -24,7 +24,8 @@ type Memory struct {
 	// bound on how many the instance keeps.
 	order []string
 	// jobs is when each periodic job last ran (Due).
-	jobs map[string]time.Time
+	jobs  map[string]time.Time
+	binds map[string]string // Bind
 }
 
 // MaxMemoryRecords bounds the in-memory ledger: every create records its
@@ -301,6 +302,23 @@ type errorString string
 func (e errorString) Error() string { return string(e) }
 
 // Due implements [Ledger] for this instance alone.
+// Bind records owner under key unless it has one, and returns its owner.
+func (m *Memory) Bind(ctx context.Context, key, owner string) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", tokens.AsError(err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cur, ok := m.binds[key]; ok {
+		return cur, nil
+	}
+	if m.binds == nil {
+		m.binds = map[string]string{}
+	}
+	m.binds[key] = owner
+	return owner, nil
+}
+
 func (m *Memory) Due(ctx context.Context, job string, every time.Duration) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, tokens.AsError(err)

@@ -40,6 +40,10 @@ func (s forService) Due(ctx context.Context, job string, every time.Duration) (b
 	return s.l.Due(ctx, job, every)
 }
 
+func (s forService) Bind(ctx context.Context, key, owner string) (string, error) {
+	return s.l.Bind(ctx, key, owner)
+}
+
 func (s forService) Durable() bool {
 	_, inMemory := s.l.(*Memory)
 	return !inMemory

@@ -109,6 +109,7 @@ func runSuite(t *testing.T, newLedger factory) {
 		{"inventory rejects bad filters", testInventoryInvalid},
 		{"purge after the retention", testPurge},
 		{"a periodic job is due once per period, to one of the racers", testDue},
+		{"a key is bound to its first binder, for every racer", testBind},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -756,4 +757,35 @@ func countTrue(bs []bool) int {
 		}
 	}
 	return n
+}
+
+func testBind(t *testing.T, l ledger.Ledger, _ *clock) {
+	ctx := t.Context()
+	var wg sync.WaitGroup
+	got := make([]string, 6)
+	for i := range got {
+		wg.Go(func() {
+			owner, err := l.Bind(ctx, "secret/etl-token", fmt.Sprintf("ws-%d", i%2))
+			if err != nil {
+				t.Errorf("Bind: %v", err)
+			}
+			got[i] = owner
+		})
+	}
+	wg.Wait()
+	for _, o := range got {
+		if o != got[0] || o == "" {
+			t.Fatalf("racers were told owners %v; want one owner for all", got)
+		}
+	}
+	if owner, err := l.Bind(ctx, "secret/etl-token", "ws-late"); err != nil || owner != got[0] {
+		t.Errorf("a later Bind = %q, %v; want %q", owner, err, got[0])
+	}
+	long := "secret/" + strings.Repeat("x", 2000) // past a row key's length: hashed
+	if owner, err := l.Bind(ctx, long, "ws-9"); err != nil || owner != "ws-9" {
+		t.Errorf("another key = %q, %v; want ws-9", owner, err)
+	}
+	if page, err := l.Query(ctx, ledger.Filter{}); err != nil || len(page.Rows) != 0 {
+		t.Fatalf("inventory after binds: %+v, %v", page.Rows, err)
+	}
 }

@@ -708,6 +708,33 @@ func (t *Table) Due(ctx context.Context, job string, every time.Duration) (bool,
 	return true, nil
 }
 
+// Bind records owner under key with a conditional insert; when the key
+// exists (409) it reads the owner recorded there.
+func (t *Table) Bind(ctx context.Context, key, owner string) (string, error) {
+	rk := escapeKey(key)
+	b, _ := json.Marshal(map[string]any{"PartitionKey": bindsPartition, "RowKey": rk, "Owner": owner})
+	err := t.withTable(ctx, func() error {
+		_, err := t.client.AddEntity(ctx, b, nil)
+		return err
+	})
+	if err == nil {
+		return owner, nil
+	}
+	if !hasCode(err, aztables.EntityAlreadyExists) {
+		return "", translate("bind a key", err)
+	}
+	var cur struct {
+		Owner string `json:"Owner"`
+	}
+	if _, found, err := t.getInto(ctx, bindsPartition, rk, &cur, "read a bound key"); err != nil || !found {
+		if err == nil {
+			err = translate("read a bound key", errors.New("the bound key is gone"))
+		}
+		return "", err
+	}
+	return cur.Owner, nil
+}
+
 type jobEntity struct {
 	LastRun string `json:"LastRun"`
 }

@@ -348,6 +348,17 @@ func (s *Service) claim(ctx context.Context, name string, st StoredToken) error 
 	if err := s.vault.Claim(ctx, name, ws); err != nil {
 		return err
 	}
+	// Two workspaces' creates into one new secret both find it empty:
+	// the ledger's binding of the name, first come first served across
+	// instances, keeps the second out before its token exists.
+	owner, err := s.ledger.Bind(ctx, "secret/"+key, ws.Key())
+	if err != nil {
+		return err
+	}
+	if owner != ws.Key() {
+		return FieldError(CodeInvalidRequest, "secretName",
+			fmt.Sprintf("Key Vault secret %s is bound to the tokens of another workspace; choose another secretName", name))
+	}
 	s.claims.put(key, ws.Key(), s.now())
 	return nil
 }

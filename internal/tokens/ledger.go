@@ -41,6 +41,9 @@ type Ledger interface {
 	// ran longer than every ago, anywhere in the deployment. When it is,
 	// now is recorded as its last run, so one caller per period does it.
 	Due(ctx context.Context, job string, every time.Duration) (bool, error)
+	// Bind records owner under key unless the key has one, and returns
+	// the owner it has (the first binder's, across every instance).
+	Bind(ctx context.Context, key, owner string) (string, error)
 	// Durable reports whether records outlive the process and are seen by
 	// every instance (Table Storage). An in-memory ledger is not: after a
 	// restart it knows nothing, so a request id the caller chose is looked

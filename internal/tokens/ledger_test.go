@@ -15,6 +15,7 @@ type fakeLedger struct {
 	// ledgerDriven makes Due say no: rotation then reads what is due from
 	// the entries instead of scanning the vault.
 	ledgerDriven bool
+	binds        map[string]string
 }
 
 func newFakeLedger() *fakeLedger {
@@ -80,6 +81,19 @@ func (l *fakeLedger) Inventory(context.Context, InventoryFilter) (InventoryPage,
 
 func (l *fakeLedger) Due(context.Context, string, time.Duration) (bool, error) {
 	return !l.ledgerDriven, nil
+}
+
+func (l *fakeLedger) Bind(_ context.Context, key, owner string) (string, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if cur, ok := l.binds[key]; ok {
+		return cur, nil
+	}
+	if l.binds == nil {
+		l.binds = map[string]string{}
+	}
+	l.binds[key] = owner
+	return owner, nil
 }
 
 func (l *fakeLedger) Durable() bool { return true }

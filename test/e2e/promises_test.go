@@ -14,8 +14,10 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -271,6 +273,35 @@ func TestSecretsAreNeverSharedBetweenWorkspaces(t *testing.T) {
 		t.Errorf("workspace B's secret now holds %d versions", len(vs))
 	}
 	e.results(2, 20*time.Second)
+
+	// Another workspace's default name is refused before that workspace
+	// has used it, too: taken first, it would refuse that workspace's own
+	// creates and events.
+	idC := fmt.Sprintf("/subscriptions/%s/resourceGroups/rg-c/providers/Microsoft.Databricks/workspaces/etl-dev", stack.Subscription)
+	if r := e.create(map[string]any{"workspaceResourceId": idA, "secretName": contractSecretName(idC)}); r.Status != http.StatusBadRequest {
+		t.Errorf("secretName of an unused workspace's default: %d %s; want 400", r.Status, r.Body)
+	}
+	e.results(1, 20*time.Second)
+	// Both workspaces racing into one new secret: one is refused before
+	// its token exists, and the secret holds one workspace's tokens.
+	for round := range 4 {
+		name := fmt.Sprintf("race-%d", round)
+		statuses := make([]int, 2)
+		var wg sync.WaitGroup
+		for i, id := range []string{idA, idB} {
+			wg.Go(func() { statuses[i] = e.create(map[string]any{"workspaceResourceId": id, "secretName": name}).Status })
+		}
+		wg.Wait()
+		slices.Sort(statuses)
+		owners := map[string]bool{}
+		for _, v := range versions(e, name) {
+			owners[v.Tags["workspaceResourceId"]] = true
+		}
+		if !slices.Equal(statuses, []int{http.StatusCreated, http.StatusBadRequest}) || len(owners) != 1 {
+			t.Errorf("round %d: statuses %v, the secret holds tokens of %d workspaces; want 201 and 400, one workspace", round, statuses, len(owners))
+		}
+		e.results(2, 20*time.Second)
+	}
 }
 
 // A resource id of 264 characters (a 90-character resource group and a
