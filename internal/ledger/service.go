@@ -86,9 +86,12 @@ func (s forService) Abandon(ctx context.Context, c tokens.Claim) error {
 	return nil
 }
 
-func (s forService) Mark(ctx context.Context, ws tokens.WorkspaceID, tokenID string, state tokens.TokenState) error {
-	_, _, err := s.l.MarkStatus(ctx, ws, tokenID, Status(state))
-	return err
+func (s forService) Mark(ctx context.Context, ws tokens.WorkspaceID, tokenID string, state tokens.TokenState) (tokens.Entry, bool, error) {
+	row, ok, err := s.l.MarkStatus(ctx, ws, tokenID, Status(state))
+	if err != nil || !ok {
+		return tokens.Entry{}, false, err
+	}
+	return entry(row), true, nil
 }
 
 func (s forService) Inventory(ctx context.Context, f tokens.InventoryFilter) (tokens.InventoryPage, error) {

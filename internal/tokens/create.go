@@ -439,7 +439,8 @@ func (s *Service) withdraw(ctx context.Context, ws Workspace, tokenID string) er
 	if _, err := s.api.DeleteToken(cctx, ws, tokenID); err != nil {
 		return fmt.Errorf("revoke undelivered token %s: %w", tokenID, err)
 	}
-	return s.ledger.Mark(cctx, ws.ID, tokenID, TokenRevoked)
+	_, _, err := s.ledger.Mark(cctx, ws.ID, tokenID, TokenRevoked)
+	return err
 }
 
 // Withdraw revokes a token the service issued whose value can no longer

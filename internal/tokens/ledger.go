@@ -28,9 +28,10 @@ type Ledger interface {
 	// Abandon ends a claim without recording a token.
 	Abandon(ctx context.Context, c Claim) error
 	// Mark records that a token was rotated, revoked or found expired
-	// (revoked and expired are final). A token the ledger does not know is
-	// no error.
-	Mark(ctx context.Context, ws WorkspaceID, tokenID string, state TokenState) error
+	// (revoked and expired are final), and returns what the ledger knows
+	// of it (known is false for a token it does not know, which is no
+	// error).
+	Mark(ctx context.Context, ws WorkspaceID, tokenID string, state TokenState) (e Entry, known bool, err error)
 	// Inventory lists recorded tokens, newest first, a page at a time.
 	Inventory(ctx context.Context, f InventoryFilter) (InventoryPage, error)
 	// Purge deletes the entries of tokens revoked or expired longer ago

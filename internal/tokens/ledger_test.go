@@ -57,16 +57,19 @@ func (l *fakeLedger) Abandon(_ context.Context, c Claim) error {
 	return nil
 }
 
-func (l *fakeLedger) Mark(_ context.Context, ws WorkspaceID, tokenID string, st TokenState) error {
+func (l *fakeLedger) Mark(_ context.Context, ws WorkspaceID, tokenID string, st TokenState) (Entry, bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for k, e := range l.entries {
-		if e.TokenID == tokenID && e.Workspace.Equal(ws) && e.State != TokenRevoked && e.State != TokenExpired {
-			e.State = st
-			l.entries[k] = e
+		if e.TokenID == tokenID && e.Workspace.Equal(ws) {
+			if e.State != TokenRevoked && e.State != TokenExpired {
+				e.State = st
+				l.entries[k] = e
+			}
+			return e, true, nil
 		}
 	}
-	return nil
+	return Entry{}, false, nil
 }
 
 func (l *fakeLedger) Inventory(context.Context, InventoryFilter) (InventoryPage, error) {

@@ -15,7 +15,7 @@ func (s *Service) revokeAll(ctx context.Context, ws Workspace, toks []found) ([]
 			return ids, fmt.Errorf("revoke undelivered token %s: %w", t.ID, err)
 		}
 		ids = append(ids, t.ID)
-		if err := s.ledger.Mark(ctx, ws.ID, t.ID, TokenRevoked); err != nil {
+		if _, _, err := s.ledger.Mark(ctx, ws.ID, t.ID, TokenRevoked); err != nil {
 			return ids, err
 		}
 	}
@@ -92,16 +92,25 @@ func (s *Service) Revoke(ctx context.Context, by Caller, req RevokeRequest) (Rev
 	if ok {
 		res.Status = StatusRevoked
 	}
-	if err := s.ledger.Mark(ctx, ws.ID, req.TokenID, TokenRevoked); err != nil {
+	known, isKnown, err := s.ledger.Mark(ctx, ws.ID, req.TokenID, TokenRevoked)
+	if err != nil {
 		return RevokeResult{}, err
 	}
-	switch {
+	switch name, inVault := secretNameOf(known.SecretURI); {
 	case st.URI != "":
 		if st.Enabled {
 			err = s.vault.Disable(ctx, st)
 		}
+	case s.vault == nil:
+	case isKnown && inVault:
+		// The ledger says where it was delivered: look there only.
+		err = s.disableIn(ctx, name, req.TokenID)
+	case isKnown || (!ok && s.ledger.Durable()):
+		// Recorded as inline, or unknown to Databricks and to a durable
+		// ledger (no token of ours; made-up ids must not make every
+		// revoke list the whole vault).
 	default:
-		err = s.disableHeld(ctx, ws.ID, req.TokenID)
+		err = s.disableHeld(ctx, ws.ID, req.TokenID) // a token from before the ledger: look everywhere
 	}
 	if err != nil {
 		return RevokeResult{}, err

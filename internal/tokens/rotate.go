@@ -267,7 +267,7 @@ func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredT
 	// marker, which Key Vault shows was delivered).
 	recorded = true
 	if err := s.ledger.Record(ctx, claim, s.entry(rec, nil)); err == nil {
-		_ = s.ledger.Mark(ctx, ws.ID, latest.TokenID, TokenRotated) // the inventory's view; the rotation stands either way
+		_, _, _ = s.ledger.Mark(ctx, ws.ID, latest.TokenID, TokenRotated) // the inventory's view; the rotation stands either way
 	}
 	o.Type, o.Err, o.TokenID, o.Record = Rotated, nil, issued.ID, &rec
 	return o, true
@@ -394,7 +394,7 @@ func (s *Service) retire(ctx context.Context, superseded []StoredToken) []Outcom
 					state = TokenRevoked
 				}
 				if live || !present { // a listed token the version does not hold is not its to mark
-					_ = s.ledger.Mark(ctx, ws.ID, v.TokenID, state) // the inventory's view; retiring stands either way
+					_, _, _ = s.ledger.Mark(ctx, ws.ID, v.TokenID, state) // the inventory's view; retiring stands either way
 				}
 				err = s.vault.Disable(ctx, v)
 				status := StatusNotFound

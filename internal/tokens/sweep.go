@@ -122,7 +122,7 @@ func (s *Service) reconcileWorkspace(ctx context.Context, id WorkspaceID, entrie
 		if !e.ExpiresAt.IsZero() && !e.ExpiresAt.After(now) {
 			state = TokenExpired
 		}
-		if err := s.ledger.Mark(ctx, id, e.TokenID, state); err != nil {
+		if _, _, err := s.ledger.Mark(ctx, id, e.TokenID, state); err != nil {
 			return fail(err)
 		}
 	}

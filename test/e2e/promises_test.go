@@ -332,11 +332,23 @@ func TestLongWorkspaceIDFitsKeyVault(t *testing.T) {
 
 // Revoking by tokenId disables the Key Vault version that holds the token:
 // a consumer reading the secret must not get a dead token.
+// The ledger says which secret holds the token, so a revoke reads that
+// secret alone; an id neither Databricks nor the ledger knows costs the
+// vault nothing (made-up ids must not make each revoke list the vault).
 func TestRevokeByTokenIDDisablesItsVersion(t *testing.T) {
 	t.Parallel()
-	e := startVault(t, envOptions{})
+	e := startVault(t, envOptions{ledger: true})
 	r := e.mustCreate(map[string]any{"workspaceResourceId": ws(0)})
+	e.mustCreate(map[string]any{"workspaceResourceId": ws(0), "secretName": "another-secret"})
 	id, _ := r.json(t)["tokenId"].(string)
+	vaultOps := func() map[string]int {
+		ops := map[string]int{}
+		for _, q := range e.stack.Vault.Requests() {
+			ops[q.Op]++
+		}
+		return ops
+	}
+	before := vaultOps()
 	rv := e.do(http.MethodPost, "/api/revoke-token", map[string]any{"workspaceResourceId": ws(0), "tokenId": id})
 	if rv.Status != http.StatusOK || rv.json(t)["status"] != "revoked" {
 		t.Fatalf("revoke: %d %s", rv.Status, rv.Body)
@@ -345,7 +357,17 @@ func TestRevokeByTokenIDDisablesItsVersion(t *testing.T) {
 	if len(vs) != 1 || vs[0].Enabled {
 		t.Errorf("the version holding the revoked token is still enabled: %+v", vs)
 	}
-	e.results(2, 20*time.Second)
+	if after := vaultOps(); after["list"] != before["list"] || after["versions"] != before["versions"]+1 {
+		t.Errorf("vault calls %v → %v; want one listing of the token's own secret, no listing of the vault", before, after)
+	}
+	before = vaultOps()
+	if rv := e.do(http.MethodPost, "/api/revoke-token", map[string]any{"workspaceResourceId": ws(0), "tokenId": "made-up-1"}); rv.Status != http.StatusOK || rv.json(t)["status"] != "notFound" {
+		t.Errorf("revoke of a made-up id: %d %s", rv.Status, rv.Body)
+	}
+	if after := vaultOps(); len(after) != len(before) || after["list"] != before["list"] || after["versions"] != before["versions"] {
+		t.Errorf("a made-up id cost the vault %v → %v; want nothing", before, after)
+	}
+	e.results(4, 20*time.Second)
 }
 
 // A rotated event token is still an event token: the next workspace event
