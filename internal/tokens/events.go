@@ -2,6 +2,7 @@ package tokens
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -37,6 +38,28 @@ const eventsTurn = "~events"
 // sends several per deployment) yields one token.
 //
 // Errors: as Create.
+// heldEventToken reports whether a Key Vault version holds an event token:
+// in the workspace's default secret, or in the one the default was before
+// the contract's name (databricks-<name>), whose versions keep being
+// rotated where they are.
+func (s *Service) heldEventToken(ctx context.Context, ws WorkspaceID, name, tokenID string) (bool, error) {
+	for _, n := range []string{name, legacySecretName(ws)} {
+		if _, held, err := s.vault.Find(ctx, n, tokenID); err != nil || held {
+			return held, err
+		}
+	}
+	return false, nil
+}
+
+// legacySecretName is the default secret name before the contract's:
+// databricks-<name>, '_' as '-'.
+func legacySecretName(ws WorkspaceID) string {
+	return "databricks-" + strings.ReplaceAll(ws.Name, "_", "-")
+}
+
+// isRotationID reports whether a request id is a rotation's (rotationRequestID).
+func isRotationID(id string) bool { return strings.HasPrefix(id, "rot-") }
+
 func (s *Service) EnsureLive(ctx context.Context, by Caller, id WorkspaceID, opts EnsureOptions) (CreateResult, error) {
 	grant, err := s.authorizeIssue(by, id, opts.Scopes)
 	if err != nil {
@@ -82,11 +105,17 @@ func (s *Service) EnsureLive(ctx context.Context, by Caller, id WorkspaceID, opt
 			continue // inside the rotation window: replace it (a rotation run revokes it later)
 		}
 		if s.vault != nil {
-			_, held, err := s.vault.Find(ctx, name, t.ID)
+			held, err := s.heldEventToken(ctx, ws.ID, name, t.ID)
 			if err != nil {
 				return CreateResult{}, err
 			}
-			if !held {
+			switch {
+			case !held && isRotationID(m.RequestID) && now.Sub(t.CreatedAt) < maxHold:
+				// A rotation's successor not stored yet: the rotation is
+				// under way (on this instance or another) and stores it,
+				// or revokes it itself. Taking it for an orphan would
+				// leave the secret's new latest version on a dead token.
+			case !held:
 				stale = append(stale, f) // issued, never stored: an orphan of a crash
 				continue
 			}
