@@ -175,11 +175,12 @@ func (s *Service) handOver(ctx context.Context, ws Workspace, claim Claim, name 
 	}
 	res.Record, res.Issued = answer, answer.TokenID == rec.TokenID
 	if claim.TakenOver && res.Issued {
-		late, err := s.revokeLate(ctx, ws, st.RequestID, rec.TokenID)
+		// A look that fails is left to the sweep, which revokes the
+		// strays of a recorded request (revokeStrays): failing the call
+		// would throw away a token already delivered and recorded, and
+		// its retry would find it recorded and answer without the value.
+		late, _ := s.revokeLate(ctx, ws, st.RequestID, rec.TokenID)
 		res.Revoked = append(res.Revoked, late...)
-		if err != nil {
-			return res, cleanupFailed(err)
-		}
 	}
 	return res, nil
 }
@@ -252,8 +253,21 @@ func (s *Service) recordIssued(ctx context.Context, ws Workspace, c Claim, rec R
 	switch {
 	case err == nil:
 		return rec, nil
-	case !errors.Is(err, ErrClaimLost):
+	case !errors.Is(err, ErrClaimLost) && s.vault != nil:
+		// Key Vault holds the token: the claim runs out, and the next
+		// attempt or the sweep adopts it from there.
 		return rec, nil
+	case !errors.Is(err, ErrClaimLost):
+		// Inline, the value would be in this answer only, and the sweep,
+		// finding the claim stranded and no vault holding the token,
+		// would revoke it under its holder. It is revoked now instead,
+		// and the caller told to try again.
+		cctx, cancel := Detached(ctx, CleanupTimeout)
+		defer cancel()
+		if _, derr := s.api.DeleteToken(cctx, ws, e.TokenID); derr != nil {
+			return Record{}, cleanupFailed(errors.Join(err, derr))
+		}
+		return Record{}, err
 	}
 	// The claim ran out while the token was being made, and another
 	// instance took it over. It may have adopted this token (found by its

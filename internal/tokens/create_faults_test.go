@@ -1,0 +1,92 @@
+package tokens
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// takeoverLedger says the first claim it grants was taken over from a dead
+// attempt.
+type takeoverLedger struct {
+	*fakeLedger
+	once bool
+}
+
+func (l *takeoverLedger) Claim(ctx context.Context, ws WorkspaceID, id string, h Hold) (Claim, error) {
+	c, err := l.fakeLedger.Claim(ctx, ws, id, h)
+	if err == nil && c.Recorded == nil && !l.once {
+		l.once = true
+		c.TakenOver = true
+	}
+	return c, err
+}
+
+// listFailsAfterCreate throttles every list once a token was created.
+type listFailsAfterCreate struct{ *fakeAPI }
+
+func (f listFailsAfterCreate) ListTokens(ctx context.Context, ws Workspace) ([]Token, error) {
+	if f.count("create") > 0 {
+		return nil, &Error{Code: CodeUpstreamUnavailable, RetryAfter: time.Second, Message: "throttled past the budget"}
+	}
+	return f.fakeAPI.ListTokens(ctx, ws)
+}
+
+// After a takeover, the second look for the dead attempt's late token
+// failing must not fail a create whose token is delivered and recorded:
+// the caller would lose an inline value its retry can never see again.
+func TestFailedLateLookKeepsTheIssuedToken(t *testing.T) {
+	t.Parallel()
+	api := newFakeAPI(fixedNow)
+	svc := newTestService(Deps{Resolver: fakeResolver{}, API: listFailsAfterCreate{api}, Ledger: &takeoverLedger{fakeLedger: newFakeLedger()}, Now: fixedNow})
+	res, err := svc.Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: time.Hour, RequestID: "r-takeover", RequestIDGiven: true}, CreateOptions{})
+	if err != nil || !res.Issued || res.Record.Value.IsZero() || !api.isLive(res.Record.TokenID) {
+		t.Errorf("create: %v, issued %v, value %v; want the live token and its value", err, res.Issued, !res.Record.Value.IsZero())
+	}
+}
+
+// failRecordLedger fails the first Record, as a table answering 503 right
+// after the claim; its Purge then reports that claim stranded.
+type failRecordLedger struct {
+	*fakeLedger
+	failed   bool
+	stranded []Entry
+}
+
+func (l *failRecordLedger) Record(ctx context.Context, c Claim, e Entry) error {
+	if !l.failed {
+		l.failed = true
+		l.stranded = append(l.stranded, Entry{Workspace: e.Workspace, RequestID: e.RequestID})
+		return &Error{Code: CodeUpstreamUnavailable, RetryAfter: time.Second, Message: "table unavailable"}
+	}
+	return l.fakeLedger.Record(ctx, c, e)
+}
+
+func (l *failRecordLedger) Purge(context.Context) ([]Entry, error) { return l.stranded, nil }
+
+// An inline create whose record cannot be written is a transient failure
+// with its token revoked, not a 201 whose token the timer's sweep revokes
+// under its holder later (it finds the claim stranded and no vault
+// holding the token). With Key Vault the delivery stands: the vault holds
+// the token, and the sweep adopts it.
+func TestUnrecordedInlineTokenIsNotHandedOut(t *testing.T) {
+	t.Parallel()
+	for _, keyVault := range []bool{false, true} {
+		api, led := newFakeAPI(fixedNow), &failRecordLedger{fakeLedger: newFakeLedger()}
+		d := Deps{Resolver: fakeResolver{}, API: api, Ledger: led, Now: fixedNow}
+		if keyVault {
+			d.Vault = newFakeVault()
+		}
+		svc := newTestService(d)
+		res, err := svc.Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: 48 * time.Hour, RequestID: "r-sweep", RequestIDGiven: true}, CreateOptions{})
+		if _, serr := svc.Sweep(t.Context(), SweepOptions{RotateBefore: 168 * time.Hour}); serr != nil {
+			t.Fatalf("key vault %v: sweep: %v", keyVault, serr)
+		}
+		switch {
+		case !keyVault && (CodeOf(err) != CodeUpstreamUnavailable || api.liveCount() != 0):
+			t.Errorf("inline: %v, %d live tokens; want UpstreamUnavailable and none live", err, api.liveCount())
+		case keyVault && (err != nil || !res.Issued || !api.isLive(res.Record.TokenID)):
+			t.Errorf("key vault: %v, issued %v; want the delivered token kept live after the sweep", err, res.Issued)
+		}
+	}
+}
