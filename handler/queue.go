@@ -297,18 +297,17 @@ func (s *Server) readMessage(r *http.Request) (queueMessage, error) {
 	return msg, nil
 }
 
-// badEnvelope completes a message whose envelope or body cannot be read at
-// all: redelivery cannot change it.
-func (s *Server) badEnvelope(w http.ResponseWriter, r *http.Request, log *slog.Logger, start time.Time, msg queueMessage, err error) {
-	logOutcome(log, start, audit.TokenRefused, "message refused", err, "message_id", msg.MessageID, "caller", "queue")
-	o := tokens.Outcome{Type: tokens.Failed, RequestID: messageRequestID(msg), CorrelationID: msg.MessageID, Err: tokens.AsError(err)}
+// badEnvelope is the outcome of a message whose envelope or body cannot be
+// read at all (too large, not the host's): redelivery cannot change it, so
+// it fails for good, and settles like any other failure: its Failed result
+// is published before the message completes, or the host is told 503.
+func badEnvelope(r *http.Request, msg queueMessage, err error) queueOutcome {
+	o := tokens.Outcome{RequestID: messageRequestID(msg), CorrelationID: msg.MessageID}
 	if msg.MessageID == "" {
 		o.RequestID = hashID("inv-", r.Header.Get("X-Azure-Functions-InvocationId"))
 	}
-	if perr := s.publishOutcome(r, o); perr != nil {
-		log.Error("publish failed result", "error", perr.Error())
-	}
-	reply(w, http.StatusOK, "refused: "+tokens.AsError(err).Message)
+	q := queueOutcome{result: o, final: true}
+	return q.failed(audit.TokenRefused, "message refused", err)
 }
 
 // publishOutcome publishes on a context of its own: the outcome must get

@@ -62,12 +62,13 @@ func (s *Server) queueFunction(fn queueFunc) invocationFunc {
 	return func(w http.ResponseWriter, r *http.Request, log *slog.Logger) {
 		start := time.Now()
 		msg, err := s.readMessage(r)
-		if err != nil {
-			s.badEnvelope(w, r, log, start, msg, err)
-			return
-		}
 		log = log.With("message_id", msg.MessageID, "delivery_count", msg.DeliveryCount, "caller", "queue")
-		q := fn(r, log, msg)
+		var q queueOutcome
+		if err != nil {
+			q = badEnvelope(r, msg, err)
+		} else {
+			q = fn(r, log, msg)
+		}
 		if q.log == nil {
 			q.log = log
 		}

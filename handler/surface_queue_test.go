@@ -74,6 +74,12 @@ func TestQueueBadEnvelope(t *testing.T) {
 				if r.svc.calls() != 0 {
 					t.Errorf("the service was asked %d times", r.svc.calls())
 				}
+				// Completing it unpublished would lose it: its Failed
+				// result is what tells the sender.
+				r.pub.publishErr = errors.New("service bus is down")
+				if rec := r.do(http.MethodPost, path, tt.envelope, nil, false); rec.Code != http.StatusServiceUnavailable {
+					t.Errorf("with results unpublishable: %d %s; want 503 (redeliver)", rec.Code, rec.Body)
+				}
 			})
 		}
 	}
