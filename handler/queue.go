@@ -111,6 +111,11 @@ func (s *Server) tokenRequests(r *http.Request, log *slog.Logger, msg queueMessa
 		req.RequestID = reqID
 		q.result.Workspace = workspaceText(req.Workspace)
 		res, err := s.svc.Revoke(ctx, queueCaller, req)
+		if tokens.CodeOf(err) == tokens.CodeWorkspaceNotReady {
+			// Rescheduled like a create: redelivering at once would spend
+			// the deliveries while the workspace is being updated.
+			return s.retryLater(r, msg, q, err, s.opts.TokenRequestsQueue)
+		}
 		if err != nil {
 			ev, _ := failure(err, "revoke")
 			return q.failed(ev, "revoke failed", err)

@@ -253,6 +253,7 @@ func TestNotReadyIsRescheduled(t *testing.T) {
 	t.Parallel()
 	notReady := failWith(tokens.CodeWorkspaceNotReady, "workspace dbw is not ready yet (provisioning state Accepted)", time.Minute)
 	event := workspaceWrite("e1")
+	revoke := `{"action":"revoke","workspaceResourceId":"` + surfaceWS + `","tokenId":"t1"}`
 	tests := []struct {
 		name, path, body, props string
 		scheduleFails           bool
@@ -269,6 +270,9 @@ func TestNotReadyIsRescheduled(t *testing.T) {
 		{"an event waits on its own queue", "/workspace-events", event, `{}`, false, 200,
 			[]scheduledMessage{{Queue: "workspace-events", MessageID: "evt-e1/retry-1", Body: event, At: testNow.Add(30 * time.Second),
 				Props: map[string]any{"dtb-attempt": int64(1), "dtb-request-id": "evt-e1"}}}, false},
+		{"a revoke waits too", "/token-requests", revoke, `{}`, false, 200,
+			[]scheduledMessage{{Queue: "token-requests", MessageID: "m1/retry-1", Body: revoke, At: testNow.Add(30 * time.Second),
+				Props: map[string]any{"dtb-attempt": int64(1), "dtb-request-id": "m1"}}}, false},
 		{"the last attempt gives up", "/token-requests", createCommand(""), `{"dtb-attempt":9}`, false, 200, nil, true},
 		{"the copy cannot be scheduled", "/token-requests", createCommand(""), `{}`, true, 503, nil, false},
 	}
@@ -279,6 +283,7 @@ func TestNotReadyIsRescheduled(t *testing.T) {
 			r := newRig(t, &stubService{
 				create: func(tokens.CreateRequest, tokens.CreateOptions) (tokens.CreateResult, error) { return fail() },
 				ensure: func(tokens.WorkspaceID, tokens.EnsureOptions) (tokens.CreateResult, error) { return fail() },
+				revoke: func(tokens.RevokeRequest) (tokens.RevokeResult, error) { return tokens.RevokeResult{}, notReady },
 			}, keyVaultOptions())
 			if tt.scheduleFails {
 				r.pub.scheduleErr = errors.New("service bus is down")
