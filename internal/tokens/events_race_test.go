@@ -80,3 +80,34 @@ func TestEventFindsItsTokenInTheEarlierDefaultSecret(t *testing.T) {
 		t.Errorf("event: %v, issued %v, revoked %v, held token live %v; want nothing done", err, res.Issued, res.Revoked, api.isLive(held.ID))
 	}
 }
+
+// A revoke of a secret's token that lands while its rotation writes the
+// successor ends the secret: the successor is revoked too, and the
+// secret's latest version is not left a fresh live token.
+func TestRevokeDuringRotationEndsTheSecret(t *testing.T) {
+	t.Parallel()
+	api, fv, led := newFakeAPI(fixedNow), newFakeVault(), newFakeLedger()
+	vault := &hookVault{fakeVault: fv}
+	a := newTestService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Ledger: led, Now: fixedNow})
+	b := newTestService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Ledger: led, Now: fixedNow})
+	api.now = func() time.Time { return fixedNow().Add(-25 * 24 * time.Hour) }
+	old := plant(t, api, fv, "etl-token", OriginHTTP, MarkerRequest, 30*24*time.Hour)
+	api.now = fixedNow
+	var rv RevokeResult
+	var rerr error
+	vault.onPut = func(string, StoredToken) {
+		rv, rerr = b.Revoke(context.Background(), nil, RevokeRequest{Workspace: testWS, TokenID: old.ID})
+	}
+	out, err := a.Rotate(t.Context(), RotateOptions{Before: 168 * time.Hour, DefaultLifetime: time.Hour})
+	if err != nil || rerr != nil || rv.Status != StatusRevoked {
+		t.Fatalf("rotate: %v; revoke: %+v %v", err, rv, rerr)
+	}
+	if len(out) != 1 || out[0].Type != Failed {
+		t.Errorf("rotation outcomes %+v; want one Failed", out)
+	}
+	for _, v := range fv.secrets["etl-token"] {
+		if v.Enabled || api.isLive(v.TokenID) {
+			t.Errorf("version %s (token %s) enabled %v, live %v; want every version off and every token revoked", v.Version, v.TokenID, v.Enabled, api.isLive(v.TokenID))
+		}
+	}
+}

@@ -260,6 +260,19 @@ func (s *Service) rotateVersion(ctx context.Context, name string, latest StoredT
 	if err != nil {
 		return fail(err)
 	}
+	// A revoke of the token (or its version) that landed while this run
+	// issued and wrote the successor disabled the version being renewed:
+	// the secret was to end there, so the successor goes too.
+	if cur, gerr := s.vault.Get(ctx, latest.URI); gerr == nil && !cur.Enabled {
+		if werr := s.withdraw(ctx, ws, issued.ID); werr != nil {
+			return fail(cleanupFailed(werr))
+		}
+		if derr := s.disableIn(ctx, name, issued.ID); derr != nil {
+			return fail(cleanupFailed(derr))
+		}
+		return fail(&Error{Code: CodeInvalidRequest, Target: "secretUri",
+			Message: fmt.Sprintf("secret %s: its token was revoked while this rotation ran; the successor was revoked too, and the secret ends here", name)})
+	}
 	rec := s.record(reqID, ws, issued.Token, latest.Comment)
 	rec.SecretURI = uri
 	// The successor is the secret's latest version now: it stays whatever

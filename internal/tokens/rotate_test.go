@@ -46,7 +46,18 @@ func (v *fakeVault) Find(_ context.Context, name, tokenID string) (StoredToken, 
 	return StoredToken{}, false, nil
 }
 
-func (v *fakeVault) Get(context.Context, string) (StoredToken, error) { return StoredToken{}, nil }
+func (v *fakeVault) Get(_ context.Context, uri string) (StoredToken, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, vs := range v.secrets {
+		for _, st := range vs {
+			if st.URI == uri {
+				return st, nil
+			}
+		}
+	}
+	return StoredToken{}, &Error{Code: CodeInvalidRequest, Message: "no such version: " + uri}
+}
 
 func (v *fakeVault) Disable(_ context.Context, st StoredToken) error {
 	v.mu.Lock()
