@@ -103,7 +103,9 @@ func (s *Service) dueSecrets(ctx context.Context, opts RotateOptions) ([]Managed
 	var names []string
 	due := map[string][]StoredToken{} // lower-cased name: the entry that made it due, for a Failed outcome
 	f := InventoryFilter{Top: MaxInventoryTop}
-	for range 50 {
+	// Newest first, and the due entries are the oldest: read to the end
+	// (names only are kept; the bound, 500,000 entries, is a safety net).
+	for range 1000 {
 		page, err := s.ledger.Inventory(ctx, f)
 		if err != nil {
 			return nil, err

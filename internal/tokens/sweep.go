@@ -53,7 +53,10 @@ func (s *Service) Sweep(ctx context.Context, opts SweepOptions) ([]Outcome, erro
 		}
 	}
 	if opts.MaxPages <= 0 {
-		opts.MaxPages = 50
+		// 100,000 live tokens (some 170 workspaces at Databricks' quota of
+		// 600), held in memory while the sweep runs: past that, the
+		// oldest are left to a later run (the README's limits).
+		opts.MaxPages = 200
 	}
 	// Tokens made after this, less a claim's longest life, may belong to
 	// a claim still held: never taken for a dead attempt's.
