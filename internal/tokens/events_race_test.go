@@ -34,16 +34,22 @@ func (f *fakeAPI) isLive(id string) bool {
 	return ok
 }
 
+// twoInstances are two services (a and b) over one workspace, one vault
+// (whose writes can be hooked) and one ledger, as two instances of the app.
+func twoInstances() (api *fakeAPI, fv *fakeVault, vault *hookVault, a, b *Service) {
+	api, fv, led := newFakeAPI(fixedNow), newFakeVault(), newFakeLedger()
+	vault = &hookVault{fakeVault: fv}
+	d := Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Ledger: led, Now: fixedNow}
+	return api, fv, vault, newTestService(d), newTestService(d)
+}
+
 // A workspace event on one instance while another's rotation of the event
 // token writes its successor: the event must not take the successor, made
 // but not yet stored, for a crash's orphan. Before, it revoked it, and the
 // rotation's write then made a dead token the secret's latest version.
 func TestEventLeavesARotationsSuccessorInFlightAlone(t *testing.T) {
 	t.Parallel()
-	api, fv, led := newFakeAPI(fixedNow), newFakeVault(), newFakeLedger()
-	vault := &hookVault{fakeVault: fv}
-	a := newTestService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Ledger: led, Now: fixedNow})
-	b := newTestService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Ledger: led, Now: fixedNow})
+	api, fv, vault, a, b := twoInstances()
 	name := DefaultSecretName(testWS)
 	api.now = func() time.Time { return fixedNow().Add(-25 * 24 * time.Hour) }
 	plant(t, api, fv, name, OriginQueue, MarkerEvent, 30*24*time.Hour) // 5 days left: inside the 7-day window
@@ -86,10 +92,7 @@ func TestEventFindsItsTokenInTheEarlierDefaultSecret(t *testing.T) {
 // secret's latest version is not left a fresh live token.
 func TestRevokeDuringRotationEndsTheSecret(t *testing.T) {
 	t.Parallel()
-	api, fv, led := newFakeAPI(fixedNow), newFakeVault(), newFakeLedger()
-	vault := &hookVault{fakeVault: fv}
-	a := newTestService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Ledger: led, Now: fixedNow})
-	b := newTestService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Ledger: led, Now: fixedNow})
+	api, fv, vault, a, b := twoInstances()
 	api.now = func() time.Time { return fixedNow().Add(-25 * 24 * time.Hour) }
 	old := plant(t, api, fv, "etl-token", OriginHTTP, MarkerRequest, 30*24*time.Hour)
 	api.now = fixedNow
