@@ -71,13 +71,13 @@ func TestHolderIsTheBrokersSequenceNumber(t *testing.T) {
 func TestDeliveryCountIsTheHosts(t *testing.T) {
 	t.Parallel()
 	for md, want := range map[string]int{
-		`"DeliveryCount":"3"`:       3,
-		`"DeliveryCount":3`:         3,
+		`"DeliveryCount":"3"`:     3,
+		`"DeliveryCount":3`:       3,
 		`"DeliveryCount":"\"9\""`: 1, // a body field, promoted and encoded twice
-		`"DeliveryCount":{"n":9}`:   1,
-		`"DeliveryCount":"0"`:       1,
-		`"DeliveryCount":"-2"`:      1,
-		``:                          1,
+		`"DeliveryCount":{"n":9}`: 1,
+		`"DeliveryCount":"0"`:     1,
+		`"DeliveryCount":"-2"`:    1,
+		``:                        1,
 	} {
 		msg, err := decodeServiceBus([]byte(`{"Data":{"message":"\"{}\""},"Metadata":{`+md+`}}`), "message")
 		if err != nil {
