@@ -137,9 +137,9 @@ func (s *Server) workspaceEvents(r *http.Request, log *slog.Logger, msg queueMes
 	if !ev.IsWorkspaceWrite() {
 		return q.done(audit.MessageIgnored, "event ignored", "ignored event "+ev.ID+" ("+ev.Type+")", "operation", ev.OperationName)
 	}
-	if _, given := msg.Properties[propRequestID]; !given {
-		q.result.RequestID = eventRequestID(ev.ID)
-	}
+	// From the event's own id, on a rescheduled copy too (it carries the
+	// same event): no property a sender sets can change it.
+	q.result.RequestID = eventRequestID(ev.ID)
 	id, perr := tokens.ParseWorkspaceID(ev.Resource())
 	if perr != nil {
 		err := &tokens.Error{Code: tokens.CodeInvalidRequest, Target: "data.resourceUri", Message: "the event's resource is not a Databricks workspace id: " + perr.Error()}

@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -395,5 +396,29 @@ func TestUnpublishedCreatedResult(t *testing.T) {
 				t.Errorf("withdrew %d tokens", n)
 			}
 		})
+	}
+}
+
+// TestRescheduledEventKeepsItsRequestID: a workspace event's copy,
+// rescheduled while the workspace was not ready (MessageId
+// evt-e1/retry-1), runs under the event's request id, evt-e1, whatever its
+// properties say.
+func TestRescheduledEventKeepsItsRequestID(t *testing.T) {
+	t.Parallel()
+	for _, props := range []string{`{"dtb-attempt":1,"dtb-request-id":"evt-e1"}`, `{"dtb-request-id":"someone-else"}`} {
+		var got []string
+		r := newRig(t, &stubService{ensure: func(_ tokens.WorkspaceID, o tokens.EnsureOptions) (tokens.CreateResult, error) {
+			got = append(got, o.RequestID)
+			return tokens.CreateResult{}, nil
+		}}, keyVaultOptions())
+		var inv map[string]any
+		if err := json.Unmarshal(envelopeWithProperties(t, workspaceWrite("e1"), props), &inv); err != nil {
+			t.Fatal(err)
+		}
+		inv["Metadata"].(map[string]any)["MessageId"] = `"evt-e1/retry-1"`
+		b, _ := json.Marshal(inv)
+		if status, logs := r.invoke("/workspace-events", b); status != 200 || len(got) != 1 || got[0] != "evt-e1" {
+			t.Errorf("properties %s: %d %q; ran under request id %q, want evt-e1", props, status, logs, got)
+		}
 	}
 }
