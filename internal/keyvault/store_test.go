@@ -250,10 +250,10 @@ func TestClaim(t *testing.T) {
 			m := newMemVault(fakeVaultURL)
 			v := m.open(t)
 			tt.prepare(t, m, v)
-			err := v.Claim(t.Context(), "s", ws)
+			exists, err := v.Claim(t.Context(), "s", ws)
 			if tt.want == nil {
-				if err != nil {
-					t.Fatalf("Claim: %v", err)
+				if err != nil || exists != (tt.name != "absent secret") {
+					t.Fatalf("Claim: %v, %v", exists, err)
 				}
 				return
 			}

@@ -130,7 +130,10 @@ func TestErrorTranslationNamesTheOperation(t *testing.T) {
 			_, err := v.Put(ctx, "s", tokens.NewSecret(tokenValue), st)
 			return err
 		}},
-		{"list versions of s", func(ctx context.Context, v *Vault, _ string) error { return v.Claim(ctx, "s", ws) }},
+		{"list versions of s", func(ctx context.Context, v *Vault, _ string) error {
+			_, err := v.Claim(ctx, "s", ws)
+			return err
+		}},
 		{"list versions of s", func(ctx context.Context, v *Vault, _ string) error {
 			_, _, err := v.Find(ctx, "s", "t1")
 			return err

@@ -220,29 +220,31 @@ func (v *Vault) versions(ctx context.Context, name string) ([]tokens.StoredToken
 // be one this service wrote for ws. A secret that holds another workspace's
 // tokens (consumers of that workspace read its latest version), or that
 // someone else wrote, is refused as InvalidRequest.
-func (v *Vault) Claim(ctx context.Context, name string, ws tokens.WorkspaceID) error {
+func (v *Vault) Claim(ctx context.Context, name string, ws tokens.WorkspaceID) (bool, error) {
+	exists := false
 	pager := v.client.NewListSecretPropertiesVersionsPager(name, nil)
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
 		if err != nil {
 			if isStatus(err, http.StatusNotFound) {
-				return nil
+				return false, nil
 			}
-			return translate("list versions of "+name, err)
+			return false, translate("list versions of "+name, err)
 		}
 		for _, p := range page.Value {
+			exists = true
 			st, managed := stored(p)
 			switch {
 			case !managed:
-				return tokens.FieldError(tokens.CodeInvalidRequest, "secretName",
+				return true, tokens.FieldError(tokens.CodeInvalidRequest, "secretName",
 					fmt.Sprintf("Key Vault secret %s exists and was not written by this service; choose another secretName", name))
 			case !st.Workspace.Equal(ws):
-				return tokens.FieldError(tokens.CodeInvalidRequest, "secretName",
+				return true, tokens.FieldError(tokens.CodeInvalidRequest, "secretName",
 					fmt.Sprintf("Key Vault secret %s holds tokens of another workspace (%s); choose another secretName", name, st.Workspace))
 			}
 		}
 	}
-	return nil
+	return exists, nil
 }
 
 // Get reads the managed version a secret URI names (the latest when the

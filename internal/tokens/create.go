@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -359,8 +360,12 @@ func (s *Service) claim(ctx context.Context, name string, st StoredToken) error 
 	if owner, ok := s.claims.get(key, s.now()); ok && owner == ws.Key() {
 		return nil
 	}
-	if err := s.vault.Claim(ctx, name, ws); err != nil {
+	exists, err := s.vault.Claim(ctx, name, ws)
+	if err != nil {
 		return err
+	}
+	if !exists && squats(name, ws) {
+		return FieldError(CodeInvalidRequest, "secretName", fmt.Sprintf("%s has the form of another workspace's default secret (databricks-<workspace>-<8 hex>; this workspace's is %s): choose another name, or leave secretName out", name, DefaultSecretName(ws)))
 	}
 	// Two workspaces' creates into one new secret both find it empty:
 	// the ledger's binding of the name, first come first served across
@@ -375,6 +380,20 @@ func (s *Service) claim(ctx context.Context, name string, st StoredToken) error 
 	}
 	s.claims.put(key, ws.Key(), s.now())
 	return nil
+}
+
+// defaultSecretNameRE is the form of DefaultSecretName: the workspace's
+// name and 8 hex digits of a hash.
+var defaultSecretNameRE = regexp.MustCompile(`(?i)^databricks-[0-9a-z-]+-([0-9a-f]{8})$`)
+
+// squats reports whether a new secret's name would take another
+// workspace's default: taken first, it would refuse that workspace's own
+// creates and events. Eight decimal digits are let through (as likely a
+// date, etl-20261128, as a hash). A secret that already holds this
+// workspace's tokens is its own, whatever its name.
+func squats(name string, ws WorkspaceID) bool {
+	m := defaultSecretNameRE.FindStringSubmatch(name)
+	return m != nil && strings.ContainsAny(strings.ToLower(m[1]), "abcdef") && !strings.EqualFold(name, DefaultSecretName(ws))
 }
 
 // delivered says whether an earlier attempt's token reached its consumer:

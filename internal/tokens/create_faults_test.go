@@ -2,6 +2,7 @@ package tokens
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 )
@@ -87,6 +88,44 @@ func TestUnrecordedInlineTokenIsNotHandedOut(t *testing.T) {
 			t.Errorf("inline: %v, %d live tokens; want UpstreamUnavailable and none live", err, api.liveCount())
 		case keyVault && (err != nil || !res.Issued || !api.isLive(res.Record.TokenID)):
 			t.Errorf("key vault: %v, issued %v; want the delivered token kept live after the sweep", err, res.Issued)
+		}
+	}
+}
+
+// A new secret may not take another workspace's default name: taken
+// first, it would refuse that workspace's creates and events. Its own
+// default, a date-like suffix and a secret that already holds this
+// workspace's tokens are fine.
+func TestSecretNameCannotSquatAnotherWorkspacesDefault(t *testing.T) {
+	t.Parallel()
+	other, err := ParseWorkspaceID("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Databricks/workspaces/other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name    string
+		planted bool // the secret already holds this workspace's token
+		ok      bool
+	}{
+		{DefaultSecretName(other), false, false}, // databricks-other-faac2293
+		{strings.ToUpper(DefaultSecretName(other)), false, false},
+		{"databricks-anything-0a1b2c3d", false, false},
+		{"databricks-anything-0a1b2c3d", true, true},
+		{DefaultSecretName(testWS), false, true},
+		{"databricks-etl-20261128", false, true},
+		{"etl-token-0a1b2c3d", false, true},
+	}
+	for _, c := range cases {
+		api, vault := newFakeAPI(fixedNow), newFakeVault()
+		svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Now: fixedNow})
+		if c.planted {
+			plant(t, api, vault, c.name, OriginHTTP, MarkerRequest, time.Hour)
+		}
+		before := api.liveCount()
+		_, err := svc.Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: time.Hour, SecretName: c.name, RequestID: "r1"}, CreateOptions{})
+		refused := CodeOf(err) == CodeInvalidRequest && AsError(err).Target == "secretName"
+		if refused == c.ok || (refused && api.liveCount() != before) {
+			t.Errorf("secretName %s (planted %v): %v; want accepted %v, and no token when refused", c.name, c.planted, err, c.ok)
 		}
 	}
 }

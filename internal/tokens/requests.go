@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -213,9 +212,6 @@ func CallerRequestID(id string) error {
 	return nil
 }
 
-// defaultSecretNameRE is the form of DefaultSecretName.
-var defaultSecretNameRE = regexp.MustCompile(`(?i)^databricks-[0-9a-z-]+-[0-9a-f]{8}$`)
-
 // ValidSecretName checks a Key Vault secret name.
 func ValidSecretName(name string) error {
 	if !validSecretNameChars(name) {
@@ -268,10 +264,6 @@ func DecodeCreate(body []byte, lim Limits, extra ...string) (CreateRequest, erro
 			p.Add("secretName", "is only allowed with Key Vault delivery (KEY_VAULT_URI is not set)")
 		case ValidSecretName(s) != nil:
 			p.Add("secretName", "%v", ValidSecretName(s))
-		case defaultSecretNameRE.MatchString(s) && !strings.EqualFold(s, DefaultSecretName(req.Workspace)):
-			// Taken first from here, another workspace's default secret
-			// would refuse that workspace's own creates and events.
-			p.Add("secretName", "%s has the form of a workspace's default secret (databricks-<workspace>-<8 hex>) and is not this workspace's (%s): choose another name, or leave secretName out", s, DefaultSecretName(req.Workspace))
 		}
 		req.SecretName = s
 	}

@@ -284,28 +284,3 @@ func TestCallerRequestIDs(t *testing.T) {
 		}
 	}
 }
-
-// A caller's secretName may not be another workspace's default secret
-// name: taken first, it would refuse that workspace's creates and events.
-func TestSecretNameCannotSquatAnotherWorkspacesDefault(t *testing.T) {
-	t.Parallel()
-	other, err := ParseWorkspaceID("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Databricks/workspaces/other")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lim := Limits{DefaultLifetime: time.Hour, MaxLifetime: 24 * time.Hour, KeyVault: true}
-	for name, ok := range map[string]bool{
-		DefaultSecretName(other):                   false,
-		strings.ToUpper(DefaultSecretName(other)):  false,
-		"databricks-anything-0a1b2c3d":             false,
-		DefaultSecretName(testWS):                  true, // its own default, named
-		strings.ToUpper(DefaultSecretName(testWS)): true,
-		"databricks-etl-token":                     true,
-		"etl-token-0a1b2c3d":                       true,
-	} {
-		_, err := DecodeCreate([]byte(`{"workspaceResourceId":"`+testWS.String()+`","secretName":"`+name+`"}`), lim)
-		if got := !slices.Contains(targets(err), "secretName"); got != ok {
-			t.Errorf("secretName %s: accepted %v, want %v (%v)", name, got, ok, err)
-		}
-	}
-}

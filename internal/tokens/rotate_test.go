@@ -32,7 +32,11 @@ func (v *fakeVault) Put(_ context.Context, name string, _ Secret, st StoredToken
 	return st.URI, nil
 }
 
-func (v *fakeVault) Claim(context.Context, string, WorkspaceID) error { return nil }
+func (v *fakeVault) Claim(_ context.Context, name string, _ WorkspaceID) (bool, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return len(v.secrets[name]) > 0, nil
+}
 func (v *fakeVault) Fits(StoredToken) error                           { return v.fits }
 
 func (v *fakeVault) Find(_ context.Context, name, tokenID string) (StoredToken, bool, error) {

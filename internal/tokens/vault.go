@@ -56,9 +56,10 @@ type Vault interface {
 	// (Key Vault's tags are limited). Errors: InvalidRequest.
 	Fits(st StoredToken) error
 	// Claim checks that secret name may receive a token of workspace ws:
-	// it does not exist, or holds only this service's versions for ws.
-	// Errors: InvalidRequest (another workspace's or an unmanaged secret).
-	Claim(ctx context.Context, name string, ws WorkspaceID) error
+	// it does not exist, or holds only this service's versions for ws
+	// (exists). Errors: InvalidRequest (another workspace's or an
+	// unmanaged secret).
+	Claim(ctx context.Context, name string, ws WorkspaceID) (exists bool, err error)
 	// Find returns the version of secret name that holds tokenID.
 	Find(ctx context.Context, name, tokenID string) (StoredToken, bool, error)
 	// Get reads the managed version a secret URI names.
