@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -58,6 +59,12 @@ func Common(service string, err error) *tokens.Error {
 		return &tokens.Error{Code: tokens.CodeUpstreamError, Err: err,
 			Message: service + ": " + redirect.Error()}
 	case errors.As(err, &authErr):
+		// No answer at all (a timeout, a dropped connection, nothing
+		// listening) is the endpoint being unavailable, not the identity
+		// being refused: azidentity reports both as this error.
+		if authErr.RawResponse == nil && !strings.Contains(err.Error(), redirectRefused) {
+			return Unavailable("Microsoft Entra ID", 0, err)
+		}
 		if authErr.RawResponse != nil && isTransient(authErr.RawResponse.StatusCode) {
 			return Unavailable("Microsoft Entra ID", RetryAfter(authErr.RawResponse), err)
 		}

@@ -31,8 +31,13 @@ func (e *RedirectError) Error() string {
 	if e.Location != "" {
 		to = "pointing at " + e.Location
 	}
-	return fmt.Sprintf("%s answered HTTP %d, a redirect %s; redirects are never followed, so nothing was sent there", e.Host, e.Status, to)
+	return fmt.Sprintf("%s answered HTTP %d, a redirect %s; %s", e.Host, e.Status, to, redirectRefused)
 }
+
+// redirectRefused ends every RedirectError's text: azidentity keeps only
+// the text of a cause, and this is how a redirect is still told from a
+// transport failure there.
+const redirectRefused = "redirects are never followed, so nothing was sent there"
 
 // NonRetriable tells azcore's retry policy that another try would only get
 // the same redirect.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/contoso/databricks-token-broker/devstack/fakedatabricks"
+	"github.com/contoso/databricks-token-broker/devstack/fakeentra"
 	"github.com/contoso/databricks-token-broker/devstack/stack"
 )
 
@@ -436,5 +437,39 @@ func TestErrorMessagesReadAsWritten(t *testing.T) {
 	}
 	if bytes.Contains(r.Body, []byte(`\u003c`)) || bytes.Contains(r.Body, []byte(`\u003e`)) || bytes.Contains(r.Body, []byte(`\u0026`)) {
 		t.Errorf("the error body is HTML-escaped: %s", r.Body)
+	}
+}
+
+// An identity endpoint that drops its connections or is not listening is
+// unavailable, not a refusal of the identity: 503 with Retry-After, never
+// the permission_denied that pages someone (azidentity reports both as an
+// authentication failure; only one with an answer is a refusal).
+func TestUnreachableIdentityEndpointIsUnavailable(t *testing.T) {
+	t.Parallel()
+	for name, o := range map[string]envOptions{
+		"dropping":      {before: func(s *stack.Stack) { s.MSI.InjectFault(fakeentra.Fault{Drop: true}) }},
+		"not listening": {settings: []string{"IDENTITY_ENDPOINT=http://127.0.0.1:1/msi/token"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			if o.before != nil {
+				before := o.before
+				o.before = func(s *stack.Stack) {
+					for range 8 {
+						before(s)
+					}
+				}
+			}
+			e := start(t, o)
+			r := e.create(map[string]any{"workspaceResourceId": ws(0)})
+			if r.Status != http.StatusServiceUnavailable || r.errorCode(t) != "UpstreamUnavailable" || r.Header.Get("Retry-After") == "" {
+				t.Errorf("%d %s Retry-After=%q; want 503 UpstreamUnavailable with Retry-After", r.Status, r.Body, r.Header.Get("Retry-After"))
+			}
+			for _, l := range e.auditLines() {
+				if l["permission_denied"] == true {
+					t.Errorf("audit line %v says permission_denied", l)
+				}
+			}
+		})
 	}
 }
