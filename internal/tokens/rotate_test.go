@@ -37,7 +37,7 @@ func (v *fakeVault) Claim(_ context.Context, name string, _ WorkspaceID) (bool, 
 	defer v.mu.Unlock()
 	return len(v.secrets[name]) > 0, nil
 }
-func (v *fakeVault) Fits(StoredToken) error                           { return v.fits }
+func (v *fakeVault) Fits(StoredToken) error { return v.fits }
 
 func (v *fakeVault) Find(_ context.Context, name, tokenID string) (StoredToken, bool, error) {
 	v.mu.Lock()
