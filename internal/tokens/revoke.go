@@ -88,6 +88,10 @@ func (s *Service) Revoke(ctx context.Context, by Caller, req RevokeRequest) (Rev
 	if err != nil {
 		return RevokeResult{}, err
 	}
+	// The token is gone: what follows must happen even if the caller went
+	// away, or a version would go on serving the dead token.
+	ctx, cancel := Detached(ctx, CleanupTimeout)
+	defer cancel()
 	res := RevokeResult{RequestID: req.RequestID, Workspace: ws.ID, TokenID: req.TokenID, Status: StatusNotFound, SecretURI: st.URI}
 	if ok {
 		res.Status = StatusRevoked

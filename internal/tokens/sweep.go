@@ -128,6 +128,14 @@ func (s *Service) reconcileWorkspace(ctx context.Context, id WorkspaceID, entrie
 		if _, _, err := s.ledger.Mark(ctx, id, e.TokenID, state); err != nil {
 			return fail(err)
 		}
+		// Revoked elsewhere (the Databricks UI), or by a revoke whose
+		// caller went away before its versions were disabled: no enabled
+		// version may go on serving the dead token.
+		if name, ok := secretNameOf(e.SecretURI); ok && state == TokenRevoked && s.vault != nil {
+			if err := s.disableIn(ctx, name, e.TokenID); err != nil {
+				return fail(err)
+			}
+		}
 	}
 	return nil
 }

@@ -7,8 +7,11 @@ package e2e
 // failed on the code before its fix.
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -517,4 +520,35 @@ func TestSIGTERMDrainsAnInFlightCreate(t *testing.T) {
 			t.Errorf("a secret appears in the handler's output")
 		}
 	}
+}
+
+// A revoke whose caller goes away while Databricks carries out the delete
+// never disables the token's version itself; the timer's next sweep finds
+// the token gone and does, so the secret does not go on serving it.
+func TestRevokeWhoseCallerLeftStillDisablesTheVersion(t *testing.T) {
+	t.Parallel()
+	e := startVault(t, envOptions{ledger: true})
+	id, _ := e.mustCreate(map[string]any{"workspaceResourceId": ws(0)}).json(t)["tokenId"].(string)
+	e.stack.Workspaces[0].InjectFault(fakedatabricks.OpDelete, fakedatabricks.Slow{D: 3 * time.Second})
+	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
+	defer cancel()
+	b, _ := json.Marshal(map[string]any{"workspaceResourceId": ws(0), "tokenId": id})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.host.URL()+"/api/revoke-token", bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the revoke answered %d before the delete finished", resp.StatusCode)
+	}
+	if !waitFor(10*time.Second, func() bool { return len(e.stack.Workspaces[0].LiveTokens()) == 0 }) {
+		t.Fatal("the slow delete never took effect")
+	}
+	if _, err := e.host.InvokeTimer(t.Context(), "rotate-tokens", false); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range versions(e, contractSecretName(ws(0))) {
+		if v.Enabled {
+			t.Errorf("version %s still serves the revoked token", v.ID)
+		}
+	}
+	e.waitIdle()
 }
