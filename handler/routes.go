@@ -33,7 +33,25 @@ func (s *Server) routes() http.Handler {
 	mux.Handle(Routes["workspace-events"], allow(s.invocation("workspace-events", s.queueFunction(s.workspaceEvents)), http.MethodPost))
 	mux.Handle(Routes["rotate-tokens"], allow(s.invocation("rotate-tokens", s.rotateTokens), http.MethodPost))
 	mux.Handle("/", http.HandlerFunc(notFound))
-	return mux
+	return hostRouting(mux)
+}
+
+// hostRouting serves a path as the Functions host routes it: without
+// regard to case, and with a trailing slash or none (the host matches
+// /api/Create-Token/ to create-token, then forwards the path as the caller
+// wrote it).
+func hostRouting(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := strings.ToLower(r.URL.Path)
+		if len(p) > 1 {
+			p = strings.TrimSuffix(p, "/")
+		}
+		if p != r.URL.Path {
+			r = r.Clone(r.Context())
+			r.URL.Path, r.URL.RawPath = p, ""
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // ready answers the host's readiness probe. It touches nothing upstream.

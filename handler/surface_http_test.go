@@ -588,3 +588,19 @@ func TestReservedHeaderRequestIDIsRefused(t *testing.T) {
 		t.Errorf("%d %s; %d creates", rec.Code, rec.Body, len(r.svc.creates))
 	}
 }
+
+// The host routes without regard to case or a trailing slash and forwards
+// the caller's path as written: those paths reach their function.
+func TestRoutesAsTheHostMatchesThem(t *testing.T) {
+	t.Parallel()
+	for _, path := range []string{"/api/Create-Token", "/API/create-token", "/api/create-token/"} {
+		r := newRig(t, createAnswering(issued(t, true, secretValue), nil), baseOptions())
+		if rec := r.do(http.MethodPost, path, createBody(""), nil, true); rec.Code != http.StatusCreated {
+			t.Errorf("POST %s: %d %s; want 201", path, rec.Code, rec.Body)
+		}
+	}
+	r := newRig(t, &stubService{}, baseOptions())
+	if rec := r.do(http.MethodGet, "/api/nothing-here", nil, nil, false); rec.Code != http.StatusNotFound {
+		t.Errorf("an unknown path: %d; want 404", rec.Code)
+	}
+}
