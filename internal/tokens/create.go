@@ -552,7 +552,7 @@ func (s *Service) createOnce(ctx context.Context, ws Workspace, m Marker, commen
 		case !errors.Is(err, ErrAmbiguous):
 			return Issued{}, collected, err
 		}
-		if rerr := s.reconcile(ctx, ws, m.RequestID); rerr != nil {
+		if rerr := s.reconcile(ctx, ws, m.RequestID, errors.Is(err, context.DeadlineExceeded)); rerr != nil {
 			return Issued{}, collected, cleanupFailed(errors.Join(err, rerr))
 		}
 		if ctx.Err() != nil {
@@ -577,11 +577,12 @@ var lateCreateWatch = []time.Duration{time.Second, 2 * time.Second}
 // of its own, since the usual reason is that the invocation's budget ran
 // out, and holds the request id's lock throughout, so a retry on this
 // instance waits for it rather than having its new token taken for a lost one.
-func (s *Service) reconcile(ctx context.Context, ws Workspace, requestID string) error {
+// late says the answer timed out rather than the connection dropping.
+func (s *Service) reconcile(ctx context.Context, ws Workspace, requestID string, late bool) error {
 	cctx, cancel := Detached(ctx, CleanupTimeout)
 	defer cancel()
 	looks := []time.Duration{0}
-	if ctx.Err() != nil {
+	if late || ctx.Err() != nil {
 		looks = append(looks, lateCreateWatch...)
 	}
 	for _, wait := range looks {

@@ -47,10 +47,19 @@ var Retriable = []int{http.StatusRequestTimeout, http.StatusTooManyRequests, htt
 // fit the invocation's budget. statuses are the retriable statuses;
 // retryErrors says whether transport errors (no response) may be retried,
 // which is false for non-idempotent calls such as token/create.
+//
+// A try of a call whose transport errors are not retried has no timeout of
+// its own, only the budget's: cutting it short could not buy another try,
+// only an answer lost while the budget still had time for it (a create
+// answered after 22 s, with a 30 s budget, would be made again).
 func RetryOptions(statuses []int, retryErrors bool) policy.RetryOptions {
+	tryTimeout := 20 * time.Second
+	if !retryErrors {
+		tryTimeout = 0
+	}
 	return policy.RetryOptions{
 		MaxRetries:    8,
-		TryTimeout:    20 * time.Second,
+		TryTimeout:    tryTimeout,
 		RetryDelay:    400 * time.Millisecond,
 		MaxRetryDelay: 10 * time.Minute, // Retry-After is bounded by the budget instead
 		ShouldRetry: func(resp *http.Response, err error) bool {

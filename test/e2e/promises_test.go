@@ -552,3 +552,24 @@ func TestRevokeWhoseCallerLeftStillDisablesTheVersion(t *testing.T) {
 	}
 	e.waitIdle()
 }
+
+// A create the workspace answers after 21 s, inside the 30 s budget but
+// past the 20 s a try of an idempotent call may take, is waited for: cut
+// short, its token would be made again by the next try (two live tokens
+// for one request id, the late one left to the sweep).
+func TestSlowCreateInsideTheBudgetIsWaitedFor(t *testing.T) {
+	t.Parallel()
+	e := start(t, envOptions{ledger: true})
+	w := e.stack.Workspaces[0]
+	w.InjectFault(fakedatabricks.OpCreate, fakedatabricks.Delay{D: 21 * time.Second})
+	if r := e.create(map[string]any{"workspaceResourceId": ws(0), "requestId": "slow-1"}); r.Status != http.StatusCreated {
+		t.Errorf("create: %d %s; want 201", r.Status, r.Body)
+	}
+	time.Sleep(2 * time.Second) // a second create, had there been one, has landed
+	if n := len(w.LiveTokens()); n != 1 {
+		t.Errorf("%d live tokens for request id slow-1; want 1", n)
+	}
+	if n := w.Calls()[fakedatabricks.OpCreate]; n != 1 {
+		t.Errorf("%d creates sent; want 1", n)
+	}
+}
