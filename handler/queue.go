@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -318,11 +319,16 @@ func badEnvelope(r *http.Request, msg queueMessage, err error) queueOutcome {
 // publishOutcome publishes on a context of its own: the outcome must get
 // out even when the invocation's budget is spent or its caller went away.
 func (s *Server) publishOutcome(r *http.Request, o tokens.Outcome) error {
+	ctx, cancel := upstream.Detached(r.Context(), publishTimeout)
+	defer cancel()
+	return s.publishIn(ctx, o)
+}
+
+// publishIn publishes o within ctx.
+func (s *Server) publishIn(ctx context.Context, o tokens.Outcome) error {
 	if s.pub == nil {
 		return nil
 	}
-	ctx, cancel := upstream.Detached(r.Context(), publishTimeout)
-	defer cancel()
 	began := time.Now()
 	err := s.pub.Publish(ctx, o)
 	upstream.Record(ctx, upstream.ServiceServiceBus, time.Since(began), 0)

@@ -1,8 +1,13 @@
 package handler
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -147,5 +152,52 @@ func TestRotationOutcomesArePublished(t *testing.T) {
 				t.Errorf("%d token.expiring lines, want 2:\n%s", n, r.log)
 			}
 		})
+	}
+}
+
+// deadlinePublisher is a Service Bus that never answers: each Publish
+// notes its deadline and fails as soon as it is asked.
+type deadlinePublisher struct {
+	recPublisher
+	deadlines []time.Time
+}
+
+func (p *deadlinePublisher) Publish(ctx context.Context, _ tokens.Outcome) error {
+	d, _ := ctx.Deadline()
+	p.mu.Lock()
+	p.deadlines = append(p.deadlines, d)
+	p.mu.Unlock()
+	return context.DeadlineExceeded
+}
+
+// TestTimerResultsShareOneDeadline: a timer run's results are published
+// under one deadline, not one each, so a Service Bus that does not answer
+// holds the reply for publishTimeout at most, however many results there
+// are (one each would pass the host's functionTimeout and get the handler
+// restarted).
+func TestTimerResultsShareOneDeadline(t *testing.T) {
+	t.Parallel()
+	opts := keyVaultOptions()
+	rec := issued(t, false, "").Record
+	var outs []tokens.Outcome
+	for i := range 5 {
+		outs = append(outs, tokens.Outcome{Type: tokens.Expiring, RequestID: fmt.Sprint("r", i), Workspace: surfaceWS, TokenID: fmt.Sprint("t", i), Record: &rec})
+	}
+	pub := &deadlinePublisher{}
+	svc := &stubService{
+		rotate: func(tokens.RotateOptions) ([]tokens.Outcome, error) { return nil, nil },
+		sweep:  func(tokens.SweepOptions) ([]tokens.Outcome, error) { return outs, nil },
+	}
+	h := New(slog.New(slog.NewJSONHandler(io.Discard, nil)), svc, pub, opts)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/rotate-tokens", strings.NewReader(timerEnvelope)))
+	if len(pub.deadlines) != len(outs) {
+		t.Fatalf("%d publishes; want %d", len(pub.deadlines), len(outs))
+	}
+	for _, d := range pub.deadlines {
+		if d.IsZero() || !d.Equal(pub.deadlines[0]) {
+			t.Errorf("publish deadlines %v; want one deadline for the run", pub.deadlines)
+			break
+		}
 	}
 }

@@ -64,8 +64,16 @@ func (s *Server) rotateTokens(w http.ResponseWriter, r *http.Request, log *slog.
 	outcomes = append(outcomes, swept...)
 	logs := make([]string, 0, len(outcomes)+1)
 	failed := 0
+	// One deadline for all of the run's results, not one each: a Service
+	// Bus that does not answer must not hold the reply past the host's
+	// functionTimeout, which restarts the whole handler (every in-flight
+	// invocation with it).
+	pctx, pcancel := upstream.Detached(r.Context(), publishTimeout)
+	defer pcancel()
 	for _, o := range outcomes {
-		s.publish(r, log, o)
+		if err := s.publishIn(pctx, o); err != nil {
+			log.Error("publish result", "type", string(o.Type), "error", err.Error())
+		}
 		if o.Err != nil {
 			failed++
 		}
