@@ -128,8 +128,11 @@ type Cache struct {
 }
 
 type entry struct {
-	mu  sync.Mutex // held while fetching
-	tok azcore.AccessToken
+	// turn is held while fetching; a channel, so that a waiter whose
+	// budget ends stops waiting (one slow fetch must not hold every other
+	// caller past its own deadline).
+	turn chan struct{}
+	tok  azcore.AccessToken
 }
 
 // NewCache wraps cred.
@@ -150,13 +153,17 @@ func (c *Cache) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (
 	c.mu.Lock()
 	e := c.entries[key]
 	if e == nil {
-		e = &entry{}
+		e = &entry{turn: make(chan struct{}, 1)}
 		c.entries[key] = e
 	}
 	c.mu.Unlock()
 
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	select {
+	case e.turn <- struct{}{}:
+	case <-ctx.Done():
+		return azcore.AccessToken{}, ctx.Err()
+	}
+	defer func() { <-e.turn }()
 	if c.fresh(e.tok) {
 		return e.tok, nil
 	}

@@ -151,3 +151,38 @@ func TestCacheAttachesAdvice(t *testing.T) {
 		t.Fatalf("error %v (%T): want a CredentialError wrapping the cause, advising az login", err, err)
 	}
 }
+
+// blockingCred answers only when released.
+type blockingCred struct{ release chan struct{} }
+
+func (b blockingCred) GetToken(ctx context.Context, _ policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	select {
+	case <-b.release:
+		return azcore.AccessToken{Token: "t", ExpiresOn: time.Now().Add(time.Hour)}, nil
+	case <-ctx.Done():
+		return azcore.AccessToken{}, ctx.Err()
+	}
+}
+
+// A caller waiting for another's fetch of the same token stops waiting
+// when its own context ends: one slow fetch (the timer's, with minutes of
+// budget) must not hold a create with seconds of budget.
+func TestWaiterStopsAtItsOwnDeadline(t *testing.T) {
+	t.Parallel()
+	cred := blockingCred{release: make(chan struct{})}
+	c := NewCache(cred, time.Now)
+	opts := policy.TokenRequestOptions{Scopes: []string{"x/.default"}}
+	started := make(chan struct{})
+	go func() {
+		close(started)
+		_, _ = c.GetToken(context.Background(), opts) // the slow fetch
+	}()
+	<-started
+	time.Sleep(10 * time.Millisecond) // let it take the turn
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.GetToken(ctx, opts); !errors.Is(err, context.Canceled) {
+		t.Errorf("waiter with an ended context: %v; want context.Canceled", err)
+	}
+	close(cred.release)
+}
