@@ -374,3 +374,39 @@ func TestARMOverTLS(t *testing.T) {
 		t.Errorf("%d ARM calls, want 2 (no retry the budget cannot fit)", len(seen))
 	}
 }
+
+// A lookup whose leader's caller goes away says nothing of the workspace:
+// the callers that joined it look again, and get it.
+func TestJoinersOutliveTheLeadersCaller(t *testing.T) {
+	t.Parallel()
+	leaderCtx, leave := context.WithCancel(t.Context())
+	f := &fakeWorkspaces{}
+	f.answer = func(string, string) (armdatabricks.Workspace, int, string) {
+		if f.calls.Load() == 1 {
+			<-leaderCtx.Done() // the leader's read is slow, until its caller has gone
+			return armdatabricks.Workspace{}, http.StatusServiceUnavailable, "ServiceUnavailable"
+		}
+		return succeeded(wsText, "adb-1.2.azuredatabricks.net"), 0, ""
+	}
+	r := f.resolver(t, Options{})
+	id := parse(t, wsText)
+	leaderDone := make(chan error, 1)
+	go func() {
+		_, err := r.Resolve(leaderCtx, id)
+		leaderDone <- err
+	}()
+	for f.calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	joined := make(chan string, 1)
+	go func() {
+		ws, err := r.Resolve(t.Context(), id)
+		joined <- fmt.Sprint(ws.URL, err)
+	}()
+	time.Sleep(10 * time.Millisecond) // let it join the flight
+	leave()
+	<-leaderDone
+	if got := <-joined; got != "https://adb-1.2.azuredatabricks.net<nil>" {
+		t.Errorf("the caller that joined got %s; want the workspace", got)
+	}
+}

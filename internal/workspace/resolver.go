@@ -78,6 +78,10 @@ type flight struct {
 	done chan struct{}
 	ws   tokens.Workspace
 	err  error
+	// abandoned: the leader's own context ended the lookup (its caller
+	// went away, or its budget ran out); that says nothing of the
+	// workspace, so whoever joined looks again.
+	abandoned bool
 }
 
 var _ tokens.Resolver = (*Resolver)(nil)
@@ -121,11 +125,22 @@ func (r *Resolver) Resolve(ctx context.Context, id tokens.WorkspaceID) (tokens.W
 			Message: fmt.Sprintf("subscription %s is not in DATABRICKS_ALLOWED_SUBSCRIPTIONS", id.Subscription)}
 	}
 	key := id.Key()
+	for {
+		ws, again, err := r.resolveOnce(ctx, id, key)
+		if !again || ctx.Err() != nil {
+			return ws, err
+		}
+	}
+}
+
+// resolveOnce answers from the cache, leads a lookup, or joins one; again
+// reports a joined lookup its leader abandoned.
+func (r *Resolver) resolveOnce(ctx context.Context, id tokens.WorkspaceID, key string) (_ tokens.Workspace, again bool, _ error) {
 	r.mu.Lock()
 	if c, ok := r.cache[key]; ok {
 		if r.opts.Now().Before(c.exp) {
 			r.mu.Unlock()
-			return c.ws, nil
+			return c.ws, false, nil
 		}
 		// Expired: a workspace deleted since would otherwise stay forever.
 		delete(r.cache, key)
@@ -139,6 +154,7 @@ func (r *Resolver) Resolve(ctx context.Context, id tokens.WorkspaceID) (tokens.W
 
 	if !joined {
 		f.ws, f.err = r.lookup(ctx, id)
+		f.abandoned = f.err != nil && ctx.Err() != nil
 		r.mu.Lock()
 		delete(r.flights, key)
 		if f.err == nil {
@@ -146,13 +162,13 @@ func (r *Resolver) Resolve(ctx context.Context, id tokens.WorkspaceID) (tokens.W
 		}
 		r.mu.Unlock()
 		close(f.done)
-		return f.ws, f.err
+		return f.ws, false, f.err
 	}
 	select {
 	case <-f.done:
-		return f.ws, f.err
+		return f.ws, f.abandoned, f.err
 	case <-ctx.Done():
-		return tokens.Workspace{}, upstream.Unavailable("Azure Resource Manager", 0, ctx.Err())
+		return tokens.Workspace{}, false, upstream.Unavailable("Azure Resource Manager", 0, ctx.Err())
 	}
 }
 
