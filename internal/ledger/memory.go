@@ -24,8 +24,9 @@ type Memory struct {
 	// bound on how many the instance keeps.
 	order []string
 	// jobs is when each periodic job last ran (Due).
-	jobs  map[string]time.Time
-	binds map[string]string // Bind
+	jobs      map[string]time.Time
+	binds     map[string]string // Bind
+	bindOrder []string          // binds' keys, oldest first
 }
 
 // MaxMemoryRecords bounds the in-memory ledger: every create records its
@@ -301,8 +302,11 @@ type errorString string
 
 func (e errorString) Error() string { return string(e) }
 
-// Due implements [Ledger] for this instance alone.
 // Bind records owner under key unless it has one, and returns its owner.
+// At most MaxMemoryRecords keys are kept, the oldest dropped first: in one
+// instance a binding matters only while two creates race into a new
+// secret, after which the secret's own versions say whose it is, so
+// names a caller makes up cannot grow memory.
 func (m *Memory) Bind(ctx context.Context, key, owner string) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", tokens.AsError(err)
@@ -315,10 +319,16 @@ func (m *Memory) Bind(ctx context.Context, key, owner string) (string, error) {
 	if m.binds == nil {
 		m.binds = map[string]string{}
 	}
+	for len(m.bindOrder) >= MaxMemoryRecords {
+		delete(m.binds, m.bindOrder[0])
+		m.bindOrder = m.bindOrder[1:]
+	}
 	m.binds[key] = owner
+	m.bindOrder = append(m.bindOrder, key)
 	return owner, nil
 }
 
+// Due implements [Ledger] for this instance alone.
 func (m *Memory) Due(ctx context.Context, job string, every time.Duration) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, tokens.AsError(err)

@@ -33,3 +33,24 @@ func TestMemoryIsBounded(t *testing.T) {
 		t.Errorf("the newest record was evicted")
 	}
 }
+
+// Bindings are bounded too: secret names a caller makes up cannot grow
+// the in-memory ledger, and the newest binding is kept.
+func TestMemoryBindingsAreBounded(t *testing.T) {
+	t.Parallel()
+	m := NewMemory(Options{})
+	for i := range MaxMemoryRecords + 500 {
+		if _, err := m.Bind(t.Context(), fmt.Sprintf("secret/s%d", i), "ws"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.mu.Lock()
+	n := len(m.binds)
+	m.mu.Unlock()
+	if n > MaxMemoryRecords {
+		t.Errorf("%d bindings kept; the bound is %d", n, MaxMemoryRecords)
+	}
+	if owner, _ := m.Bind(t.Context(), fmt.Sprintf("secret/s%d", MaxMemoryRecords+499), "other"); owner != "ws" {
+		t.Errorf("the newest binding was dropped: owner %q", owner)
+	}
+}
