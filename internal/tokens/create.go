@@ -268,6 +268,7 @@ func (s *Service) recordIssued(ctx context.Context, ws Workspace, c Claim, rec R
 		if _, derr := s.api.DeleteToken(cctx, ws, e.TokenID); derr != nil {
 			return Record{}, cleanupFailed(errors.Join(err, derr))
 		}
+		s.abandon(cctx, c) // nothing stands under it now; a retry need not wait for it to run out
 		return Record{}, err
 	}
 	// The claim ran out while the token was being made, and another

@@ -80,12 +80,13 @@ func TestUnrecordedInlineTokenIsNotHandedOut(t *testing.T) {
 		}
 		svc := newTestService(d)
 		res, err := svc.Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: 48 * time.Hour, RequestID: "r-sweep", RequestIDGiven: true}, CreateOptions{})
+		held := len(led.held) // before the sweep settles what is left
 		if _, serr := svc.Sweep(t.Context(), SweepOptions{RotateBefore: 168 * time.Hour}); serr != nil {
 			t.Fatalf("key vault %v: sweep: %v", keyVault, serr)
 		}
 		switch {
-		case !keyVault && (CodeOf(err) != CodeUpstreamUnavailable || api.liveCount() != 0):
-			t.Errorf("inline: %v, %d live tokens; want UpstreamUnavailable and none live", err, api.liveCount())
+		case !keyVault && (CodeOf(err) != CodeUpstreamUnavailable || api.liveCount() != 0 || held != 0):
+			t.Errorf("inline: %v, %d live tokens, %d claims held; want UpstreamUnavailable, none live, the claim given back", err, api.liveCount(), held)
 		case keyVault && (err != nil || !res.Issued || !api.isLive(res.Record.TokenID)):
 			t.Errorf("key vault: %v, issued %v; want the delivered token kept live after the sweep", err, res.Issued)
 		}
@@ -127,5 +128,44 @@ func TestSecretNameCannotSquatAnotherWorkspacesDefault(t *testing.T) {
 		if refused == c.ok || (refused && api.liveCount() != before) {
 			t.Errorf("secretName %s (planted %v): %v; want accepted %v, and no token when refused", c.name, c.planted, err, c.ok)
 		}
+	}
+}
+
+// disableFailsOnce is a vault whose first Disable fails (throttled).
+type disableFailsOnce struct {
+	*fakeVault
+	failed bool
+}
+
+func (v *disableFailsOnce) Disable(ctx context.Context, st StoredToken) error {
+	if !v.failed {
+		v.failed = true
+		return &Error{Code: CodeUpstreamUnavailable, RetryAfter: time.Second, Message: "Key Vault throttled"}
+	}
+	return v.fakeVault.Disable(ctx, st)
+}
+
+// A token revoked outside the service has its version disabled by the
+// sweep; when that disable fails, the ledger still says live, so the next
+// sweep tries again instead of leaving the version on for good.
+func TestSweepRetriesAFailedDisable(t *testing.T) {
+	t.Parallel()
+	api, fv := newFakeAPI(fixedNow), newFakeVault()
+	vault := &disableFailsOnce{fakeVault: fv}
+	svc := newTestService(Deps{Resolver: fakeResolver{}, API: api, Vault: vault, Now: fixedNow})
+	res, err := svc.Create(t.Context(), nil, CreateRequest{Workspace: testWS, Lifetime: 48 * time.Hour, SecretName: "etl", RequestID: "r1"}, CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.DeleteToken(t.Context(), Workspace{ID: testWS}, res.Record.TokenID); err != nil { // the Databricks UI
+		t.Fatal(err)
+	}
+	for run := range 2 {
+		if _, err := svc.Sweep(t.Context(), SweepOptions{RotateBefore: 168 * time.Hour}); err != nil {
+			t.Fatalf("sweep %d: %v", run, err)
+		}
+	}
+	if v := fv.secrets["etl"][0]; v.Enabled {
+		t.Errorf("after two sweeps the version of the revoked token %s is still enabled", v.TokenID)
 	}
 }

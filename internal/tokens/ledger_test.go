@@ -2,6 +2,7 @@ package tokens
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -72,12 +73,14 @@ func (l *fakeLedger) Mark(_ context.Context, ws WorkspaceID, tokenID string, st 
 	return Entry{}, false, nil
 }
 
-func (l *fakeLedger) Inventory(context.Context, InventoryFilter) (InventoryPage, error) {
+func (l *fakeLedger) Inventory(_ context.Context, f InventoryFilter) (InventoryPage, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out InventoryPage
 	for _, e := range l.entries {
-		out.Entries = append(out.Entries, e)
+		if len(f.States) == 0 || slices.Contains(f.States, e.State) {
+			out.Entries = append(out.Entries, e)
+		}
 	}
 	return out, nil
 }

@@ -125,16 +125,17 @@ func (s *Service) reconcileWorkspace(ctx context.Context, id WorkspaceID, entrie
 		if !e.ExpiresAt.IsZero() && !e.ExpiresAt.After(now) {
 			state = TokenExpired
 		}
-		if _, _, err := s.ledger.Mark(ctx, id, e.TokenID, state); err != nil {
-			return fail(err)
-		}
 		// Revoked elsewhere (the Databricks UI), or by a revoke whose
 		// caller went away before its versions were disabled: no enabled
-		// version may go on serving the dead token.
+		// version may go on serving the dead token. Before the mark, so
+		// a disable that fails is tried again by the next sweep.
 		if name, ok := secretNameOf(e.SecretURI); ok && state == TokenRevoked && s.vault != nil {
 			if err := s.disableIn(ctx, name, e.TokenID); err != nil {
 				return fail(err)
 			}
+		}
+		if _, _, err := s.ledger.Mark(ctx, id, e.TokenID, state); err != nil {
+			return fail(err)
 		}
 	}
 	return nil
