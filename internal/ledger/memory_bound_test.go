@@ -22,35 +22,21 @@ func TestMemoryIsBounded(t *testing.T) {
 		if _, err := m.Complete(t.Context(), a.Lease, Token{TokenID: fmt.Sprintf("t%d", i), CreatedAt: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	m.mu.Lock()
-	n := len(m.rows)
-	m.mu.Unlock()
-	if n > MaxMemoryRecords {
-		t.Errorf("%d records kept; the bound is %d", n, MaxMemoryRecords)
-	}
-	if _, ok, _ := m.Get(t.Context(), Key{Workspace: ws, RequestID: fmt.Sprintf("r%d", MaxMemoryRecords+499)}); !ok {
-		t.Errorf("the newest record was evicted")
-	}
-}
-
-// Bindings are bounded too: secret names a caller makes up cannot grow
-// the in-memory ledger, and the newest binding is kept.
-func TestMemoryBindingsAreBounded(t *testing.T) {
-	t.Parallel()
-	m := NewMemory(Options{})
-	for i := range MaxMemoryRecords + 500 {
+		// Secret names a caller makes up are bounded too.
 		if _, err := m.Bind(t.Context(), fmt.Sprintf("secret/s%d", i), "ws"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	m.mu.Lock()
-	n := len(m.binds)
+	n, b := len(m.rows), len(m.binds)
 	m.mu.Unlock()
-	if n > MaxMemoryRecords {
-		t.Errorf("%d bindings kept; the bound is %d", n, MaxMemoryRecords)
+	if n > MaxMemoryRecords || b > MaxMemoryRecords {
+		t.Errorf("%d records and %d bindings kept; the bound is %d", n, b, MaxMemoryRecords)
 	}
 	if owner, _ := m.Bind(t.Context(), fmt.Sprintf("secret/s%d", MaxMemoryRecords+499), "other"); owner != "ws" {
 		t.Errorf("the newest binding was dropped: owner %q", owner)
+	}
+	if _, ok, _ := m.Get(t.Context(), Key{Workspace: ws, RequestID: fmt.Sprintf("r%d", MaxMemoryRecords+499)}); !ok {
+		t.Errorf("the newest record was evicted")
 	}
 }
